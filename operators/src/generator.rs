@@ -1,0 +1,789 @@
+//! A synthetic multi-instrument market with a consistent full order flow and labelled anomalies.
+//!
+//! Every instrument is simulated on its own: its own random stream (seeded from the market seed and
+//! the instrument's index), its own Poisson clock and its own resting orders. The market is the
+//! time-ordered merge of the instruments, so the event sequence of an instrument does not depend on
+//! how instruments are spread over workers: a worker that simulates a subset of the instruments
+//! produces exactly those instruments' events.
+//!
+//! The flow is consistent: cancels, deletes and visible executions always name a resting order with
+//! enough size, executions hit the best level, and adds never cross the opposite side. Injected
+//! episodes (see [`AnomalyKind`]) are scripted against the live book state, so they stay consistent
+//! too, and each one is reported as an [`AnomalyLabel`].
+
+use crate::event::{EventKind, InstrumentId, LobEvent, Price, Qty, Side};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+/// Kinds of injected anomalous episodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AnomalyKind {
+    /// One side's near-touch liquidity is deleted within a short time.
+    LiquidityWithdrawal,
+    /// Executions sweep through several levels of one side (a flash crash or spike).
+    FlashCrash,
+    /// Bursts of large adds a few ticks off the touch on one side, cancelled shortly after.
+    Layering,
+    /// A burst of add-then-delete messages at a very high rate.
+    QuoteStuffing,
+    /// Both sides' best levels are pulled, widening the spread for a while.
+    SpreadBlowout,
+}
+
+impl AnomalyKind {
+    /// All kinds, in label order.
+    pub const ALL: [AnomalyKind; 5] = [
+        AnomalyKind::LiquidityWithdrawal,
+        AnomalyKind::FlashCrash,
+        AnomalyKind::Layering,
+        AnomalyKind::QuoteStuffing,
+        AnomalyKind::SpreadBlowout,
+    ];
+
+    /// The snake_case name used in label files.
+    pub fn name(self) -> &'static str {
+        match self {
+            AnomalyKind::LiquidityWithdrawal => "liquidity_withdrawal",
+            AnomalyKind::FlashCrash => "flash_crash",
+            AnomalyKind::Layering => "layering",
+            AnomalyKind::QuoteStuffing => "quote_stuffing",
+            AnomalyKind::SpreadBlowout => "spread_blowout",
+        }
+    }
+
+    /// Parses [`AnomalyKind::name`].
+    pub fn from_name(name: &str) -> Option<AnomalyKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// One injected episode: `[start_ns, end_ns]` on one instrument.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnomalyLabel {
+    /// The instrument.
+    pub instrument: InstrumentId,
+    /// The kind of episode.
+    pub kind: AnomalyKind,
+    /// Time of its first event.
+    pub start_ns: u64,
+    /// Time of its last event.
+    pub end_ns: u64,
+}
+
+/// Parameters of a synthetic market.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MarketSpec {
+    /// Number of instruments (named `SYM0000`, `SYM0001`, ...).
+    pub instruments: usize,
+    /// Total number of events across all instruments (`None`: endless).
+    pub events: Option<u64>,
+    /// Mean event rate of the whole market, in events per second of event time.
+    pub rate_per_sec: f64,
+    /// Seed of every random stream.
+    pub seed: u64,
+    /// Event time of the first event, in ns since the epoch.
+    pub start_ns: u64,
+    /// Mean number of injected episodes per instrument-hour of event time (0 disables injection).
+    pub anomalies_per_instrument_hour: f64,
+}
+
+impl Default for MarketSpec {
+    fn default() -> Self {
+        MarketSpec {
+            instruments: 20,
+            events: Some(1_000_000),
+            rate_per_sec: 20_000.0,
+            seed: 42,
+            // 2026-01-05 14:30:00 UTC (09:30 New York).
+            start_ns: 1_767_623_400_000_000_000,
+            anomalies_per_instrument_hour: 6.0,
+        }
+    }
+}
+
+/// Symbol of the instrument with index `i`.
+pub fn instrument_name(i: usize) -> InstrumentId {
+    InstrumentId::new(&format!("SYM{i:04}")).unwrap_or_default()
+}
+
+/// SplitMix64: small, fast and the same on every platform.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from a seed.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x5851_F42D_4C95_7F2D)
+    }
+    /// The next 64 random bits.
+    #[inline]
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `[0, 1)`.
+    #[inline]
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in `[0, n)` (`n > 0`).
+    #[inline]
+    pub fn below(&mut self, n: u64) -> u64 {
+        ((self.next_u64() as u128 * n as u128) >> 64) as u64
+    }
+    /// Exponential with the given mean.
+    #[inline]
+    pub fn exp(&mut self, mean: f64) -> f64 {
+        -mean * (1.0 - self.unit()).ln()
+    }
+}
+
+const TICK: i64 = 100; // one cent in 1/10000-dollar ticks
+const TARGET_ORDERS: usize = 120;
+
+#[derive(Clone, Copy, Debug)]
+enum Script {
+    /// Delete the best order of a side (if the side keeps at least `keep` levels).
+    DeleteBest(Side),
+    /// Execute the whole best order of a side.
+    ExecuteBest(Side),
+    /// Add an order `offset` ticks behind the best price of the side.
+    AddBehind { side: Side, offset: i64, size: Qty },
+    /// Delete the most recent order this episode added.
+    DeleteOwn,
+    /// Add orders at the touch again to refill a side.
+    Refill(Side),
+}
+
+/// One instrument's simulation.
+#[derive(Clone, Debug)]
+pub struct InstrumentSim {
+    id: InstrumentId,
+    index: usize,
+    rng: Rng,
+    clock_ns: u64,
+    last_ts: u64,
+    mean_gap_ns: f64,
+    budget: Option<u64>,
+    emitted: u64,
+    next_order_id: u64,
+    orders: FxHashMap<u64, (Side, Price, Qty)>,
+    order_list: Vec<u64>,
+    order_pos: FxHashMap<u64, usize>,
+    levels: [BTreeMap<Price, VecDeque<u64>>; 2],
+    scripted: VecDeque<(u64, Script)>,
+    own_orders: Vec<u64>,
+    next_episode_ns: u64,
+    mean_episode_gap_ns: f64,
+    labels: Vec<AnomalyLabel>,
+    open_label: Option<AnomalyLabel>,
+    pending: VecDeque<LobEvent>,
+}
+
+fn side_index(side: Side) -> usize {
+    match side {
+        Side::Buy => 0,
+        Side::Sell => 1,
+    }
+}
+
+impl InstrumentSim {
+    /// The simulation of instrument `index` of a market.
+    pub fn new(spec: &MarketSpec, index: usize) -> Self {
+        let mut rng = Rng::new(spec.seed.wrapping_mul(0x100_0000_01B3).wrapping_add(index as u64 * 7919 + 1));
+        let n = spec.instruments.max(1) as u64;
+        let budget = spec.events.map(|e| e / n + u64::from((index as u64) < e % n));
+        let mean_gap_ns = 1e9 * n as f64 / spec.rate_per_sec.max(1e-9);
+        let mean_episode_gap_ns = if spec.anomalies_per_instrument_hour > 0.0 {
+            3600e9 / spec.anomalies_per_instrument_hour
+        } else {
+            f64::INFINITY
+        };
+        let mid = (20 + rng.below(480)) as i64 * 10_000;
+        let mut sim = InstrumentSim {
+            id: instrument_name(index),
+            index,
+            clock_ns: spec.start_ns,
+            last_ts: spec.start_ns,
+            mean_gap_ns,
+            budget,
+            emitted: 0,
+            next_order_id: (index as u64 + 1) << 40,
+            orders: FxHashMap::default(),
+            order_list: Vec::new(),
+            order_pos: FxHashMap::default(),
+            levels: [BTreeMap::new(), BTreeMap::new()],
+            scripted: VecDeque::new(),
+            own_orders: Vec::new(),
+            next_episode_ns: 0,
+            mean_episode_gap_ns,
+            labels: Vec::new(),
+            open_label: None,
+            pending: VecDeque::new(),
+            rng,
+        };
+        // Warm-up episodes never start in the first 30 s, so a model always sees normal data first.
+        sim.next_episode_ns = spec.start_ns + 30_000_000_000 + sim.rng.exp(mean_episode_gap_ns).min(1e18) as u64;
+        // Seed an initial book: 10 levels a side around the mid, as ordinary adds.
+        for level in 0..10 {
+            for side in [Side::Buy, Side::Sell] {
+                let offset = (level + 1) * TICK;
+                let price = match side {
+                    Side::Buy => mid - offset,
+                    Side::Sell => mid + offset,
+                };
+                let size = 100 * (1 + sim.rng.below(5));
+                let ev = sim.make_add(side, Price(price), size);
+                sim.pending.push_back(ev);
+            }
+        }
+        sim
+    }
+
+    /// The instrument's symbol.
+    pub fn instrument(&self) -> InstrumentId {
+        self.id
+    }
+
+    /// The index the instrument was created with.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Episodes whose last event has been produced so far.
+    pub fn take_labels(&mut self) -> Vec<AnomalyLabel> {
+        std::mem::take(&mut self.labels)
+    }
+
+    fn stamp(&mut self, t: u64) -> u64 {
+        let ts = t.max(self.last_ts + 1);
+        self.last_ts = ts;
+        ts
+    }
+
+    fn event(&mut self, kind: EventKind, order_id: u64, size: Qty, price: Price, side: Side) -> LobEvent {
+        let ts = self.stamp(self.clock_ns);
+        LobEvent { ts_ns: ts, instrument: self.id, kind, order_id, size, price, side }
+    }
+
+    fn make_add(&mut self, side: Side, price: Price, size: Qty) -> LobEvent {
+        let id = self.next_order_id;
+        self.next_order_id += 1;
+        self.orders.insert(id, (side, price, size));
+        self.order_pos.insert(id, self.order_list.len());
+        self.order_list.push(id);
+        self.levels[side_index(side)].entry(price).or_default().push_back(id);
+        self.event(EventKind::Add, id, size, price, side)
+    }
+
+    fn remove_order(&mut self, id: u64) {
+        if let Some((side, price, _)) = self.orders.remove(&id) {
+            if let Some(pos) = self.order_pos.remove(&id) {
+                self.order_list.swap_remove(pos);
+                if let Some(&moved) = self.order_list.get(pos) {
+                    self.order_pos.insert(moved, pos);
+                }
+            }
+            let levels = &mut self.levels[side_index(side)];
+            if let Some(queue) = levels.get_mut(&price) {
+                queue.retain(|&o| o != id);
+                if queue.is_empty() {
+                    levels.remove(&price);
+                }
+            }
+        }
+    }
+
+    fn make_delete(&mut self, id: u64) -> Option<LobEvent> {
+        let (side, price, remaining) = *self.orders.get(&id)?;
+        self.remove_order(id);
+        Some(self.event(EventKind::Delete, id, remaining, price, side))
+    }
+
+    fn make_partial_cancel(&mut self, id: u64) -> Option<LobEvent> {
+        let (side, price, remaining) = *self.orders.get(&id)?;
+        if remaining < 2 {
+            return self.make_delete(id);
+        }
+        let cut = 1 + self.rng.below(remaining - 1);
+        if let Some(o) = self.orders.get_mut(&id) {
+            o.2 -= cut;
+        }
+        Some(self.event(EventKind::PartialCancel, id, cut, price, side))
+    }
+
+    fn make_execute(&mut self, side: Side, full: bool) -> Option<LobEvent> {
+        let levels = &self.levels[side_index(side)];
+        let (_, queue) = match side {
+            Side::Buy => levels.iter().next_back()?,
+            Side::Sell => levels.iter().next()?,
+        };
+        let id = *queue.front()?;
+        let (oside, price, remaining) = *self.orders.get(&id)?;
+        let size = if full || remaining < 2 { remaining } else { 1 + self.rng.below(remaining) };
+        if size == remaining {
+            self.remove_order(id);
+        } else if let Some(o) = self.orders.get_mut(&id) {
+            o.2 -= size;
+        }
+        Some(self.event(EventKind::ExecuteVisible, id, size, price, oside))
+    }
+
+    fn best(&self, side: Side) -> Option<Price> {
+        let levels = &self.levels[side_index(side)];
+        match side {
+            Side::Buy => levels.keys().next_back().copied(),
+            Side::Sell => levels.keys().next().copied(),
+        }
+    }
+
+    fn level_count(&self, side: Side) -> usize {
+        self.levels[side_index(side)].len()
+    }
+
+    /// A non-crossing price `offset` ticks behind the touch of `side` (or around the other side's
+    /// touch when this side is empty).
+    fn price_behind(&self, side: Side, offset: i64) -> Price {
+        let bid = self.best(Side::Buy);
+        let ask = self.best(Side::Sell);
+        let p = match side {
+            Side::Buy => match (bid, ask) {
+                (Some(b), Some(a)) => (b.0 - offset * TICK).min(a.0 - TICK),
+                (Some(b), None) => b.0 - offset * TICK,
+                (None, Some(a)) => a.0 - (offset + 1) * TICK,
+                (None, None) => 1_000_000,
+            },
+            Side::Sell => match (bid, ask) {
+                (Some(b), Some(a)) => (a.0 + offset * TICK).max(b.0 + TICK),
+                (None, Some(a)) => a.0 + offset * TICK,
+                (Some(b), None) => b.0 + (offset + 1) * TICK,
+                (None, None) => 1_010_000,
+            },
+        };
+        Price(p.max(TICK))
+    }
+
+    fn random_side(&mut self) -> Side {
+        if self.rng.below(2) == 0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        }
+    }
+
+    fn normal_event(&mut self) -> Option<LobEvent> {
+        let n = self.order_list.len();
+        // Keep both sides populated so executions and spreads stay meaningful.
+        for side in [Side::Buy, Side::Sell] {
+            if self.level_count(side) < 4 {
+                let offset = 1 + self.rng.below(3) as i64;
+                let price = self.price_behind(side, offset);
+                let size = 100 * (1 + self.rng.below(5));
+                return Some(self.make_add(side, price, size));
+            }
+        }
+        let delete_bias = (n as f64 / TARGET_ORDERS as f64).min(2.0);
+        let r = self.rng.unit();
+        let p_add = 0.48 / delete_bias.max(0.5);
+        if r < p_add {
+            let side = self.random_side();
+            // Inside the spread sometimes, mostly at or behind the touch.
+            let spread = match (self.best(Side::Buy), self.best(Side::Sell)) {
+                (Some(b), Some(a)) => (a.0 - b.0) / TICK,
+                _ => 1,
+            };
+            let offset = if spread > 1 && self.rng.unit() < 0.3 {
+                -(self.rng.below((spread - 1) as u64) as i64) - 1
+            } else {
+                self.rng.below(6) as i64
+            };
+            let price = self.price_behind(side, offset);
+            let size = 100 * (1 + self.rng.below(5)) + if self.rng.unit() < 0.1 { self.rng.below(100) } else { 0 };
+            Some(self.make_add(side, price, size))
+        } else if r < p_add + 0.10 {
+            let side = self.random_side();
+            if self.rng.unit() < 0.15 {
+                // A hidden execution: prints a trade, leaves the visible book alone.
+                let price = match (self.best(Side::Buy), self.best(Side::Sell)) {
+                    (Some(b), Some(a)) => Price((b.0 + a.0) / 2 / TICK * TICK),
+                    _ => self.price_behind(side, 0),
+                };
+                let size = 1 + self.rng.below(200);
+                return Some(self.event(EventKind::ExecuteHidden, 0, size, price, side));
+            }
+            let full = self.rng.unit() < 0.5;
+            self.make_execute(side, full)
+        } else if n > 0 {
+            let id = self.order_list[self.rng.below(n as u64) as usize];
+            if self.rng.unit() < 0.1 {
+                self.make_partial_cancel(id)
+            } else {
+                self.make_delete(id)
+            }
+        } else {
+            let side = self.random_side();
+            let price = self.price_behind(side, 1);
+            Some(self.make_add(side, price, 100))
+        }
+    }
+
+    fn schedule_episode(&mut self) {
+        let kind = AnomalyKind::ALL[self.rng.below(AnomalyKind::ALL.len() as u64) as usize];
+        let side = self.random_side();
+        let t0 = self.clock_ns;
+        let mut t = t0;
+        let push = |t: &mut u64, gap_ns: u64, s: Script, q: &mut VecDeque<(u64, Script)>| {
+            *t += gap_ns;
+            q.push_back((*t, s));
+        };
+        let q = &mut self.scripted;
+        match kind {
+            AnomalyKind::LiquidityWithdrawal => {
+                for _ in 0..40 {
+                    push(&mut t, 2_000_000, Script::DeleteBest(side), q);
+                }
+                for _ in 0..6 {
+                    push(&mut t, 150_000_000, Script::Refill(side), q);
+                }
+            }
+            AnomalyKind::FlashCrash => {
+                for _ in 0..40 {
+                    push(&mut t, 1_000_000, Script::ExecuteBest(side), q);
+                }
+                for _ in 0..6 {
+                    push(&mut t, 100_000_000, Script::Refill(side), q);
+                }
+            }
+            AnomalyKind::Layering => {
+                for _ in 0..3 {
+                    for level in 0..8 {
+                        push(&mut t, 1_000_000, Script::AddBehind { side, offset: 2 + level, size: 5_000 }, q);
+                    }
+                    for _ in 0..8 {
+                        push(&mut t, 30_000_000, Script::DeleteOwn, q);
+                    }
+                }
+            }
+            AnomalyKind::QuoteStuffing => {
+                for _ in 0..300 {
+                    push(&mut t, 100_000, Script::AddBehind { side, offset: 1, size: 100 }, q);
+                    push(&mut t, 100_000, Script::DeleteOwn, q);
+                }
+            }
+            AnomalyKind::SpreadBlowout => {
+                for _ in 0..12 {
+                    push(&mut t, 5_000_000, Script::DeleteBest(Side::Buy), q);
+                    push(&mut t, 5_000_000, Script::DeleteBest(Side::Sell), q);
+                }
+                t += 2_000_000_000;
+                for _ in 0..4 {
+                    push(&mut t, 100_000_000, Script::Refill(Side::Buy), q);
+                    push(&mut t, 100_000_000, Script::Refill(Side::Sell), q);
+                }
+            }
+        }
+        self.open_label = Some(AnomalyLabel { instrument: self.id, kind, start_ns: t0, end_ns: t });
+    }
+
+    fn scripted_event(&mut self, script: Script) -> Option<LobEvent> {
+        match script {
+            Script::DeleteBest(side) => {
+                let best = self.best(side)?;
+                let id = *self.levels[side_index(side)].get(&best)?.front()?;
+                if self.level_count(side) <= 1 && self.levels[side_index(side)].get(&best)?.len() <= 1 {
+                    return None; // never empty a side completely
+                }
+                self.make_delete(id)
+            }
+            Script::ExecuteBest(side) => {
+                if self.level_count(side) <= 1 {
+                    return None;
+                }
+                self.make_execute(side, true)
+            }
+            Script::AddBehind { side, offset, size } => {
+                let price = self.price_behind(side, offset);
+                let ev = self.make_add(side, price, size);
+                self.own_orders.push(ev.order_id);
+                Some(ev)
+            }
+            Script::DeleteOwn => {
+                while let Some(id) = self.own_orders.pop() {
+                    if self.orders.contains_key(&id) {
+                        return self.make_delete(id);
+                    }
+                }
+                None
+            }
+            Script::Refill(side) => {
+                let price = self.price_behind(side, 0);
+                let size = 100 * (1 + self.rng.below(5));
+                Some(self.make_add(side, price, size))
+            }
+        }
+    }
+
+    /// The next event of this instrument, or `None` when its budget is spent.
+    pub fn next_event(&mut self) -> Option<LobEvent> {
+        loop {
+            if self.budget.is_some_and(|b| self.emitted >= b) {
+                if let Some(mut label) = self.open_label.take() {
+                    label.end_ns = label.end_ns.min(self.last_ts);
+                    self.labels.push(label);
+                }
+                return None;
+            }
+            if let Some(ev) = self.pending.pop_front() {
+                self.emitted += 1;
+                return Some(ev);
+            }
+            let next_normal = self.clock_ns + self.rng.exp(self.mean_gap_ns) as u64 + 1;
+            let ev = match self.scripted.front().copied() {
+                Some((at, script)) if at <= next_normal => {
+                    self.scripted.pop_front();
+                    self.clock_ns = self.clock_ns.max(at);
+                    let ev = self.scripted_event(script);
+                    if self.scripted.is_empty() {
+                        if let Some(mut label) = self.open_label.take() {
+                            label.end_ns = self.last_ts.max(label.start_ns);
+                            self.labels.push(label);
+                            self.own_orders.clear();
+                        }
+                    }
+                    ev
+                }
+                _ => {
+                    self.clock_ns = next_normal;
+                    if self.scripted.is_empty() && self.clock_ns >= self.next_episode_ns {
+                        self.schedule_episode();
+                        self.next_episode_ns =
+                            self.clock_ns + 60_000_000_000 + self.rng.exp(self.mean_episode_gap_ns).min(1e18) as u64;
+                    }
+                    self.normal_event()
+                }
+            };
+            if let Some(ev) = ev {
+                self.emitted += 1;
+                return Some(ev);
+            }
+        }
+    }
+}
+
+/// The time-ordered merge of a set of instrument simulations.
+#[derive(Clone, Debug)]
+pub struct Market {
+    sims: Vec<InstrumentSim>,
+    heads: BinaryHeap<Reverse<(u64, usize, usize)>>,
+    next: Vec<Option<LobEvent>>,
+    labels: Vec<AnomalyLabel>,
+}
+
+impl Market {
+    /// The whole market of a spec.
+    pub fn new(spec: &MarketSpec) -> Self {
+        Self::subset(spec, |_| true)
+    }
+
+    /// Only the instruments whose index passes `keep` (for example `i % workers == worker`).
+    pub fn subset(spec: &MarketSpec, keep: impl Fn(usize) -> bool) -> Self {
+        let sims: Vec<InstrumentSim> =
+            (0..spec.instruments).filter(|&i| keep(i)).map(|i| InstrumentSim::new(spec, i)).collect();
+        let mut market = Market { next: vec![None; sims.len()], sims, heads: BinaryHeap::new(), labels: Vec::new() };
+        for slot in 0..market.sims.len() {
+            market.refill(slot);
+        }
+        market
+    }
+
+    fn refill(&mut self, slot: usize) {
+        let ev = self.sims[slot].next_event();
+        self.labels.extend(self.sims[slot].take_labels());
+        if let Some(ev) = ev {
+            self.heads.push(Reverse((ev.ts_ns, self.sims[slot].index(), slot)));
+        }
+        self.next[slot] = ev;
+    }
+
+    /// Labels of episodes completed so far (drained).
+    pub fn take_labels(&mut self) -> Vec<AnomalyLabel> {
+        std::mem::take(&mut self.labels)
+    }
+
+    /// Event time of the next event, if any.
+    pub fn peek_ts(&self) -> Option<u64> {
+        self.heads.peek().map(|Reverse((ts, _, _))| *ts)
+    }
+
+    /// The next event with its instrument's index.
+    pub fn next_indexed(&mut self) -> Option<(usize, LobEvent)> {
+        let Reverse((_, index, slot)) = self.heads.pop()?;
+        let ev = self.next[slot].take()?;
+        self.refill(slot);
+        Some((index, ev))
+    }
+}
+
+impl Iterator for Market {
+    type Item = LobEvent;
+    fn next(&mut self) -> Option<LobEvent> {
+        self.next_indexed().map(|(_, ev)| ev)
+    }
+}
+
+/// Reorders a time-ordered stream within a bound, and delays a fraction of events past it.
+///
+/// Each event gets a release key `ts + jitter` with `jitter` uniform in `[0, disorder_ns)`; a
+/// `late_fraction` of events instead get `ts + late_delay_ns`. Events leave in key order. With
+/// `disorder_ns <= bound`, no event is behind a `max_seen - bound` watermark; the delayed ones are.
+#[derive(Debug)]
+pub struct Disorder<I> {
+    inner: I,
+    rng: Rng,
+    disorder_ns: u64,
+    late_fraction: f64,
+    late_delay_ns: u64,
+    heap: BinaryHeap<Reverse<(u64, u64, LobEvent)>>,
+    counter: u64,
+    done: bool,
+}
+
+impl<I: Iterator<Item = LobEvent>> Disorder<I> {
+    /// Wraps a time-ordered stream.
+    pub fn new(inner: I, seed: u64, disorder_ns: u64, late_fraction: f64, late_delay_ns: u64) -> Self {
+        Disorder {
+            inner,
+            rng: Rng::new(seed ^ 0xD15_0DE5),
+            disorder_ns,
+            late_fraction,
+            late_delay_ns,
+            heap: BinaryHeap::new(),
+            counter: 0,
+            done: false,
+        }
+    }
+}
+
+impl<I> Disorder<I> {
+    /// The wrapped stream.
+    pub fn inner_mut(&mut self) -> &mut I {
+        &mut self.inner
+    }
+}
+
+impl<I: Iterator<Item = LobEvent>> Iterator for Disorder<I> {
+    type Item = LobEvent;
+    fn next(&mut self) -> Option<LobEvent> {
+        if self.disorder_ns == 0 && self.late_fraction <= 0.0 {
+            return self.inner.next();
+        }
+        loop {
+            let frontier = self.heap.peek().map(|Reverse((k, _, _))| *k);
+            if self.done {
+                return self.heap.pop().map(|Reverse((_, _, e))| e);
+            }
+            match self.inner.next() {
+                Some(ev) => {
+                    let delay = if self.late_fraction > 0.0 && self.rng.unit() < self.late_fraction {
+                        self.late_delay_ns
+                    } else if self.disorder_ns > 0 {
+                        self.rng.below(self.disorder_ns)
+                    } else {
+                        0
+                    };
+                    let ts = ev.ts_ns;
+                    self.counter += 1;
+                    self.heap.push(Reverse((ts + delay, self.counter, ev)));
+                    if let Some(k) = frontier {
+                        if k <= ts {
+                            return self.heap.pop().map(|Reverse((_, _, e))| e);
+                        }
+                    }
+                }
+                None => self.done = true,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::Book;
+
+    fn small() -> MarketSpec {
+        MarketSpec { instruments: 3, events: Some(30_000), rate_per_sec: 3_000.0, ..MarketSpec::default() }
+    }
+
+    #[test]
+    fn deterministic_and_time_ordered() {
+        let a: Vec<_> = Market::new(&small()).collect();
+        let b: Vec<_> = Market::new(&small()).collect();
+        assert_eq!(a.len(), 30_000);
+        assert_eq!(a, b);
+        assert!(a.windows(2).all(|w| w[0].ts_ns <= w[1].ts_ns));
+    }
+
+    #[test]
+    fn subsets_partition_the_market() {
+        let all: Vec<_> = Market::new(&small()).collect();
+        let mut parts: Vec<_> = Market::subset(&small(), |i| i % 2 == 0).collect();
+        parts.extend(Market::subset(&small(), |i| i % 2 == 1));
+        parts.sort_by_key(|e| (e.ts_ns, e.instrument));
+        let mut sorted = all.clone();
+        sorted.sort_by_key(|e| (e.ts_ns, e.instrument));
+        assert_eq!(parts, sorted);
+    }
+
+    #[test]
+    fn flow_is_consistent_and_anomalies_are_labelled() {
+        let spec = MarketSpec {
+            instruments: 2,
+            events: Some(200_000),
+            rate_per_sec: 400.0,
+            anomalies_per_instrument_hour: 20.0,
+            ..MarketSpec::default()
+        };
+        let mut market = Market::new(&spec);
+        let mut books: std::collections::HashMap<InstrumentId, Book> = Default::default();
+        for ev in market.by_ref() {
+            books.entry(ev.instrument).or_default().apply(&ev);
+        }
+        for book in books.values() {
+            let s = book.stats();
+            assert_eq!(s.inconsistencies(), 0, "{s:?}");
+            assert_eq!(s.ghost_levels_removed, 0);
+        }
+        let labels = market.take_labels();
+        assert!(labels.len() >= 5, "{} labels", labels.len());
+        assert!(labels.iter().all(|l| l.start_ns <= l.end_ns));
+    }
+
+    #[test]
+    fn disorder_stays_within_bound_and_late_ones_exceed_it() {
+        let events: Vec<_> = Market::new(&small()).collect();
+        let shuffled: Vec<_> = Disorder::new(events.clone().into_iter(), 7, 1_000_000, 0.0, 0).collect();
+        assert_eq!(shuffled.len(), events.len());
+        assert_ne!(shuffled, events);
+        let mut max_seen = 0;
+        for e in &shuffled {
+            assert!(e.ts_ns + 1_000_000 > max_seen);
+            max_seen = max_seen.max(e.ts_ns);
+        }
+        let late: Vec<_> = Disorder::new(events.into_iter(), 7, 0, 0.01, 5_000_000_000).collect();
+        let mut max_seen = 0;
+        let mut behind = 0;
+        for e in &late {
+            if e.ts_ns + 2_000_000_000 < max_seen {
+                behind += 1;
+            }
+            max_seen = max_seen.max(e.ts_ns);
+        }
+        assert!(behind > 100, "{behind}");
+    }
+}

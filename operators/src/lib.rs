@@ -1,0 +1,29 @@
+//! # lobsentry-operators
+//!
+//! Embeddable [timely dataflow](https://docs.rs/timely) operators for limit-order-book (LOB)
+//! surveillance, and the runtime-free domain logic behind them.
+//!
+//! * [`event`]: prices in integer ticks, instruments, LOBSTER event types, [`event::Timed`] records.
+//! * [`source`]: decoders for LOBSTER, interchange CSV and JSON lines; [`source::file_source`] and
+//!   [`source::synthetic_source`], whose capabilities are the watermark.
+//! * [`book`]: the pure [`book::Book`] and the [`book::ReconstructBook`] operator.
+//! * [`window`]: tumbling/sliding event-time windows and the [`window::WindowAggregate`] operator with
+//!   a late side output.
+//! * [`features`]: the versioned window feature vector and [`features::ExtractFeatures`].
+//! * [`sink`]: CSV / JSON-lines window writers and the [`sink::WriteWindows`] operator.
+//! * [`generator`]: a synthetic market with labelled anomalies.
+//!
+//! The frontier is the watermark: a source holds a capability at `max event time seen - bound`, a
+//! window fires when the frontier reaches its end, and a record that arrives after its window fired is
+//! late. Every operator is deterministic: the same input gives the same output for any number of
+//! workers.
+#![forbid(missing_docs)]
+
+pub mod book;
+pub mod event;
+pub mod features;
+pub mod generator;
+pub mod sink;
+pub mod source;
+pub mod testing;
+pub mod window;

@@ -1,0 +1,453 @@
+//! Streaming file readers (no timely): one file, or every `stride`-th chunk of it, decoded into
+//! [`Timed`] events with an exact per-file bounded-out-of-orderness watermark.
+//!
+//! A file read by several workers is cut into chunks of [`ReaderSpec::chunk_lines`] lines; worker
+//! `offset` of `stride` decodes chunks `offset, offset + stride, ...` and only scans the event time of
+//! the other lines (the first field), so the watermark each event sees is the same as if one reader
+//! had read the whole file. Memory is one read buffer, whatever the file size.
+
+use super::decode::{
+    decode_csv_line, decode_json_line, decode_lobster_line, midnight_ns, parse_i64, scan_csv_ts, scan_lobster_ts,
+    trim_line, DecodeError, Format, LobsterContext, LobsterName,
+};
+use crate::event::{make_seq, EventKind, EventTime, InstrumentId, LobEvent, Price, Qty, Side, Timed};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// A rejected input record: where it came from, why, and its text. Goes to the error stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// File path (or topic/partition for streaming sources).
+    pub origin: String,
+    /// 1-based line number (or offset).
+    pub line: u64,
+    /// Why it was rejected.
+    pub reason: String,
+    /// The raw text (truncated to 200 bytes).
+    pub text: String,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {} ({:?})", self.origin, self.line, self.reason, self.text)
+    }
+}
+
+/// Bounded out-of-orderness: the watermark is the largest event time seen minus a bound.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundedOutOfOrderness {
+    bound_ns: u64,
+    max_seen: Option<EventTime>,
+}
+
+impl BoundedOutOfOrderness {
+    /// A generator with a bound in ns.
+    pub fn new(bound_ns: u64) -> Self {
+        BoundedOutOfOrderness { bound_ns, max_seen: None }
+    }
+
+    /// The current watermark: no later event with a smaller `order_ts` will be produced.
+    #[inline]
+    pub fn watermark(&self) -> EventTime {
+        self.max_seen.map_or(0, |m| m.saturating_sub(self.bound_ns))
+    }
+
+    /// Records an event time and returns its `order_ts` (`max(ts, watermark before it)`).
+    ///
+    /// ```
+    /// use lobsentry_operators::source::reader::BoundedOutOfOrderness;
+    /// let mut wm = BoundedOutOfOrderness::new(10);
+    /// assert_eq!(wm.observe(100), 100);
+    /// assert_eq!(wm.observe(95), 95);  // within the bound: on time
+    /// assert_eq!(wm.observe(80), 90);  // behind the watermark 90: ordered at 90
+    /// assert_eq!(wm.watermark(), 90);
+    /// ```
+    #[inline]
+    pub fn observe(&mut self, ts: EventTime) -> EventTime {
+        let order_ts = ts.max(self.watermark());
+        self.max_seen = Some(self.max_seen.map_or(ts, |m| m.max(ts)));
+        order_ts
+    }
+
+    /// Moves the watermark forward as if an event at `ts` had been seen, without producing one
+    /// (used by idle sources that advance with the clock).
+    pub fn advance_to(&mut self, ts: EventTime) {
+        self.max_seen = Some(self.max_seen.map_or(ts, |m| m.max(ts)));
+    }
+}
+
+/// One input file and how to read it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputFile {
+    /// Path to the file.
+    pub path: PathBuf,
+    /// Its format.
+    pub format: Format,
+    /// LOBSTER only: instrument override (default: the ticker in the file name).
+    pub instrument: Option<String>,
+    /// LOBSTER only: trading day override `YYYY-MM-DD` (default: the date in the file name).
+    pub date: Option<String>,
+    /// LOBSTER only: seed the book from the matching `_orderbook_` file when it exists.
+    pub seed_from_orderbook: bool,
+}
+
+impl InputFile {
+    /// A file with its format guessed from its name.
+    pub fn guess(path: impl Into<PathBuf>) -> Result<InputFile, String> {
+        let path = path.into();
+        let format = Format::from_path(&path)
+            .ok_or_else(|| format!("{}: cannot tell the format from the name (use .csv, .jsonl or a LOBSTER name)", path.display()))?;
+        Ok(InputFile { path, format, instrument: None, date: None, seed_from_orderbook: true })
+    }
+
+    /// The LOBSTER context of this file (instrument, day).
+    pub fn lobster_context(&self) -> Result<LobsterContext, String> {
+        let name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let parsed = LobsterName::parse(name);
+        let ticker = match (&self.instrument, &parsed) {
+            (Some(t), _) => t.clone(),
+            (None, Some(p)) => p.ticker.clone(),
+            (None, None) => return Err(format!("{}: no instrument in the file name; set `instrument`", self.path.display())),
+        };
+        let date = match (&self.date, &parsed) {
+            (Some(d), _) => super::decode::parse_date(d).ok_or_else(|| format!("bad date {d:?}, want YYYY-MM-DD"))?,
+            (None, Some(p)) => p.date,
+            (None, None) => return Err(format!("{}: no date in the file name; set `date`", self.path.display())),
+        };
+        Ok(LobsterContext { instrument: InstrumentId::new(&ticker)?, day_start_ns: midnight_ns(date) })
+    }
+
+    /// The matching LOBSTER order-book file, if it exists.
+    pub fn orderbook_sibling(&self) -> Option<PathBuf> {
+        let name = self.path.file_name()?.to_str()?;
+        let sibling = self.path.with_file_name(LobsterName::sibling(name)?);
+        sibling.exists().then_some(sibling)
+    }
+}
+
+/// How a reader takes its share of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReaderSpec {
+    /// Index of the file in the run's input list (goes into `seq`).
+    pub file_index: u32,
+    /// Readers sharing the file.
+    pub stride: u32,
+    /// This reader's position among them.
+    pub offset: u32,
+    /// Lines per chunk.
+    pub chunk_lines: u64,
+    /// Out-of-orderness bound in ns.
+    pub bound_ns: u64,
+}
+
+impl ReaderSpec {
+    /// A reader that owns the whole file.
+    pub fn whole(file_index: u32, bound_ns: u64) -> Self {
+        ReaderSpec { file_index, stride: 1, offset: 0, chunk_lines: 1 << 16, bound_ns }
+    }
+}
+
+/// Reads one file (or its share of it).
+#[derive(Debug)]
+pub struct FileReader {
+    input: InputFile,
+    origin: String,
+    spec: ReaderSpec,
+    lobster: Option<LobsterContext>,
+    seed: Option<Vec<i64>>,
+    reader: BufReader<File>,
+    line_buf: Vec<u8>,
+    line_no: u64,
+    watermark: BoundedOutOfOrderness,
+    done: bool,
+}
+
+impl FileReader {
+    /// Opens a file.
+    pub fn open(input: InputFile, spec: ReaderSpec) -> io::Result<FileReader> {
+        let file = File::open(&input.path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", input.path.display())))?;
+        let lobster = match input.format {
+            Format::Lobster => Some(input.lobster_context().map_err(io::Error::other)?),
+            _ => None,
+        };
+        let seed = match (&lobster, input.seed_from_orderbook, spec.offset) {
+            (Some(_), true, 0) => match input.orderbook_sibling() {
+                Some(path) => read_first_snapshot(&path)?,
+                None => None,
+            },
+            _ => None,
+        };
+        Ok(FileReader {
+            origin: input.path.display().to_string(),
+            input,
+            spec,
+            lobster,
+            seed,
+            reader: BufReader::with_capacity(1 << 20, file),
+            line_buf: Vec::with_capacity(256),
+            line_no: 0,
+            watermark: BoundedOutOfOrderness::new(spec.bound_ns),
+            done: false,
+        })
+    }
+
+    /// The file this reader reads.
+    pub fn input(&self) -> &InputFile {
+        &self.input
+    }
+
+    /// The watermark after everything read so far.
+    pub fn watermark(&self) -> EventTime {
+        self.watermark.watermark()
+    }
+
+    /// True once the end of the file was reached.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Reads up to `max_lines` lines (owned or scanned); decoded events go to `out`, rejected lines
+    /// to `errors`. I/O errors end the file and are reported as a rejected record.
+    pub fn read_batch(&mut self, max_lines: usize, out: &mut Vec<Timed<LobEvent>>, errors: &mut Vec<Rejected>) {
+        for _ in 0..max_lines {
+            if self.done {
+                return;
+            }
+            let mut line = std::mem::take(&mut self.line_buf);
+            line.clear();
+            match self.reader.read_until(b'\n', &mut line) {
+                Ok(0) => self.done = true,
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                    }
+                    self.line_no += 1;
+                    self.process_line(&line, out, errors);
+                }
+                Err(e) => {
+                    self.done = true;
+                    errors.push(Rejected {
+                        origin: self.origin.clone(),
+                        line: self.line_no + 1,
+                        reason: format!("read error: {e}"),
+                        text: String::new(),
+                    });
+                }
+            }
+            self.line_buf = line;
+        }
+    }
+
+    #[inline]
+    fn owns(&self, line_no: u64) -> bool {
+        self.spec.stride <= 1 || ((line_no - 1) / self.spec.chunk_lines) % self.spec.stride as u64 == self.spec.offset as u64
+    }
+
+    #[inline]
+    fn process_line(&mut self, raw: &[u8], out: &mut Vec<Timed<LobEvent>>, errors: &mut Vec<Rejected>) {
+        let line = trim_line(raw);
+        if line.is_empty() || (self.line_no == 1 && self.input.format == Format::Csv && line.starts_with(b"ts_ns")) {
+            return;
+        }
+        if !self.owns(self.line_no) {
+            if let Some(ts) = self.scan_ts(line) {
+                self.watermark.observe(ts);
+            }
+            return;
+        }
+        match self.decode(line) {
+            Ok(event) => {
+                if let Some(seed) = self.seed.take() {
+                    self.emit_seed(&seed, &event, out);
+                }
+                let order_ts = self.watermark.observe(event.ts_ns);
+                out.push(Timed { order_ts, seq: make_seq(self.spec.file_index, self.line_no), event });
+            }
+            Err(e) => {
+                // Same rule as for scanned lines: a readable time field moves the watermark.
+                if let Some(ts) = self.scan_ts(line) {
+                    self.watermark.observe(ts);
+                }
+                errors.push(self.reject(line, &e));
+            }
+        }
+    }
+
+    /// The event time of a line from its time field alone. Every line whose time field parses moves
+    /// the watermark, whether or not the rest of it decodes, so readers that only scan a chunk and
+    /// the reader that decodes it agree on the watermark.
+    #[inline]
+    fn scan_ts(&self, line: &[u8]) -> Option<EventTime> {
+        match self.input.format {
+            Format::Csv => scan_csv_ts(line),
+            Format::Lobster => scan_lobster_ts(line, self.lobster.map_or(0, |c| c.day_start_ns)),
+            Format::JsonLines => decode_json_line(line).ok().map(|e| e.ts_ns),
+        }
+    }
+
+    #[inline]
+    fn decode(&self, line: &[u8]) -> Result<LobEvent, DecodeError> {
+        match self.input.format {
+            Format::Csv => decode_csv_line(line),
+            Format::Lobster => decode_lobster_line(line, self.lobster.as_ref().expect("lobster context")),
+            Format::JsonLines => decode_json_line(line),
+        }
+    }
+
+    fn reject(&self, line: &[u8], e: &DecodeError) -> Rejected {
+        let text = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+        Rejected { origin: self.origin.clone(), line: self.line_no, reason: e.to_string(), text }
+    }
+
+    /// Emits the book before the first message: the first snapshot with the first message undone,
+    /// as anonymous adds (order id 0) ordered before the first message.
+    fn emit_seed(&mut self, snapshot: &[i64], first: &LobEvent, out: &mut Vec<Timed<LobEvent>>) {
+        for (side, price, qty) in seed_levels(snapshot, first) {
+            let event = LobEvent {
+                ts_ns: first.ts_ns,
+                instrument: first.instrument,
+                kind: EventKind::Add,
+                order_id: 0,
+                size: qty,
+                price,
+                side,
+            };
+            out.push(Timed { order_ts: first.ts_ns, seq: make_seq(self.spec.file_index, 0), event });
+        }
+    }
+}
+
+/// The levels of a LOBSTER snapshot row with `first` undone (the book just before `first`).
+pub fn seed_levels(snapshot: &[i64], first: &LobEvent) -> Vec<(Side, Price, Qty)> {
+    let mut levels = Vec::new();
+    for chunk in snapshot.chunks_exact(4) {
+        let (ap, asz, bp, bsz) = (chunk[0], chunk[1], chunk[2], chunk[3]);
+        if asz > 0 && ap != crate::book::LOBSTER_EMPTY_ASK {
+            levels.push((Side::Sell, Price(ap), asz as Qty));
+        }
+        if bsz > 0 && bp != crate::book::LOBSTER_EMPTY_BID {
+            levels.push((Side::Buy, Price(bp), bsz as Qty));
+        }
+    }
+    let delta: i64 = match first.kind {
+        EventKind::Add => -(first.size as i64),
+        EventKind::PartialCancel | EventKind::Delete | EventKind::ExecuteVisible => first.size as i64,
+        _ => 0,
+    };
+    if delta != 0 {
+        match levels.iter_mut().find(|(s, p, _)| *s == first.side && *p == first.price) {
+            Some(level) => level.2 = (level.2 as i64 + delta).max(0) as Qty,
+            None if delta > 0 => levels.push((first.side, first.price, delta as Qty)),
+            None => {}
+        }
+    }
+    levels.retain(|l| l.2 > 0);
+    levels
+}
+
+/// Reads the first row of a LOBSTER order-book file.
+pub fn read_first_snapshot(path: &Path) -> io::Result<Option<Vec<i64>>> {
+    let mut first = String::new();
+    BufReader::new(File::open(path)?).take(1 << 16).read_line(&mut first)?;
+    parse_snapshot_row(first.trim_end().as_bytes())
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}:1: {e}", path.display())))
+}
+
+/// Parses one LOBSTER order-book row (`ask p, ask s, bid p, bid s, ...`).
+pub fn parse_snapshot_row(line: &[u8]) -> Result<Vec<i64>, String> {
+    let row: Option<Vec<i64>> = trim_line(line).split(|&b| b == b',').map(parse_i64).collect();
+    match row {
+        Some(row) if !row.is_empty() && row.len() % 4 == 0 => Ok(row),
+        Some(row) => Err(format!("{} columns, want a multiple of 4", row.len())),
+        None => Err("a column is not an integer".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write_tmp(name: &str, body: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lobsentry-reader-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::File::create(&path).unwrap().write_all(body.as_bytes()).unwrap();
+        path
+    }
+
+    fn read_all(path: &Path, spec: ReaderSpec) -> (Vec<Timed<LobEvent>>, Vec<Rejected>) {
+        let mut r = FileReader::open(InputFile::guess(path).unwrap(), spec).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while !r.is_done() {
+            r.read_batch(3, &mut out, &mut err);
+        }
+        (out, err)
+    }
+
+    #[test]
+    fn csv_with_errors_and_lateness() {
+        let body = "ts_ns,instrument,type,order_id,size,price,side\n\
+                    100,A,1,1,10,500,1\n\
+                    garbage\n\
+                    300,A,1,2,10,500,1\n\
+                    150,A,3,1,10,500,1\n\
+                    310,A,1,3,-1,500,1\n";
+        let path = write_tmp("a.csv", body);
+        let (out, err) = read_all(&path, ReaderSpec::whole(0, 100));
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].order_ts, 200, "150 is behind the watermark 300-100");
+        assert_eq!(out[1].order_ts, 300);
+        assert_eq!(err.len(), 2);
+        assert_eq!((err[0].line, err[1].line), (3, 6));
+        assert!(err[1].reason.contains("negative size"), "{}", err[1]);
+    }
+
+    #[test]
+    fn striped_readers_see_the_same_watermarks_as_one() {
+        let mut body = String::from("ts_ns,instrument,type,order_id,size,price,side\n");
+        for i in 0..1000u64 {
+            let ts = 1000 + i * 10 - (i % 7) * 40;
+            body.push_str(&format!("{ts},S{},1,{i},5,100,1\n", i % 3));
+            if i % 97 == 0 {
+                body.push_str("bad line\n");
+            }
+        }
+        let path = write_tmp("striped.csv", &body);
+        let (whole, whole_err) = read_all(&path, ReaderSpec::whole(0, 20));
+        let mut parts = Vec::new();
+        let mut part_err = Vec::new();
+        for offset in 0..3 {
+            let (o, e) = read_all(&path, ReaderSpec { file_index: 0, stride: 3, offset, chunk_lines: 17, bound_ns: 20 });
+            parts.extend(o);
+            part_err.extend(e);
+        }
+        parts.sort_by_key(|t| t.seq);
+        part_err.sort_by_key(|r| r.line);
+        assert_eq!(parts, whole);
+        assert_eq!(part_err, whole_err);
+        assert!(whole.iter().any(|t| t.order_ts > t.event.ts_ns), "some events are behind the watermark");
+    }
+
+    #[test]
+    fn seed_undoes_the_first_message() {
+        let first = LobEvent {
+            ts_ns: 0,
+            instrument: InstrumentId::new("X").unwrap(),
+            kind: EventKind::Add,
+            order_id: 1,
+            size: 100,
+            price: Price(5794000),
+            side: Side::Buy,
+        };
+        let row = parse_snapshot_row(b"5802300,100,5794000,496,5804300,100,5787000,400").unwrap();
+        let levels = seed_levels(&row, &first);
+        assert!(levels.contains(&(Side::Buy, Price(5794000), 396)));
+        assert!(levels.contains(&(Side::Sell, Price(5804300), 100)));
+        assert_eq!(levels.len(), 4);
+    }
+}

@@ -1,0 +1,292 @@
+//! Event-time windows: tumbling and sliding window assignment (pure), and the `WindowAggregate`
+//! operator that folds records into per-(instrument, window) accumulators and emits each window once
+//! the frontier (the watermark) passes its end.
+//!
+//! Lateness follows Flink's rule: a record belongs to a window `[start, end)` only while that window
+//! has not fired. With [`Timed::order_ts`] (`max(ts, watermark at arrival)`) this is the test
+//! `order_ts < end`, decided per record and therefore deterministic. A record that no window accepts
+//! leaves on the late stream.
+
+use crate::book::BookEvent;
+use crate::event::{EventTime, InstrumentId, LobEvent, Timed};
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use timely::dataflow::channels::pact::Exchange as ExchangePact;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+use timely::ExchangeData;
+
+/// A window `[start, end)` in event time (ns).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Window {
+    /// Inclusive start.
+    pub start: EventTime,
+    /// Exclusive end.
+    pub end: EventTime,
+}
+
+/// Window shape: `size` long, a new window every `slide`, aligned to `offset` (0 = the epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSpec {
+    /// Length of a window in ns.
+    pub size_ns: u64,
+    /// Distance between window starts in ns (`== size_ns` for tumbling windows).
+    pub slide_ns: u64,
+    /// Alignment of window starts in ns.
+    pub offset_ns: u64,
+}
+
+impl WindowSpec {
+    /// Tumbling windows of `size_ns`, aligned to the epoch.
+    pub fn tumbling(size_ns: u64) -> Self {
+        WindowSpec { size_ns, slide_ns: size_ns, offset_ns: 0 }
+    }
+
+    /// Sliding windows.
+    pub fn sliding(size_ns: u64, slide_ns: u64) -> Self {
+        WindowSpec { size_ns, slide_ns, offset_ns: 0 }
+    }
+
+    /// Checks the spec: positive sizes, `slide <= size`, and `size` a multiple of `slide`.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.size_ns == 0 || self.slide_ns == 0 {
+            return Err("window size and slide must be positive".into());
+        }
+        if self.slide_ns > self.size_ns {
+            return Err(format!("window slide {} ns exceeds its size {} ns (gaps are not supported)", self.slide_ns, self.size_ns));
+        }
+        if self.size_ns % self.slide_ns != 0 {
+            return Err(format!("window size {} ns is not a multiple of the slide {} ns", self.size_ns, self.slide_ns));
+        }
+        Ok(())
+    }
+
+    /// Start of the latest window that contains `ts`.
+    #[inline]
+    pub fn last_start(&self, ts: EventTime) -> EventTime {
+        let shifted = ts.wrapping_sub(self.offset_ns % self.slide_ns);
+        ts - shifted % self.slide_ns
+    }
+
+    /// Every window containing `ts`, latest first.
+    ///
+    /// ```
+    /// use lobsentry_operators::window::{Window, WindowSpec};
+    /// let w: Vec<_> = WindowSpec::sliding(10, 5).windows_of(12).collect();
+    /// assert_eq!(w, vec![Window { start: 10, end: 20 }, Window { start: 5, end: 15 }]);
+    /// ```
+    pub fn windows_of(&self, ts: EventTime) -> impl Iterator<Item = Window> + '_ {
+        let last = self.last_start(ts);
+        let count = self.size_ns / self.slide_ns;
+        (0..count).map_while(move |i| {
+            let start = last.checked_sub(i * self.slide_ns)?;
+            Some(Window { start, end: start + self.size_ns })
+        })
+    }
+}
+
+/// What the window operator needs to know about a record.
+pub trait WindowRecord: ExchangeData {
+    /// The key the record is grouped by.
+    fn instrument(&self) -> InstrumentId;
+    /// The event time that places it in windows.
+    fn event_ts(&self) -> EventTime;
+    /// `max(event time, watermark at arrival)`: a window accepts the record only if this is before its end.
+    fn order_ts(&self) -> EventTime;
+    /// Position in its source, to order records with equal `order_ts`.
+    fn seq(&self) -> u64;
+}
+
+impl WindowRecord for Timed<LobEvent> {
+    fn instrument(&self) -> InstrumentId {
+        self.event.instrument
+    }
+    fn event_ts(&self) -> EventTime {
+        self.event.ts_ns
+    }
+    fn order_ts(&self) -> EventTime {
+        self.order_ts
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+impl WindowRecord for BookEvent {
+    fn instrument(&self) -> InstrumentId {
+        self.timed.event.instrument
+    }
+    fn event_ts(&self) -> EventTime {
+        self.timed.event.ts_ns
+    }
+    fn order_ts(&self) -> EventTime {
+        self.timed.order_ts
+    }
+    fn seq(&self) -> u64 {
+        self.timed.seq
+    }
+}
+
+/// An incremental aggregation over the records of one (instrument, window), like Flink's
+/// `AggregateFunction`.
+pub trait Aggregate<R>: Clone + 'static {
+    /// The running state.
+    type Acc: Default + 'static;
+    /// What a closed window produces.
+    type Output: ExchangeData;
+    /// Folds one record in. Records arrive in `(order_ts, seq)` order within a batch.
+    fn add(&self, acc: &mut Self::Acc, record: &R);
+    /// Produces the window's result.
+    fn finish(&self, instrument: InstrumentId, window: Window, acc: Self::Acc) -> Self::Output;
+}
+
+/// Counts records per window: the smallest [`Aggregate`], handy in tests and examples.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CountRecords;
+
+impl<R> Aggregate<R> for CountRecords {
+    type Acc = u64;
+    type Output = (InstrumentId, Window, u64);
+    fn add(&self, acc: &mut u64, _record: &R) {
+        *acc += 1;
+    }
+    fn finish(&self, instrument: InstrumentId, window: Window, acc: u64) -> Self::Output {
+        (instrument, window, acc)
+    }
+}
+
+/// Windowed, keyed aggregation with a late side output.
+pub trait WindowAggregate<'scope, R: WindowRecord> {
+    /// Aggregates each (instrument, window) and emits it at time `window.end` once the frontier
+    /// reaches `window.end`. Returns `(windows, late records)`.
+    ///
+    /// # Examples
+    /// ```
+    /// use lobsentry_operators::event::{EventKind, InstrumentId, LobEvent, Price, Side, Timed};
+    /// use lobsentry_operators::window::{CountRecords, Window, WindowAggregate, WindowSpec};
+    /// use lobsentry_operators::testing::captured;
+/// use timely::dataflow::operators::{Capture, ToStream};
+    ///
+    /// let ev = |ts, order_ts| Timed { order_ts, seq: ts, event: LobEvent {
+    ///     ts_ns: ts, instrument: InstrumentId::new("X").unwrap(), kind: EventKind::Add,
+    ///     order_id: ts, size: 1, price: Price(1), side: Side::Buy } };
+    /// // The third record arrived when the watermark was already 25: window [0, 10) had fired.
+    /// let input = vec![ev(1, 1), ev(12, 12), ev(3, 25)];
+    /// let (windows, late) = timely::example(move |scope| {
+    ///     let (w, l) = input.to_stream(scope).window_aggregate(WindowSpec::tumbling(10), CountRecords);
+    ///     (w.capture(), l.capture())
+    /// });
+    /// let x = InstrumentId::new("X").unwrap();
+    /// let windows: Vec<_> = captured(windows).into_iter().collect();
+    /// assert_eq!(windows, vec![(x, Window { start: 0, end: 10 }, 1), (x, Window { start: 10, end: 20 }, 1)]);
+    /// assert_eq!(captured(late).into_iter().count(), 1);
+    /// ```
+    fn window_aggregate<A: Aggregate<R>>(
+        self,
+        spec: WindowSpec,
+        aggregate: A,
+    ) -> (StreamVec<'scope, u64, A::Output>, StreamVec<'scope, u64, R>);
+}
+
+impl<'scope, R: WindowRecord> WindowAggregate<'scope, R> for StreamVec<'scope, u64, R> {
+    fn window_aggregate<A: Aggregate<R>>(
+        self,
+        spec: WindowSpec,
+        aggregate: A,
+    ) -> (StreamVec<'scope, u64, A::Output>, StreamVec<'scope, u64, R>) {
+        let scope = self.scope();
+        let mut builder = OperatorBuilder::new("WindowAggregate".to_owned(), scope);
+        let mut input = builder.new_input(self, ExchangePact::new(|r: &R| r.instrument().route()));
+        let (windows_out, windows) = builder.new_output();
+        let (late_out, late) = builder.new_output();
+        let mut windows_out = OutputBuilder::from(windows_out);
+        let mut late_out = OutputBuilder::from(late_out);
+
+        builder.build(move |_caps| {
+            let mut open: FxHashMap<(InstrumentId, EventTime), A::Acc> = FxHashMap::default();
+            // Window ends with the keys that close there and a capability at the end.
+            let mut closing: BTreeMap<EventTime, (Capability<u64>, Vec<(InstrumentId, EventTime)>)> = BTreeMap::new();
+            let mut staged: Vec<R> = Vec::new();
+            move |frontiers| {
+                let mut windows_handle = windows_out.activate();
+                let mut late_handle = late_out.activate();
+                input.for_each_stamp(|cap, data| {
+                    for batch in data {
+                        staged.append(batch);
+                    }
+                    staged.sort_by_key(|r| (r.order_ts(), r.seq()));
+                    let mut late_records = Vec::new();
+                    for record in staged.drain(..) {
+                        let mut accepted = false;
+                        for window in spec.windows_of(record.event_ts()) {
+                            if record.order_ts() >= window.end {
+                                continue;
+                            }
+                            accepted = true;
+                            let key = (record.instrument(), window.start);
+                            let acc = open.entry(key).or_insert_with(|| {
+                                let entry = closing.entry(window.end).or_insert_with(|| (cap.delayed(&window.end, 0), Vec::new()));
+                                entry.1.push(key);
+                                A::Acc::default()
+                            });
+                            aggregate.add(acc, &record);
+                        }
+                        if !accepted {
+                            late_records.push(record);
+                        }
+                    }
+                    if !late_records.is_empty() {
+                        late_handle.session(&cap).give_container(&mut late_records);
+                    }
+                });
+                // Fire every window whose end the frontier has reached.
+                let frontier = &frontiers[0];
+                while let Some(entry) = closing.first_entry() {
+                    let end = *entry.key();
+                    if frontier.less_than(&end) {
+                        break;
+                    }
+                    let (cap, mut keys) = entry.remove();
+                    keys.sort_unstable();
+                    let mut session = windows_handle.session(&cap);
+                    for key in keys {
+                        if let Some(acc) = open.remove(&key) {
+                            let window = Window { start: key.1, end };
+                            session.give(aggregate.finish(key.0, window, acc));
+                        }
+                    }
+                }
+            }
+        });
+        (windows, late)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tumbling_assignment() {
+        let w = WindowSpec::tumbling(1_000);
+        assert_eq!(w.windows_of(0).collect::<Vec<_>>(), vec![Window { start: 0, end: 1000 }]);
+        assert_eq!(w.windows_of(999).collect::<Vec<_>>(), vec![Window { start: 0, end: 1000 }]);
+        assert_eq!(w.windows_of(1000).collect::<Vec<_>>(), vec![Window { start: 1000, end: 2000 }]);
+    }
+
+    #[test]
+    fn sliding_near_zero_and_offsets() {
+        let w = WindowSpec::sliding(30, 10);
+        assert_eq!(w.windows_of(5).count(), 1, "windows may not start before 0");
+        assert_eq!(w.windows_of(25).count(), 3);
+        let shifted = WindowSpec { size_ns: 10, slide_ns: 10, offset_ns: 3 };
+        assert_eq!(shifted.windows_of(12).next(), Some(Window { start: 3, end: 13 }));
+        assert_eq!(shifted.windows_of(13).next(), Some(Window { start: 13, end: 23 }));
+        assert!(WindowSpec::sliding(10, 20).validate().is_err());
+        assert!(WindowSpec::sliding(10, 3).validate().is_err());
+        assert!(WindowSpec::sliding(10, 5).validate().is_ok());
+    }
+}

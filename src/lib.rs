@@ -1,1 +1,13 @@
+//! The `lobsentry` launcher: configuration, CLI commands and the standard pipeline assembled from the
+//! operators in [`lobsentry_operators`].
 
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod pipeline;
+pub mod replay;
+pub mod summary;
+
+pub use error::Error;

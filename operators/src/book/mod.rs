@@ -271,6 +271,49 @@ impl Book {
         }
     }
 
+    /// Takes levels that enter the visible range from beyond it from a LOBSTER snapshot.
+    ///
+    /// A level-N message file says nothing about levels deeper than N, so when the book moves and a
+    /// deeper level becomes visible the messages alone cannot know it. Prices at or inside the
+    /// previous row's N-th level were visible, so every message about them was seen: those levels
+    /// are left alone (and are what a comparison with the snapshot checks). Prices beyond the
+    /// previous row's N-th level that the new row shows are set from the new row, and levels of the
+    /// book there that the new row does not show are removed. Returns the number of levels changed.
+    pub fn refill_entering_levels(&mut self, prev: &[i64], row: &[i64]) -> u64 {
+        let mut changed = 0;
+        for side in [Side::Buy, Side::Sell] {
+            let visible = |r: &[i64]| -> Vec<(Price, Qty)> {
+                let (pi, qi, empty) = match side {
+                    Side::Sell => (0, 1, LOBSTER_EMPTY_ASK),
+                    Side::Buy => (2, 3, LOBSTER_EMPTY_BID),
+                };
+                r.chunks_exact(4).filter(|c| c[qi] > 0 && c[pi] != empty).map(|c| (Price(c[pi]), c[qi] as Qty)).collect()
+            };
+            let depth = row.len() / 4;
+            let before = visible(prev);
+            // A side with fewer than N levels shows everything: nothing lies beyond it.
+            let Some(&(prev_deep, _)) = before.last().filter(|_| before.len() == depth) else { continue };
+            let now = visible(row);
+            let now_deep = if now.len() == depth { now.last().map(|l| l.0) } else { None };
+            let beyond = |p: Price| match side {
+                Side::Buy => p < prev_deep && now_deep.is_none_or(|d| p >= d),
+                Side::Sell => p > prev_deep && now_deep.is_none_or(|d| p <= d),
+            };
+            let levels = self.side_mut(side);
+            let stale: Vec<Price> = levels.keys().copied().filter(|p| beyond(*p) && !now.iter().any(|l| l.0 == *p)).collect();
+            for p in stale {
+                levels.remove(&p);
+                changed += 1;
+            }
+            for (p, q) in now.into_iter().filter(|l| beyond(l.0)) {
+                if levels.insert(p, q) != Some(q) {
+                    changed += 1;
+                }
+            }
+        }
+        changed
+    }
+
     /// Best bid price and size.
     #[inline]
     pub fn best_bid(&self) -> Option<(Price, Qty)> {

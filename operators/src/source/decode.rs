@@ -111,7 +111,9 @@ pub fn parse_seconds_ns(s: &[u8]) -> Option<u64> {
         None => (s, &s[..0]),
     };
     let secs = parse_u64(int)?;
-    if frac.len() > 9 {
+    // LOBSTER sometimes prints more than 9 decimals (float noise): keep nanoseconds, check the rest.
+    let (frac, rest) = frac.split_at(frac.len().min(9));
+    if !rest.iter().all(u8::is_ascii_digit) {
         return None;
     }
     let mut ns = if frac.is_empty() { 0 } else { parse_u64(frac)? };
@@ -235,7 +237,7 @@ pub fn decode_lobster_line(line: &[u8], ctx: &LobsterContext) -> Result<LobEvent
     }
     let t = parse_seconds_ns(f[0]).ok_or_else(|| bad("time", f[0]))?;
     let (kind, side) = kind_side(f[1], f[5])?;
-    let order_id = parse_u64(f[2]).ok_or_else(|| bad("order_id", f[2]))?;
+    let order_id = lobster_order_id(kind, f[2])?;
     let size = parse_i64(f[3]).ok_or_else(|| bad("size", f[3]))?;
     let price = parse_i64(f[4]).ok_or_else(|| bad("price", f[4]))?;
     validate(kind, size, price)?;
@@ -248,6 +250,16 @@ pub fn decode_lobster_line(line: &[u8], ctx: &LobsterContext) -> Result<LobEvent
         price: Price(price),
         side,
     })
+}
+
+/// LOBSTER writes order id -1 for cross trades and halts, which name no order: read as 0.
+#[inline]
+fn lobster_order_id(kind: EventKind, field: &[u8]) -> Result<u64, DecodeError> {
+    match parse_i64(field) {
+        Some(id) if id >= 0 => Ok(id as u64),
+        Some(-1) if matches!(kind, EventKind::Cross | EventKind::Halt | EventKind::ExecuteHidden) => Ok(0),
+        _ => Err(bad("order_id", field)),
+    }
 }
 
 /// The event time of a LOBSTER line, parsed cheaply.
@@ -416,7 +428,8 @@ mod tests {
         assert_eq!(parse_seconds_ns(b"34200.015105074"), Some(34_200_015_105_074));
         assert_eq!(parse_seconds_ns(b"34200.05990197"), Some(34_200_059_901_970));
         assert_eq!(parse_seconds_ns(b"1"), Some(1_000_000_000));
-        assert_eq!(parse_seconds_ns(b"1.0000000001"), None);
+        assert_eq!(parse_seconds_ns(b"43002.632812672004"), Some(43_002_632_812_672));
+        assert_eq!(parse_seconds_ns(b"1.00000000x1"), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
 /// Options of [`file_source`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileSourceSpec {
     /// The files, in a fixed order (their index goes into each event's `seq`).
     pub files: Vec<InputFile>,

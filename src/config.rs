@@ -1,0 +1,469 @@
+//! Configuration: raw TOML layers (embedded default, user file, environment) -> a validated [`Config`].
+//!
+//! Every validation error is collected and reported at once.
+
+use crate::error::Error;
+use lobsentry_operators::generator::MarketSpec;
+use lobsentry_operators::sink::WindowFormat;
+use lobsentry_operators::source::{Format, InputFile};
+use lobsentry_operators::window::WindowSpec;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The embedded base layer.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Prefix of environment overrides: `LOBSENTRY__SECTION__KEY=value`.
+pub const ENV_PREFIX: &str = "LOBSENTRY__";
+
+/// The raw file, as written.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[pipeline]`.
+    pub pipeline: RawPipeline,
+    /// `[source]`.
+    pub source: RawSource,
+    /// `[generator]`.
+    pub generator: RawGenerator,
+    /// `[window]`.
+    pub window: RawWindow,
+    /// `[book]`.
+    pub book: RawBook,
+    /// `[sink]`.
+    pub sink: RawSink,
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawPipeline {
+    /// Worker threads.
+    pub workers: i64,
+    /// Rebuild books.
+    pub book: bool,
+    /// Progress on stderr.
+    pub progress: bool,
+}
+
+/// `[source]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawSource {
+    /// "synthetic" or "files".
+    pub kind: String,
+    /// Input files.
+    pub files: Vec<PathBuf>,
+    /// Watermark bound.
+    pub out_of_orderness: String,
+    /// Split files over workers.
+    pub split_files: bool,
+    /// Lines per chunk.
+    pub chunk_lines: i64,
+    /// Lines per activation.
+    pub batch_lines: i64,
+    /// Seed LOBSTER books from order-book files.
+    pub seed_from_orderbook: bool,
+    /// LOBSTER instrument override.
+    pub instrument: String,
+    /// LOBSTER date override.
+    pub date: String,
+}
+
+/// `[generator]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawGenerator {
+    /// Instruments.
+    pub instruments: i64,
+    /// Events (0 = endless).
+    pub events: i64,
+    /// Events per second of event time.
+    pub rate: f64,
+    /// Seed.
+    pub seed: i64,
+    /// Disorder bound.
+    pub disorder: String,
+    /// Late fraction.
+    pub late_fraction: f64,
+    /// Late delay.
+    pub late_delay: String,
+    /// Episodes per instrument-hour.
+    pub anomalies_per_instrument_hour: f64,
+    /// Wall-clock pacing speed-up (0 = none).
+    pub realtime_speed: f64,
+    /// Idle timeout.
+    pub idle_timeout: String,
+}
+
+/// `[window]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawWindow {
+    /// Window length.
+    pub size: String,
+    /// Window slide.
+    pub slide: String,
+}
+
+/// `[book]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawBook {
+    /// Ghost repair.
+    pub repair_ghosts: bool,
+}
+
+/// `[sink]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawSink {
+    /// Output path, "-" or "".
+    pub path: String,
+    /// Output format.
+    pub format: String,
+    /// Dead-letter path.
+    pub dead_letter: String,
+    /// Late-event path.
+    pub late: String,
+}
+
+/// Where events come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceConfig {
+    /// The synthetic market.
+    Synthetic(lobsentry_operators::source::SyntheticSpec),
+    /// Files.
+    Files(lobsentry_operators::source::FileSourceSpec),
+}
+
+/// Where window records go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Nowhere: the run prints a summary.
+    None,
+    /// Standard output.
+    Stdout,
+    /// A file.
+    File(PathBuf),
+}
+
+/// A validated configuration: only this reaches the pipeline.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Worker threads.
+    pub workers: usize,
+    /// Rebuild books.
+    pub book: bool,
+    /// Progress on stderr.
+    pub progress: bool,
+    /// The source.
+    pub source: SourceConfig,
+    /// The windows.
+    pub window: WindowSpec,
+    /// Book options.
+    pub book_config: lobsentry_operators::book::BookConfig,
+    /// Window output.
+    pub output: Output,
+    /// Window output format.
+    pub output_format: WindowFormat,
+    /// Dead-letter file.
+    pub dead_letter: Option<PathBuf>,
+    /// Late-event file.
+    pub late: Option<PathBuf>,
+}
+
+/// Command-line overrides.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `-w`.
+    pub workers: Option<usize>,
+    /// `--input` (switches the source to files).
+    pub inputs: Vec<PathBuf>,
+    /// `--output`.
+    pub output: Option<String>,
+}
+
+/// Parses "250ms", "2s", "1m", "1h", "500us", "100ns" (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("{text:?} is not a duration (try \"250ms\" or \"2s\")"))?;
+    let ns_per = match unit.trim() {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "" | "s" => 1e9,
+        "m" | "min" => 60e9,
+        "h" => 3600e9,
+        other => return Err(format!("{text:?}: unknown unit {other:?} (ns, us, ms, s, m, h)")),
+    };
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("{text:?} is not a non-negative duration"));
+    }
+    Ok(Duration::from_nanos((value * ns_per).round() as u64))
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Reads the layers: embedded default, the user file, then `LOBSENTRY__SECTION__KEY` variables.
+pub fn load_raw(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<RawConfig, Error> {
+    let mut value: toml::Value = toml::from_str(DEFAULT_TOML).map_err(|e| Error::Config(vec![format!("embedded default: {e}")]))?;
+    if let Some(path) = path {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        let user: toml::Value = toml::from_str(&text).map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
+        merge(&mut value, user);
+    }
+    let mut errors = Vec::new();
+    for (key, raw) in env {
+        let Some(rest) = key.strip_prefix(ENV_PREFIX) else { continue };
+        let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase().replace('_', "-")).collect();
+        if parts.len() != 2 {
+            errors.push(format!("{key}: want {ENV_PREFIX}SECTION__KEY"));
+            continue;
+        }
+        let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw.clone()));
+        let mut table = toml::Table::new();
+        let mut inner = toml::Table::new();
+        inner.insert(parts[1].clone(), parsed);
+        table.insert(parts[0].clone(), toml::Value::Table(inner));
+        merge(&mut value, toml::Value::Table(table));
+    }
+    if !errors.is_empty() {
+        return Err(Error::Config(errors));
+    }
+    value.try_into().map_err(|e: toml::de::Error| Error::Config(vec![e.to_string()]))
+}
+
+impl RawConfig {
+    /// Validates everything, listing every problem.
+    pub fn validate(self, overrides: &Overrides) -> Result<Config, Error> {
+        let mut errors = Vec::new();
+        let mut duration = |key: &str, text: &str| -> Duration {
+            parse_duration(text).unwrap_or_else(|e| {
+                errors.push(format!("{key}: {e}"));
+                Duration::ZERO
+            })
+        };
+        let bound = duration("source.out-of-orderness", &self.source.out_of_orderness);
+        let disorder = duration("generator.disorder", &self.generator.disorder);
+        let late_delay = duration("generator.late-delay", &self.generator.late_delay);
+        let idle = duration("generator.idle-timeout", &self.generator.idle_timeout);
+        let size = duration("window.size", &self.window.size);
+        let slide = duration("window.slide", &self.window.slide);
+
+        let workers = overrides.workers.map(|w| w as i64).unwrap_or(self.pipeline.workers);
+        if !(1..=1024).contains(&workers) {
+            errors.push(format!("pipeline.workers: {workers} is not between 1 and 1024"));
+        }
+        let window = WindowSpec { size_ns: size.as_nanos() as u64, slide_ns: slide.as_nanos() as u64, offset_ns: 0 };
+        if let Err(e) = window.validate() {
+            errors.push(format!("window: {e}"));
+        }
+        let positive = |errors: &mut Vec<String>, key: &str, v: i64| {
+            if v <= 0 {
+                errors.push(format!("{key}: must be positive, got {v}"));
+            }
+        };
+        positive(&mut errors, "source.chunk-lines", self.source.chunk_lines);
+        positive(&mut errors, "source.batch-lines", self.source.batch_lines);
+
+        let files: Vec<PathBuf> = if overrides.inputs.is_empty() { self.source.files.clone() } else { overrides.inputs.clone() };
+        let kind = if overrides.inputs.is_empty() { self.source.kind.as_str() } else { "files" };
+        let bound_ns = bound.as_nanos() as u64;
+        let source = match kind {
+            "synthetic" => {
+                let g = &self.generator;
+                if g.instruments <= 0 || g.instruments > 1_000_000 {
+                    errors.push(format!("generator.instruments: {} is not between 1 and 1000000", g.instruments));
+                }
+                if g.events < 0 {
+                    errors.push(format!("generator.events: {} is negative", g.events));
+                }
+                if !(g.rate > 0.0 && g.rate.is_finite()) {
+                    errors.push(format!("generator.rate: {} is not a positive rate", g.rate));
+                }
+                if !(0.0..=1.0).contains(&g.late_fraction) {
+                    errors.push(format!("generator.late-fraction: {} is not in [0, 1]", g.late_fraction));
+                }
+                if !(g.anomalies_per_instrument_hour >= 0.0 && g.anomalies_per_instrument_hour.is_finite()) {
+                    errors.push(format!("generator.anomalies-per-instrument-hour: {} is negative", g.anomalies_per_instrument_hour));
+                }
+                if !(g.realtime_speed >= 0.0 && g.realtime_speed.is_finite()) {
+                    errors.push(format!("generator.realtime-speed: {} is negative", g.realtime_speed));
+                }
+                let market = MarketSpec {
+                    instruments: g.instruments.max(1) as usize,
+                    events: (g.events > 0).then_some(g.events as u64),
+                    rate_per_sec: g.rate,
+                    seed: g.seed as u64,
+                    anomalies_per_instrument_hour: g.anomalies_per_instrument_hour,
+                    ..MarketSpec::default()
+                };
+                let mut spec = lobsentry_operators::source::SyntheticSpec::new(market, bound_ns);
+                spec.disorder_ns = disorder.as_nanos() as u64;
+                spec.late_fraction = g.late_fraction;
+                spec.late_delay_ns = late_delay.as_nanos() as u64;
+                spec.realtime_speed = (g.realtime_speed > 0.0).then_some(g.realtime_speed);
+                spec.idle_timeout = idle;
+                SourceConfig::Synthetic(spec)
+            }
+            "files" => {
+                if files.is_empty() {
+                    errors.push("source.files: the files source needs at least one file (or use --input)".into());
+                }
+                let mut inputs = Vec::new();
+                for path in &files {
+                    if !path.is_file() {
+                        errors.push(format!("source.files: {} does not exist or is not a file", path.display()));
+                        continue;
+                    }
+                    match InputFile::guess(path) {
+                        Ok(mut f) => {
+                            f.seed_from_orderbook = self.source.seed_from_orderbook;
+                            if f.format == Format::Lobster || Format::from_path(path).is_none() {
+                                f.instrument = (!self.source.instrument.is_empty()).then(|| self.source.instrument.clone());
+                                f.date = (!self.source.date.is_empty()).then(|| self.source.date.clone());
+                            }
+                            if f.format == Format::Lobster {
+                                if let Err(e) = f.lobster_context() {
+                                    errors.push(format!("source.files: {e}"));
+                                }
+                            }
+                            inputs.push(f);
+                        }
+                        Err(e) => errors.push(format!("source.files: {e}")),
+                    }
+                }
+                let mut spec = lobsentry_operators::source::FileSourceSpec::new(inputs, bound_ns);
+                spec.split_files = self.source.split_files;
+                spec.chunk_lines = self.source.chunk_lines.max(1) as u64;
+                spec.batch_lines = self.source.batch_lines.max(1) as usize;
+                SourceConfig::Files(spec)
+            }
+            other => {
+                errors.push(format!("source.kind: {other:?} is neither \"synthetic\" nor \"files\""));
+                SourceConfig::Files(lobsentry_operators::source::FileSourceSpec::new(Vec::new(), bound_ns))
+            }
+        };
+
+        let path = overrides.output.clone().unwrap_or_else(|| self.sink.path.clone());
+        let output = match path.as_str() {
+            "" => Output::None,
+            "-" => Output::Stdout,
+            p => Output::File(PathBuf::from(p)),
+        };
+        let output_format = match self.sink.format.as_str() {
+            "w1-csv" => WindowFormat::W1Csv,
+            "features-csv" => WindowFormat::FeaturesCsv,
+            "json-lines" => WindowFormat::JsonLines,
+            "auto" => match &output {
+                Output::File(p) => WindowFormat::from_path(p, WindowFormat::FeaturesCsv).unwrap_or_else(|| {
+                    errors.push(format!("sink.path: cannot tell the format of {} (use .csv or .jsonl, or set sink.format)", p.display()));
+                    WindowFormat::FeaturesCsv
+                }),
+                _ => WindowFormat::FeaturesCsv,
+            },
+            other => {
+                errors.push(format!("sink.format: {other:?} is not auto, w1-csv, features-csv or json-lines"));
+                WindowFormat::FeaturesCsv
+            }
+        };
+        for (key, p) in [("sink.path", &output), ("sink.dead-letter", &Output::File(PathBuf::from(&self.sink.dead_letter))), ("sink.late", &Output::File(PathBuf::from(&self.sink.late)))] {
+            if let Output::File(p) = p {
+                if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    if !p.as_os_str().is_empty() && !parent.is_dir() {
+                        errors.push(format!("{key}: directory {} does not exist", parent.display()));
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::Config(errors));
+        }
+        let optional = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+        Ok(Config {
+            workers: workers as usize,
+            book: self.pipeline.book,
+            progress: self.pipeline.progress,
+            source,
+            window,
+            book_config: lobsentry_operators::book::BookConfig { repair_ghosts: self.book.repair_ghosts },
+            output,
+            output_format,
+            dead_letter: optional(&self.sink.dead_letter),
+            late: optional(&self.sink.late),
+        })
+    }
+}
+
+/// Loads and validates, with the process environment.
+pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, Error> {
+    load_raw(path, std::env::vars())?.validate(overrides)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("2 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn default_is_valid() {
+        let c = load_raw(None, Vec::new()).unwrap().validate(&Overrides::default()).unwrap();
+        assert_eq!(c.workers, 1);
+        assert!(matches!(c.source, SourceConfig::Synthetic(_)));
+        assert_eq!(c.window, WindowSpec::tumbling(1_000_000_000));
+    }
+
+    #[test]
+    fn env_overrides_and_every_error_at_once() {
+        let env = vec![
+            ("LOBSENTRY__WINDOW__SIZE".to_string(), "3x".to_string()),
+            ("LOBSENTRY__PIPELINE__WORKERS".to_string(), "0".to_string()),
+            ("LOBSENTRY__SOURCE__KIND".to_string(), "kafka".to_string()),
+            ("UNRELATED".to_string(), "1".to_string()),
+        ];
+        let err = load_raw(None, env).unwrap().validate(&Overrides::default()).unwrap_err();
+        let Error::Config(list) = err else { panic!("not a config error") };
+        assert_eq!(list.len(), 3, "{list:?}");
+        assert!(list[0].contains("window.size"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("lobsentry-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "[window]\nsize = \"1s\"\nsliide = \"1s\"\n").unwrap();
+        let err = load_raw(Some(&path), Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("sliide"), "{err}");
+    }
+}

@@ -1,0 +1,72 @@
+//! The run summary printed when windows are not written anywhere: the most extreme windows by a few
+//! features, so a glance shows what the market did.
+
+use lobsentry_operators::event::InstrumentId;
+use lobsentry_operators::features::WindowFeatures;
+use lobsentry_operators::generator::AnomalyLabel;
+use std::collections::HashSet;
+use std::fmt::Write;
+
+/// Criteria a window is ranked by: (title, feature, use the absolute value).
+pub const CRITERIA: [(&str, &str, bool); 4] = [
+    ("busiest windows (messages/s)", "msg_rate", false),
+    ("largest mid-price moves (|log return|)", "log_return", true),
+    ("widest time-weighted spreads ($)", "spread_twa", false),
+    ("largest order-flow imbalance (|OFI|, shares)", "ofi", true),
+];
+
+const TOP: usize = 5;
+
+/// Running summary of the windows of a run.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Windows seen.
+    pub windows: u64,
+    instruments: HashSet<InstrumentId>,
+    top: [Vec<(f64, InstrumentId, u64, u64)>; CRITERIA.len()],
+}
+
+impl Summary {
+    /// Takes a window into account.
+    pub fn observe(&mut self, w: &WindowFeatures) {
+        self.windows += 1;
+        self.instruments.insert(w.instrument);
+        for (i, (_, feature, abs)) in CRITERIA.iter().enumerate() {
+            let Some(mut v) = w.get(feature) else { continue };
+            if !v.is_finite() {
+                continue;
+            }
+            if *abs {
+                v = v.abs();
+            }
+            let top = &mut self.top[i];
+            if top.len() < TOP || v > top[top.len() - 1].0 {
+                top.push((v, w.instrument, w.window.start, w.window.end));
+                top.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+                top.truncate(TOP);
+            }
+        }
+    }
+
+    /// Renders the summary; windows overlapping an injected episode name it.
+    pub fn render(&self, labels: &[AnomalyLabel]) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "{} windows over {} instruments", self.windows, self.instruments.len());
+        for (i, (title, _, _)) in CRITERIA.iter().enumerate() {
+            if self.top[i].is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "\n{title}:");
+            for (v, instrument, start, end) in &self.top[i] {
+                let hit: Vec<&str> = labels
+                    .iter()
+                    .filter(|l| l.instrument == *instrument && l.start_ns < *end && l.end_ns >= *start)
+                    .map(|l| l.kind.name())
+                    .collect();
+                let tag = if hit.is_empty() { String::new() } else { format!("  <- injected {}", hit.join(", ")) };
+                let _ = writeln!(out, "  {instrument:<10} window {start} {v:>14.6}{tag}");
+            }
+        }
+        out
+    }
+}

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The full-pipeline configuration: books, windows, every feature, written as CSV.
-pub const FULL_TOML: &str = "[pipeline]\nbook = true\nprogress = false\n[source]\nkind = \"files\"\n[sink]\nformat = \"features-csv\"\n";
+pub const FULL_TOML: &str =
+    "[pipeline]\nbook = true\nprogress = false\n[source]\nkind = \"files\"\n[sink]\nformat = \"features-csv\"\n";
 
 /// The W1 configuration (config/w1.toml).
 pub const W1_TOML: &str = include_str!("../config/w1.toml");
@@ -75,7 +76,10 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         }
     };
     println!("input: {}", file.display());
-    println!("{:<6} {:>7} {:>12} {:>9} {:>14} {:>13}", "pipe", "workers", "events", "seconds", "events/s", "peak RSS MiB");
+    println!(
+        "{:<6} {:>7} {:>12} {:>9} {:>14} {:>13}",
+        "pipe", "workers", "events", "seconds", "events/s", "peak RSS MiB"
+    );
     for pipeline in &args.pipelines {
         let toml = match pipeline.as_str() {
             "full" => FULL_TOML,
@@ -105,7 +109,8 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
                 if !status.success() {
                     return Err(Error::Data(format!("the {pipeline} run with {workers} workers failed")));
                 }
-                let text = std::fs::read_to_string(&report).map_err(|e| Error::Io(format!("{}: {e}", report.display())))?;
+                let text =
+                    std::fs::read_to_string(&report).map_err(|e| Error::Io(format!("{}: {e}", report.display())))?;
                 let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Data(e.to_string()))?;
                 let rate = |v: &serde_json::Value| v["events_per_s"].as_f64().unwrap_or(0.0);
                 if best.as_ref().is_none_or(|b| rate(&value) > rate(b)) {

@@ -224,10 +224,12 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 
 /// Reads the layers: embedded default, the user file, then `LOBSENTRY__SECTION__KEY` variables.
 pub fn load_raw(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<RawConfig, Error> {
-    let mut value: toml::Value = toml::from_str(DEFAULT_TOML).map_err(|e| Error::Config(vec![format!("embedded default: {e}")]))?;
+    let mut value: toml::Value =
+        toml::from_str(DEFAULT_TOML).map_err(|e| Error::Config(vec![format!("embedded default: {e}")]))?;
     if let Some(path) = path {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-        let user: toml::Value = toml::from_str(&text).map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
+        let user: toml::Value =
+            toml::from_str(&text).map_err(|e| Error::Config(vec![format!("{}: {e}", path.display())]))?;
         merge(&mut value, user);
     }
     let mut errors = Vec::new();
@@ -276,7 +278,9 @@ impl RawConfig {
             errors.push(format!("pipeline.workers: {workers} is not between 1 and 1024"));
         }
         let window = WindowSpec { size_ns: size.as_nanos() as u64, slide_ns: slide.as_nanos() as u64, offset_ns: 0 };
-        if let Err(e) = window.validate() {
+        // Only when both durations parsed: a bad duration is already reported once.
+        let durations_ok = parse_duration(&self.window.size).is_ok() && parse_duration(&self.window.slide).is_ok();
+        if let (true, Err(e)) = (durations_ok, window.validate()) {
             errors.push(format!("window: {e}"));
         }
         let positive = |errors: &mut Vec<String>, key: &str, v: i64| {
@@ -287,7 +291,8 @@ impl RawConfig {
         positive(&mut errors, "source.chunk-lines", self.source.chunk_lines);
         positive(&mut errors, "source.batch-lines", self.source.batch_lines);
 
-        let files: Vec<PathBuf> = if overrides.inputs.is_empty() { self.source.files.clone() } else { overrides.inputs.clone() };
+        let files: Vec<PathBuf> =
+            if overrides.inputs.is_empty() { self.source.files.clone() } else { overrides.inputs.clone() };
         let kind = if overrides.inputs.is_empty() { self.source.kind.as_str() } else { "files" };
         let bound_ns = bound.as_nanos() as u64;
         let source = match kind {
@@ -306,7 +311,10 @@ impl RawConfig {
                     errors.push(format!("generator.late-fraction: {} is not in [0, 1]", g.late_fraction));
                 }
                 if !(g.anomalies_per_instrument_hour >= 0.0 && g.anomalies_per_instrument_hour.is_finite()) {
-                    errors.push(format!("generator.anomalies-per-instrument-hour: {} is negative", g.anomalies_per_instrument_hour));
+                    errors.push(format!(
+                        "generator.anomalies-per-instrument-hour: {} is negative",
+                        g.anomalies_per_instrument_hour
+                    ));
                 }
                 if !(g.realtime_speed >= 0.0 && g.realtime_speed.is_finite()) {
                     errors.push(format!("generator.realtime-speed: {} is negative", g.realtime_speed));
@@ -341,7 +349,8 @@ impl RawConfig {
                         Ok(mut f) => {
                             f.seed_from_orderbook = self.source.seed_from_orderbook;
                             if f.format == Format::Lobster || Format::from_path(path).is_none() {
-                                f.instrument = (!self.source.instrument.is_empty()).then(|| self.source.instrument.clone());
+                                f.instrument =
+                                    (!self.source.instrument.is_empty()).then(|| self.source.instrument.clone());
                                 f.date = (!self.source.date.is_empty()).then(|| self.source.date.clone());
                             }
                             if f.format == Format::Lobster {
@@ -378,7 +387,10 @@ impl RawConfig {
             "json-lines" => WindowFormat::JsonLines,
             "auto" => match &output {
                 Output::File(p) => WindowFormat::from_path(p, WindowFormat::FeaturesCsv).unwrap_or_else(|| {
-                    errors.push(format!("sink.path: cannot tell the format of {} (use .csv or .jsonl, or set sink.format)", p.display()));
+                    errors.push(format!(
+                        "sink.path: cannot tell the format of {} (use .csv or .jsonl, or set sink.format)",
+                        p.display()
+                    ));
                     WindowFormat::FeaturesCsv
                 }),
                 _ => WindowFormat::FeaturesCsv,
@@ -388,7 +400,11 @@ impl RawConfig {
                 WindowFormat::FeaturesCsv
             }
         };
-        for (key, p) in [("sink.path", &output), ("sink.dead-letter", &Output::File(PathBuf::from(&self.sink.dead_letter))), ("sink.late", &Output::File(PathBuf::from(&self.sink.late)))] {
+        for (key, p) in [
+            ("sink.path", &output),
+            ("sink.dead-letter", &Output::File(PathBuf::from(&self.sink.dead_letter))),
+            ("sink.late", &Output::File(PathBuf::from(&self.sink.late))),
+        ] {
             if let Output::File(p) = p {
                 if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                     if !p.as_os_str().is_empty() && !parent.is_dir() {

@@ -120,15 +120,16 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
         let probe = ProbeHandle::new();
         worker.dataflow::<u64, _, _>(|scope| {
             let (events, errors): (StreamVec<'_, u64, Timed<LobEvent>>, StreamVec<'_, u64, Rejected>) = match &config.source {
-                SourceConfig::Files(spec) => file_source(scope.clone(), spec.clone(), Some(probe.clone())),
+                SourceConfig::Files(spec) => file_source(scope, spec.clone(), Some(probe.clone())),
                 SourceConfig::Synthetic(spec) => {
-                    (synthetic_source(scope.clone(), spec.clone(), Some(labels.clone())), empty(scope.clone()))
+                    (synthetic_source(scope, spec.clone(), Some(labels.clone())), empty(scope))
                 }
             };
             let events_counter = counters.clone();
             let events = events.inspect_core(move |batch| {
                 if let Ok((_, data)) = batch {
-                    events_counter.events.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let real = data.iter().filter(|t| !t.event.is_seed()).count();
+                    events_counter.events.fetch_add(real as u64, Ordering::Relaxed);
                 }
             });
             let rejected_counter = counters.clone();

@@ -113,7 +113,8 @@ pub fn replay(args: &BookArgs, mut out: Option<&mut dyn Write>) -> Result<Replay
     input.date = args.date.clone();
     let ctx = input.lobster_context().map_err(Error::Data)?;
 
-    let messages = BufReader::with_capacity(1 << 20, std::fs::File::open(&args.messages).map_err(io_at(&args.messages))?);
+    let messages =
+        BufReader::with_capacity(1 << 20, std::fs::File::open(&args.messages).map_err(io_at(&args.messages))?);
     let mut snapshots = match &args.orderbook {
         Some(p) => Some(BufReader::with_capacity(1 << 20, std::fs::File::open(p).map_err(io_at(p))?).lines()),
         None => None,
@@ -127,9 +128,13 @@ pub fn replay(args: &BookArgs, mut out: Option<&mut dyn Write>) -> Result<Replay
     for (n, line) in messages.split(b'\n').enumerate() {
         let line = line.map_err(io_at(&args.messages))?;
         let snapshot = match snapshots.as_mut().map(|s| s.next()) {
-            Some(Some(Ok(s))) => Some(parse_snapshot_row(s.as_bytes()).map_err(|e| Error::Data(format!("order book row {}: {e}", n + 1)))?),
+            Some(Some(Ok(s))) => Some(
+                parse_snapshot_row(s.as_bytes()).map_err(|e| Error::Data(format!("order book row {}: {e}", n + 1)))?,
+            ),
             Some(Some(Err(e))) => return Err(Error::Io(format!("order book: {e}"))),
-            Some(None) => return Err(Error::Data(format!("the order book file has fewer rows than messages (row {})", n + 1))),
+            Some(None) => {
+                return Err(Error::Data(format!("the order book file has fewer rows than messages (row {})", n + 1)))
+            }
             None => None,
         };
         if line.is_empty() {

@@ -1,1 +1,14 @@
-mod x {}
+//! lobsentry's integration tests: one binary, one module per area.
+//!
+//! * `windows`: W1 windows against a sort-and-group oracle; late-event accounting; 1 vs 2 workers;
+//!   input permuted within the out-of-orderness bound.
+//! * `inputs`: malformed input of every reader goes to the dead-letter file with file:line.
+//! * `real_data`: LOBSTER replays and the full pipeline on ../shared/data.
+//! * `cli`: the commands as a user types them.
+
+mod util;
+
+mod cli;
+mod inputs;
+mod real_data;
+mod windows;

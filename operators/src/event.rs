@@ -207,6 +207,15 @@ pub struct LobEvent {
     pub side: Side,
 }
 
+impl LobEvent {
+    /// True for anonymous liquidity that seeds a book from a snapshot (an add with order id 0):
+    /// it shapes the book but is not a market message, so features and event counts skip it.
+    #[inline]
+    pub fn is_seed(&self) -> bool {
+        self.kind == EventKind::Add && self.order_id == 0
+    }
+}
+
 /// An event as it travels through the dataflow: the event plus the two numbers that make event-time
 /// processing deterministic.
 ///

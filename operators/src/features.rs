@@ -124,6 +124,9 @@ pub struct FeatureAcc {
 impl FeatureAcc {
     #[inline]
     fn add_event(&mut self, e: &LobEvent) {
+        if e.is_seed() {
+            return;
+        }
         self.events += 1;
         match e.kind {
             EventKind::Add => self.adds += 1,
@@ -287,10 +290,7 @@ pub trait ExtractFeatures<'scope, R: WindowRecord> {
     /// assert_eq!(out[0].get("spread_mean"), Some(1.0)); // one-sided after event 1, $1 after 2 and 3
     /// assert_eq!(out[0].get("ask_depth1"), Some(60.0));
     /// ```
-    fn extract_features(
-        self,
-        spec: WindowSpec,
-    ) -> (StreamVec<'scope, u64, WindowFeatures>, StreamVec<'scope, u64, R>);
+    fn extract_features(self, spec: WindowSpec) -> (StreamVec<'scope, u64, WindowFeatures>, StreamVec<'scope, u64, R>);
 }
 
 impl<'scope, R> ExtractFeatures<'scope, R> for StreamVec<'scope, u64, R>
@@ -298,10 +298,7 @@ where
     R: WindowRecord,
     FeatureAggregate: Aggregate<R, Output = WindowFeatures>,
 {
-    fn extract_features(
-        self,
-        spec: WindowSpec,
-    ) -> (StreamVec<'scope, u64, WindowFeatures>, StreamVec<'scope, u64, R>) {
+    fn extract_features(self, spec: WindowSpec) -> (StreamVec<'scope, u64, WindowFeatures>, StreamVec<'scope, u64, R>) {
         self.window_aggregate(spec, FeatureAggregate)
     }
 }

@@ -56,9 +56,12 @@ impl WindowSpec {
             return Err("window size and slide must be positive".into());
         }
         if self.slide_ns > self.size_ns {
-            return Err(format!("window slide {} ns exceeds its size {} ns (gaps are not supported)", self.slide_ns, self.size_ns));
+            return Err(format!(
+                "window slide {} ns exceeds its size {} ns (gaps are not supported)",
+                self.slide_ns, self.size_ns
+            ));
         }
-        if self.size_ns % self.slide_ns != 0 {
+        if !self.size_ns.is_multiple_of(self.slide_ns) {
             return Err(format!("window size {} ns is not a multiple of the slide {} ns", self.size_ns, self.slide_ns));
         }
         Ok(())
@@ -158,6 +161,9 @@ impl<R> Aggregate<R> for CountRecords {
     }
 }
 
+/// Windows closing at one end: a capability at the end and the (instrument, start) keys.
+type Closing = (Capability<u64>, Vec<(InstrumentId, EventTime)>);
+
 /// Windowed, keyed aggregation with a late side output.
 pub trait WindowAggregate<'scope, R: WindowRecord> {
     /// Aggregates each (instrument, window) and emits it at time `window.end` once the frontier
@@ -168,7 +174,7 @@ pub trait WindowAggregate<'scope, R: WindowRecord> {
     /// use lobsentry_operators::event::{EventKind, InstrumentId, LobEvent, Price, Side, Timed};
     /// use lobsentry_operators::window::{CountRecords, Window, WindowAggregate, WindowSpec};
     /// use lobsentry_operators::testing::captured;
-/// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::{Capture, ToStream};
     ///
     /// let ev = |ts, order_ts| Timed { order_ts, seq: ts, event: LobEvent {
     ///     ts_ns: ts, instrument: InstrumentId::new("X").unwrap(), kind: EventKind::Add,
@@ -208,7 +214,7 @@ impl<'scope, R: WindowRecord> WindowAggregate<'scope, R> for StreamVec<'scope, u
         builder.build(move |_caps| {
             let mut open: FxHashMap<(InstrumentId, EventTime), A::Acc> = FxHashMap::default();
             // Window ends with the keys that close there and a capability at the end.
-            let mut closing: BTreeMap<EventTime, (Capability<u64>, Vec<(InstrumentId, EventTime)>)> = BTreeMap::new();
+            let mut closing: BTreeMap<EventTime, Closing> = BTreeMap::new();
             let mut staged: Vec<R> = Vec::new();
             move |frontiers| {
                 let mut windows_handle = windows_out.activate();
@@ -228,7 +234,9 @@ impl<'scope, R: WindowRecord> WindowAggregate<'scope, R> for StreamVec<'scope, u
                             accepted = true;
                             let key = (record.instrument(), window.start);
                             let acc = open.entry(key).or_insert_with(|| {
-                                let entry = closing.entry(window.end).or_insert_with(|| (cap.delayed(&window.end, 0), Vec::new()));
+                                let entry = closing
+                                    .entry(window.end)
+                                    .or_insert_with(|| (cap.delayed(&window.end, 0), Vec::new()));
                                 entry.1.push(key);
                                 A::Acc::default()
                             });

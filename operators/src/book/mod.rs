@@ -287,7 +287,10 @@ impl Book {
                     Side::Sell => (0, 1, LOBSTER_EMPTY_ASK),
                     Side::Buy => (2, 3, LOBSTER_EMPTY_BID),
                 };
-                r.chunks_exact(4).filter(|c| c[qi] > 0 && c[pi] != empty).map(|c| (Price(c[pi]), c[qi] as Qty)).collect()
+                r.chunks_exact(4)
+                    .filter(|c| c[qi] > 0 && c[pi] != empty)
+                    .map(|c| (Price(c[pi]), c[qi] as Qty))
+                    .collect()
             };
             let depth = row.len() / 4;
             let before = visible(prev);
@@ -300,7 +303,8 @@ impl Book {
                 Side::Sell => p > prev_deep && now_deep.is_none_or(|d| p <= d),
             };
             let levels = self.side_mut(side);
-            let stale: Vec<Price> = levels.keys().copied().filter(|p| beyond(*p) && !now.iter().any(|l| l.0 == *p)).collect();
+            let stale: Vec<Price> =
+                levels.keys().copied().filter(|p| beyond(*p) && !now.iter().any(|l| l.0 == *p)).collect();
             for p in stale {
                 levels.remove(&p);
                 changed += 1;

@@ -37,9 +37,12 @@ impl WindowFormat {
     pub fn header(self) -> Option<String> {
         match self {
             WindowFormat::W1Csv => Some(
-                "instrument,window_start_ns,events,adds,cancels,execs,exec_volume,vwap,min_exec_price,max_exec_price".into(),
+                "instrument,window_start_ns,events,adds,cancels,execs,exec_volume,vwap,min_exec_price,max_exec_price"
+                    .into(),
             ),
-            WindowFormat::FeaturesCsv => Some(format!("instrument,window_start_ns,window_end_ns,{}", FEATURE_NAMES.join(","))),
+            WindowFormat::FeaturesCsv => {
+                Some(format!("instrument,window_start_ns,window_end_ns,{}", FEATURE_NAMES.join(",")))
+            }
             WindowFormat::JsonLines => None,
         }
     }

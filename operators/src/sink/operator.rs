@@ -88,7 +88,10 @@ impl<'scope> WriteWindows<'scope> for StreamVec<'scope, u64, WindowFeatures> {
                 input.for_each_stamp(|cap, data| {
                     let mut session = output.session(&cap);
                     for batch in data {
-                        pending.entry(cap.least().copied().unwrap_or_default()).or_default().extend(batch.iter().cloned());
+                        pending
+                            .entry(cap.least().copied().unwrap_or_default())
+                            .or_default()
+                            .extend(batch.iter().cloned());
                         session.give_container(batch);
                     }
                 });
@@ -97,7 +100,9 @@ impl<'scope> WriteWindows<'scope> for StreamVec<'scope, u64, WindowFeatures> {
                         break;
                     }
                     let mut windows = entry.remove();
-                    windows.sort_by(|a, b| (a.window.end, a.instrument, a.window.start).cmp(&(b.window.end, b.instrument, b.window.start)));
+                    windows.sort_by(|a, b| {
+                        (a.window.end, a.instrument, a.window.start).cmp(&(b.window.end, b.instrument, b.window.start))
+                    });
                     text.clear();
                     for w in &windows {
                         format.write(w, &mut text);

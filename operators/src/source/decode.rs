@@ -97,7 +97,10 @@ pub fn parse_u64(s: &[u8]) -> Option<u64> {
 #[inline]
 pub fn parse_i64(s: &[u8]) -> Option<i64> {
     match s.first() {
-        Some(b'-') => parse_u64(&s[1..]).and_then(|v| if v <= i64::MAX as u64 + 1 { Some((v as i64).wrapping_neg()) } else { None }),
+        Some(b'-') => {
+            parse_u64(&s[1..])
+                .and_then(|v| if v <= i64::MAX as u64 + 1 { Some((v as i64).wrapping_neg()) } else { None })
+        }
         Some(b'+') => parse_u64(&s[1..]).and_then(|v| i64::try_from(v).ok()),
         _ => parse_u64(s).and_then(|v| i64::try_from(v).ok()),
     }

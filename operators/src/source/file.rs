@@ -1,7 +1,7 @@
 //! The `FileSource` operator: replays files on every worker, holding a capability at the watermark.
 
-use super::reader::{FileReader, InputFile, ReaderSpec, Rejected};
 use super::decode::Format;
+use super::reader::{FileReader, InputFile, ReaderSpec, Rejected};
 use crate::event::{LobEvent, Timed};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -28,7 +28,14 @@ pub struct FileSourceSpec {
 impl FileSourceSpec {
     /// Defaults for a list of files and a bound.
     pub fn new(files: Vec<InputFile>, bound_ns: u64) -> Self {
-        FileSourceSpec { files, bound_ns, batch_lines: 1 << 15, chunk_lines: 1 << 14, split_files: true, max_batches_ahead: 8 }
+        FileSourceSpec {
+            files,
+            bound_ns,
+            batch_lines: 1 << 15,
+            chunk_lines: 1 << 14,
+            split_files: true,
+            max_batches_ahead: 8,
+        }
     }
 
     /// Which files (and which share of each) worker `index` of `peers` reads.
@@ -36,7 +43,13 @@ impl FileSourceSpec {
         let stripe = self.split_files && self.files.len() < peers;
         let mut out = Vec::new();
         for (i, file) in self.files.iter().enumerate() {
-            let base = ReaderSpec { file_index: i as u32, stride: 1, offset: 0, chunk_lines: self.chunk_lines, bound_ns: self.bound_ns };
+            let base = ReaderSpec {
+                file_index: i as u32,
+                stride: 1,
+                offset: 0,
+                chunk_lines: self.chunk_lines,
+                bound_ns: self.bound_ns,
+            };
             if stripe && file.format != Format::JsonLines {
                 out.push((file.clone(), ReaderSpec { stride: peers as u32, offset: index as u32, ..base }));
             } else if i % peers == index {
@@ -78,7 +91,7 @@ pub fn file_source<'scope>(
     spec: FileSourceSpec,
     probe: Option<ProbeHandle<u64>>,
 ) -> (StreamVec<'scope, u64, Timed<LobEvent>>, StreamVec<'scope, u64, Rejected>) {
-    let mut builder = OperatorBuilder::new("FileSource".to_owned(), scope.clone());
+    let mut builder = OperatorBuilder::new("FileSource".to_owned(), scope);
     let activator = scope.activator_for(builder.operator_info().address);
     let (events_out, events) = builder.new_output();
     let (errors_out, errors) = builder.new_output();

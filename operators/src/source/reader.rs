@@ -97,8 +97,9 @@ impl InputFile {
     /// A file with its format guessed from its name.
     pub fn guess(path: impl Into<PathBuf>) -> Result<InputFile, String> {
         let path = path.into();
-        let format = Format::from_path(&path)
-            .ok_or_else(|| format!("{}: cannot tell the format from the name (use .csv, .jsonl or a LOBSTER name)", path.display()))?;
+        let format = Format::from_path(&path).ok_or_else(|| {
+            format!("{}: cannot tell the format from the name (use .csv, .jsonl or a LOBSTER name)", path.display())
+        })?;
         Ok(InputFile { path, format, instrument: None, date: None, seed_from_orderbook: true })
     }
 
@@ -109,7 +110,9 @@ impl InputFile {
         let ticker = match (&self.instrument, &parsed) {
             (Some(t), _) => t.clone(),
             (None, Some(p)) => p.ticker.clone(),
-            (None, None) => return Err(format!("{}: no instrument in the file name; set `instrument`", self.path.display())),
+            (None, None) => {
+                return Err(format!("{}: no instrument in the file name; set `instrument`", self.path.display()))
+            }
         };
         let date = match (&self.date, &parsed) {
             (Some(d), _) => super::decode::parse_date(d).ok_or_else(|| format!("bad date {d:?}, want YYYY-MM-DD"))?,
@@ -167,8 +170,8 @@ pub struct FileReader {
 impl FileReader {
     /// Opens a file.
     pub fn open(input: InputFile, spec: ReaderSpec) -> io::Result<FileReader> {
-        let file = File::open(&input.path)
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", input.path.display())))?;
+        let file =
+            File::open(&input.path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", input.path.display())))?;
         let lobster = match input.format {
             Format::Lobster => Some(input.lobster_context().map_err(io::Error::other)?),
             _ => None,
@@ -243,7 +246,8 @@ impl FileReader {
 
     #[inline]
     fn owns(&self, line_no: u64) -> bool {
-        self.spec.stride <= 1 || ((line_no - 1) / self.spec.chunk_lines) % self.spec.stride as u64 == self.spec.offset as u64
+        self.spec.stride <= 1
+            || ((line_no - 1) / self.spec.chunk_lines) % self.spec.stride as u64 == self.spec.offset as u64
     }
 
     #[inline]
@@ -422,7 +426,8 @@ mod tests {
         let mut parts = Vec::new();
         let mut part_err = Vec::new();
         for offset in 0..3 {
-            let (o, e) = read_all(&path, ReaderSpec { file_index: 0, stride: 3, offset, chunk_lines: 17, bound_ns: 20 });
+            let (o, e) =
+                read_all(&path, ReaderSpec { file_index: 0, stride: 3, offset, chunk_lines: 17, bound_ns: 20 });
             parts.extend(o);
             part_err.extend(e);
         }

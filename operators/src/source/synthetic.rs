@@ -68,7 +68,7 @@ pub fn synthetic_source<'scope>(
     labels: Option<SharedLabels>,
 ) -> StreamVec<'scope, u64, Timed<LobEvent>> {
     let (index, peers) = (scope.index(), scope.peers());
-    let activator_scope = scope.clone();
+    let activator_scope = scope;
     source(scope, "SyntheticSource", move |cap, info| {
         let activator = activator_scope.activator_for(info.address);
         let market = Market::subset(&spec.market, |i| i % peers == index);
@@ -83,9 +83,9 @@ pub fn synthetic_source<'scope>(
         let mut batch = Vec::with_capacity(spec.batch);
         move |output| {
             let Some(c) = cap.as_mut() else { return };
-            let due = spec.realtime_speed.map(|speed| {
-                spec.market.start_ns + (started.elapsed().as_nanos() as f64 * speed) as u64
-            });
+            let due = spec
+                .realtime_speed
+                .map(|speed| spec.market.start_ns + (started.elapsed().as_nanos() as f64 * speed) as u64);
             while batch.len() < spec.batch {
                 match next {
                     Some(ev) if due.is_none_or(|d| ev.ts_ns <= d) => {}

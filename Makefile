@@ -1,0 +1,55 @@
+# lobsentry: the two quick-start commands are `make demo` and `make test`.
+CARGO ?= cargo
+SHARED ?= ../shared/data
+
+.PHONY: demo test fmt clippy doc build bench bench-memory real-data clean
+
+## demo: the embedded default: synthetic market -> books -> 1 s windows -> features -> printed summary.
+demo:
+	$(CARGO) run --release --quiet -- run
+
+## test: what CI runs: formatting, lints, unit + property + integration tests, doctests, rustdoc.
+test: fmt clippy
+	$(CARGO) test --workspace
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+build:
+	$(CARGO) build --release
+
+## bench: events/s for 1 and 2 workers, full pipeline and W1, on 5M events / 100 instruments.
+bench: build
+	./target/release/lobsentry bench
+
+## bench-memory: peak RSS at 5M and 20M events (bounded by instruments and open windows).
+bench-memory: build
+	./target/release/lobsentry bench --events 5000000 --pipelines full --workers 2 --repeat 1
+	./target/release/lobsentry bench --events 20000000 --pipelines full --workers 2 --repeat 1
+
+## real-data: book replays of the LOBSTER samples in ../shared/data, with consistency figures.
+real-data: build
+	mkdir -p target/lobster
+	unzip -qo $(SHARED)/lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip -d target/lobster
+	unzip -qo $(SHARED)/lobster/LOBSTER_SampleFile_AMZN_2012-06-21_5.zip -d target/lobster
+	./target/release/lobsentry book --levels 10 \
+	  --messages target/lobster/GOOG_2012-06-21_34200000_57600000_message_10.csv \
+	  --orderbook target/lobster/GOOG_2012-06-21_34200000_57600000_orderbook_10.csv --out target/lobster/GOOG.book.csv
+	./target/release/lobsentry book --levels 5 \
+	  --messages target/lobster/AMZN_2012-06-21_34200000_57600000_message_5.csv \
+	  --orderbook target/lobster/AMZN_2012-06-21_34200000_57600000_orderbook_5.csv --out target/lobster/AMZN.book.csv
+	./target/release/lobsentry book --levels 10 --messages target/lobster/GOOG_2012-06-21_34200000_57600000_message_10.csv
+	./target/release/lobsentry book --levels 5 --messages target/lobster/AMZN_2012-06-21_34200000_57600000_message_5.csv
+	./target/release/lobsentry book --levels 10 --messages $(SHARED)/lobster/AMZN_2021-04-12_34200000_57600000_message_10.csv
+	./target/release/lobsentry book --levels 10 --no-repair --messages $(SHARED)/lobster/AMZN_2021-04-12_34200000_57600000_message_10.csv
+	./target/release/lobsentry run -w 2 --output target/lobster/features.csv \
+	  --input target/lobster/GOOG_2012-06-21_34200000_57600000_message_10.csv \
+	  --input target/lobster/AMZN_2012-06-21_34200000_57600000_message_5.csv \
+	  --input $(SHARED)/lobster/AMZN_2021-04-12_34200000_57600000_message_10.csv
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,101 @@
+//! Shared helpers: temp dirs per test, the binary, generated markets.
+
+use lobsentry::config::{self, Config, Overrides};
+use lobsentry::pipeline::{self, Counters, RunReport};
+use lobsentry_operators::event::LobEvent;
+use lobsentry_operators::generator::{Disorder, Market, MarketSpec};
+use lobsentry_operators::source::decode::{write_csv_line, CSV_HEADER};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A fresh directory for one test (removed when dropped).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("lobsentry-it-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The lobsentry binary built for these tests.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_lobsentry")
+}
+
+/// A small market: `events` events over `instruments` instruments.
+pub fn market(events: u64, instruments: usize, seed: u64) -> MarketSpec {
+    MarketSpec {
+        instruments,
+        events: Some(events),
+        rate_per_sec: 2_000.0,
+        seed,
+        anomalies_per_instrument_hour: 60.0,
+        ..MarketSpec::default()
+    }
+}
+
+/// The events of a market, reordered within `disorder_ns` and with a fraction delayed by 5 s.
+pub fn events(spec: &MarketSpec, disorder_ns: u64, late_fraction: f64) -> Vec<LobEvent> {
+    Disorder::new(Market::new(spec), spec.seed, disorder_ns, late_fraction, 5_000_000_000).collect()
+}
+
+/// Writes events as interchange CSV.
+pub fn write_csv(path: &Path, events: &[LobEvent]) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(out, "{CSV_HEADER}").unwrap();
+    let mut line = String::new();
+    for e in events {
+        line.clear();
+        write_csv_line(e, &mut line);
+        writeln!(out, "{line}").unwrap();
+    }
+    out.flush().unwrap();
+}
+
+/// Loads a configuration file (relative to the repository) with overrides.
+pub fn config(
+    file: Option<&str>,
+    workers: usize,
+    inputs: Vec<PathBuf>,
+    output: &Path,
+    env: Vec<(&str, &str)>,
+) -> Config {
+    let path = file.map(|f| Path::new(env!("CARGO_MANIFEST_DIR")).join(f));
+    let env = env.into_iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let overrides = Overrides { workers: Some(workers), inputs, output: Some(output.display().to_string()) };
+    config::load_raw(path.as_deref(), env).unwrap().validate(&overrides).unwrap()
+}
+
+/// Runs a configuration to completion.
+pub fn run(config: &Config) -> RunReport {
+    pipeline::run(config, Arc::new(Counters::default())).unwrap()
+}
+
+/// Unzips one of the LOBSTER sample archives into `dir` (with the system's unzip).
+pub fn unzip_sample(archive: &str, dir: &Path) -> Option<PathBuf> {
+    let zip = shared_data().join("lobster").join(archive);
+    if !zip.exists() {
+        return None;
+    }
+    let status = std::process::Command::new("unzip").arg("-qo").arg(&zip).arg("-d").arg(dir).status().ok()?;
+    assert!(status.success(), "unzip {}", zip.display());
+    Some(dir.to_path_buf())
+}
+
+/// ../shared/data (next to the repository).
+pub fn shared_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+}

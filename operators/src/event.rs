@@ -56,7 +56,13 @@ impl InstrumentId {
                 String::from_utf8_lossy(bytes)
             ));
         }
-        if let Some(b) = bytes.iter().find(|b| !b.is_ascii_graphic() || matches!(b, b',' | b'"' | b'\'')) {
+        // One branch-free pass on the hot path; the error path finds the culprit.
+        let bad = bytes
+            .iter()
+            .fold(false, |bad, &b| bad | !(0x21..0x7f).contains(&b) | (b == b',') | (b == b'"') | (b == b'\''));
+        if let Some(b) =
+            bad.then(|| bytes.iter().find(|b| !b.is_ascii_graphic() || matches!(b, b',' | b'"' | b'\''))).flatten()
+        {
             return Err(format!(
                 "instrument symbol {:?} holds a forbidden byte {:?}",
                 String::from_utf8_lossy(bytes),

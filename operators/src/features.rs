@@ -156,7 +156,7 @@ impl FeatureAcc {
                 self.mid_open = mid;
                 self.mid_high = mid;
                 self.mid_low = mid;
-            } else {
+            } else if mid != self.mid_close {
                 let r = (mid / self.mid_close).ln();
                 self.sum_sq_ret += r * r;
                 self.mid_high = self.mid_high.max(mid);
@@ -235,6 +235,8 @@ pub struct FeatureAggregate;
 impl Aggregate<Timed<LobEvent>> for FeatureAggregate {
     type Acc = FeatureAcc;
     type Output = WindowFeatures;
+    // Without a book every feature is a count, sum or extremum.
+    const ORDERED: bool = false;
     #[inline]
     fn add(&self, acc: &mut FeatureAcc, record: &Timed<LobEvent>) {
         acc.add_event(&record.event);

@@ -140,7 +140,11 @@ pub trait Aggregate<R>: Clone + 'static {
     type Acc: Default + 'static;
     /// What a closed window produces.
     type Output: ExchangeData;
-    /// Folds one record in. Records arrive in `(order_ts, seq)` order within a batch.
+    /// Whether `add` must see each batch in `(order_ts, seq)` order (it is sorted first when true).
+    /// Order-independent aggregates (counts, sums, extrema) set it to false and skip the sort.
+    const ORDERED: bool = true;
+    /// Folds one record in. With [`Aggregate::ORDERED`], records arrive in `(order_ts, seq)` order
+    /// within a batch.
     fn add(&self, acc: &mut Self::Acc, record: &R);
     /// Produces the window's result.
     fn finish(&self, instrument: InstrumentId, window: Window, acc: Self::Acc) -> Self::Output;
@@ -153,6 +157,7 @@ pub struct CountRecords;
 impl<R> Aggregate<R> for CountRecords {
     type Acc = u64;
     type Output = (InstrumentId, Window, u64);
+    const ORDERED: bool = false;
     fn add(&self, acc: &mut u64, _record: &R) {
         *acc += 1;
     }
@@ -223,7 +228,9 @@ impl<'scope, R: WindowRecord> WindowAggregate<'scope, R> for StreamVec<'scope, u
                     for batch in data {
                         staged.append(batch);
                     }
-                    staged.sort_by_key(|r| (r.order_ts(), r.seq()));
+                    if A::ORDERED {
+                        staged.sort_by_key(|r| (r.order_ts(), r.seq()));
+                    }
                     let mut late_records = Vec::new();
                     for record in staged.drain(..) {
                         let mut accepted = false;

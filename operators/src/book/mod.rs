@@ -127,6 +127,13 @@ pub struct Book {
     orders: FxHashMap<u64, Order>,
     config: BookConfig,
     stats: BookStats,
+    /// `top()` as of the last change that could move it.
+    #[serde(skip)]
+    top_cache: Option<TopOfBook>,
+    /// The fifth-best price of each side (bids, asks) when `top_cache` was filled; a change beyond it
+    /// cannot move the top five levels.
+    #[serde(skip)]
+    fifth: [Option<Price>; 2],
 }
 
 impl Book {
@@ -148,6 +155,7 @@ impl Book {
     /// Adds anonymous displayed liquidity at a level (seeding from a snapshot): no order id is
     /// tracked for it, and later messages of unknown orders reduce it.
     pub fn seed_level(&mut self, side: Side, price: Price, qty: Qty) {
+        self.top_cache = None;
         if qty > 0 {
             *self.side_mut(side).entry(price).or_insert(0) += qty;
         }
@@ -178,9 +186,12 @@ impl Book {
             EventKind::PartialCancel | EventKind::Delete | EventKind::ExecuteVisible => self.reduce(e),
             EventKind::ExecuteHidden | EventKind::Cross | EventKind::Halt => {}
         }
-        if let (Some((b, _)), Some((a, _))) = (self.best_bid(), self.best_ask()) {
-            if b >= a {
-                self.stats.crossed += 1;
+        // Only an add can cross the book (reductions never move a side towards the other).
+        if e.kind == EventKind::Add {
+            if let (Some((b, _)), Some((a, _))) = (self.best_bid(), self.best_ask()) {
+                if b >= a {
+                    self.stats.crossed += 1;
+                }
             }
         }
     }
@@ -201,6 +212,7 @@ impl Book {
                 self.reduce_level(old.side, old.price, old.remaining);
             }
         }
+        self.touch(e.side, e.price);
         *self.side_mut(e.side).entry(e.price).or_insert(0) += e.size;
     }
 
@@ -241,11 +253,13 @@ impl Book {
         if removed.is_empty() {
             return;
         }
+        self.top_cache = None;
         self.stats.ghost_levels_removed += removed.len() as u64;
         self.orders.retain(|_, o| !(o.side == side && removed.binary_search(&o.price).is_ok()));
     }
 
     fn reduce_level(&mut self, side: Side, price: Price, amount: Qty) {
+        self.touch(side, price);
         let levels = self.side_mut(side);
         match levels.get_mut(&price) {
             Some(q) if *q > amount => *q -= amount,
@@ -260,6 +274,21 @@ impl Book {
                 if amount > 0 {
                     self.stats.missing_level += 1;
                 }
+            }
+        }
+    }
+
+    /// Notes a change at `price`: drops the cached top when the change is within the top five levels.
+    #[inline]
+    fn touch(&mut self, side: Side, price: Price) {
+        if self.top_cache.is_some() {
+            let within = match (side, self.fifth) {
+                (Side::Buy, [Some(floor), _]) => price >= floor,
+                (Side::Sell, [_, Some(ceiling)]) => price <= ceiling,
+                _ => true,
+            };
+            if within {
+                self.top_cache = None;
             }
         }
     }
@@ -280,6 +309,7 @@ impl Book {
     /// previous row's N-th level that the new row shows are set from the new row, and levels of the
     /// book there that the new row does not show are removed. Returns the number of levels changed.
     pub fn refill_entering_levels(&mut self, prev: &[i64], row: &[i64]) -> u64 {
+        self.top_cache = None;
         let mut changed = 0;
         for side in [Side::Buy, Side::Sell] {
             let visible = |r: &[i64]| -> Vec<(Price, Qty)> {
@@ -321,24 +351,44 @@ impl Book {
     /// Best bid price and size.
     #[inline]
     pub fn best_bid(&self) -> Option<(Price, Qty)> {
-        self.bids.iter().next_back().map(|(p, q)| (*p, *q))
+        self.bids.last_key_value().map(|(p, q)| (*p, *q))
     }
 
     /// Best ask price and size.
     #[inline]
     pub fn best_ask(&self) -> Option<(Price, Qty)> {
-        self.asks.iter().next().map(|(p, q)| (*p, *q))
+        self.asks.first_key_value().map(|(p, q)| (*p, *q))
     }
 
-    /// Best prices and five-level depth.
+    /// Best prices and five-level depth (cached until a change within the top five levels).
     #[inline]
-    pub fn top(&self) -> TopOfBook {
-        TopOfBook {
-            bid: self.best_bid(),
-            ask: self.best_ask(),
-            bid_depth5: self.bids.values().rev().take(5).sum(),
-            ask_depth5: self.asks.values().take(5).sum(),
+    pub fn top(&mut self) -> TopOfBook {
+        if let Some(top) = self.top_cache {
+            return top;
         }
+        let mut top = TopOfBook::default();
+        let mut fifth = [None, None];
+        for (i, (p, q)) in self.bids.iter().rev().take(5).enumerate() {
+            if i == 0 {
+                top.bid = Some((*p, *q));
+            }
+            top.bid_depth5 += q;
+            if i == 4 {
+                fifth[0] = Some(*p);
+            }
+        }
+        for (i, (p, q)) in self.asks.iter().take(5).enumerate() {
+            if i == 0 {
+                top.ask = Some((*p, *q));
+            }
+            top.ask_depth5 += q;
+            if i == 4 {
+                fifth[1] = Some(*p);
+            }
+        }
+        self.top_cache = Some(top);
+        self.fifth = fifth;
+        top
     }
 
     /// Up to `k` best levels of a side, best first.

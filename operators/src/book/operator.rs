@@ -5,6 +5,7 @@ use super::{Book, BookConfig, BookStats, TopOfBook};
 use crate::event::{InstrumentId, LobEvent, Timed};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use timely::dataflow::channels::pact::Exchange as ExchangePact;
 use timely::dataflow::operators::{Capability, Operator};
@@ -115,7 +116,10 @@ impl<'scope> ReconstructBook<'scope> for StreamVec<'scope, u64, Timed<LobEvent>>
     fn reconstruct_book_with(self, spec: ReconstructBookSpec) -> StreamVec<'scope, u64, BookEvent> {
         let pact = ExchangePact::new(|t: &Timed<LobEvent>| t.event.instrument.route());
         self.unary_frontier(pact, "ReconstructBook", move |_cap, _info| {
-            let mut pending: Vec<Timed<LobEvent>> = Vec::new();
+            // Sorted runs, one per activation that brought input; drained from the front.
+            let mut runs: Vec<VecDeque<Timed<LobEvent>>> = Vec::new();
+            let mut incoming: Vec<Timed<LobEvent>> = Vec::new();
+            let mut ready: Vec<Timed<LobEvent>> = Vec::new();
             let mut held: Option<Capability<u64>> = None;
             let mut books: FxHashMap<InstrumentId, Keyed> = FxHashMap::default();
             let mut reported = BookStats::default();
@@ -125,20 +129,29 @@ impl<'scope> ReconstructBook<'scope> for StreamVec<'scope, u64, Timed<LobEvent>>
                         held = cap.retain_least(output.output_index());
                     }
                     for batch in data {
-                        pending.append(batch);
+                        incoming.append(batch);
                     }
                 });
+                if !incoming.is_empty() {
+                    incoming.sort_by_key(|t| (t.order_ts, t.seq));
+                    runs.push(VecDeque::from(std::mem::take(&mut incoming)));
+                }
                 let Some(cap) = held.as_mut() else { return };
                 // Everything ordered before the frontier is complete: apply it in order.
                 let bound = frontier.frontier().first().copied();
-                pending.sort_by_key(|t| (t.order_ts, t.seq));
-                let ready = match bound {
-                    Some(f) => pending.partition_point(|t| t.order_ts < f),
-                    None => pending.len(),
-                };
-                if ready > 0 {
+                for run in runs.iter_mut() {
+                    let k = match bound {
+                        Some(f) => run.partition_point(|t| t.order_ts < f),
+                        None => run.len(),
+                    };
+                    ready.extend(run.drain(..k));
+                }
+                runs.retain(|r| !r.is_empty());
+                if !ready.is_empty() {
+                    // A stable sort of concatenated sorted runs is a merge.
+                    ready.sort_by_key(|t| (t.order_ts, t.seq));
                     let mut session = output.session(&*cap);
-                    for timed in pending.drain(..ready) {
+                    for timed in ready.drain(..) {
                         let keyed = books
                             .entry(timed.event.instrument)
                             .or_insert_with(|| Keyed { book: Book::with_config(spec.book), top: TopOfBook::default() });
@@ -162,7 +175,7 @@ impl<'scope> ReconstructBook<'scope> for StreamVec<'scope, u64, Timed<LobEvent>>
                     }
                 }
                 match bound {
-                    Some(f) if !pending.is_empty() => {
+                    Some(f) if !runs.is_empty() => {
                         if *cap.time() < f {
                             cap.downgrade(&f);
                         }

@@ -160,7 +160,7 @@ pub struct FileReader {
     spec: ReaderSpec,
     lobster: Option<LobsterContext>,
     seed: Option<Vec<i64>>,
-    reader: BufReader<File>,
+    reader: Option<BufReader<File>>,
     line_buf: Vec<u8>,
     line_no: u64,
     watermark: BoundedOutOfOrderness,
@@ -189,7 +189,7 @@ impl FileReader {
             spec,
             lobster,
             seed,
-            reader: BufReader::with_capacity(1 << 20, file),
+            reader: Some(BufReader::with_capacity(1 << 20, file)),
             line_buf: Vec::with_capacity(256),
             line_no: 0,
             watermark: BoundedOutOfOrderness::new(spec.bound_ns),
@@ -215,21 +215,13 @@ impl FileReader {
     /// Reads up to `max_lines` lines (owned or scanned); decoded events go to `out`, rejected lines
     /// to `errors`. I/O errors end the file and are reported as a rejected record.
     pub fn read_batch(&mut self, max_lines: usize, out: &mut Vec<Timed<LobEvent>>, errors: &mut Vec<Rejected>) {
-        for _ in 0..max_lines {
-            if self.done {
-                return;
-            }
-            let mut line = std::mem::take(&mut self.line_buf);
-            line.clear();
-            match self.reader.read_until(b'\n', &mut line) {
-                Ok(0) => self.done = true,
-                Ok(_) => {
-                    if line.last() == Some(&b'\n') {
-                        line.pop();
-                    }
-                    self.line_no += 1;
-                    self.process_line(&line, out, errors);
-                }
+        // Lines are decoded straight from the read buffer; only a line that straddles two buffer
+        // fills is copied (into `line_buf`).
+        let Some(mut reader) = self.reader.take() else { return };
+        let mut n = 0;
+        while n < max_lines && !self.done {
+            let buf = match reader.fill_buf() {
+                Ok(buf) => buf,
                 Err(e) => {
                     self.done = true;
                     errors.push(Rejected {
@@ -238,10 +230,46 @@ impl FileReader {
                         reason: format!("read error: {e}"),
                         text: String::new(),
                     });
+                    break;
+                }
+            };
+            if buf.is_empty() {
+                self.done = true;
+                if !self.line_buf.is_empty() {
+                    let line = std::mem::take(&mut self.line_buf);
+                    self.line_no += 1;
+                    self.process_line(&line, out, errors);
+                }
+                break;
+            }
+            let mut pos = 0;
+            while n < max_lines {
+                match memchr::memchr(b'\n', &buf[pos..]) {
+                    Some(i) => {
+                        let end = pos + i;
+                        self.line_no += 1;
+                        n += 1;
+                        if self.line_buf.is_empty() {
+                            self.process_line(&buf[pos..end], out, errors);
+                        } else {
+                            let mut line = std::mem::take(&mut self.line_buf);
+                            line.extend_from_slice(&buf[pos..end]);
+                            self.process_line(&line, out, errors);
+                            line.clear();
+                            self.line_buf = line;
+                        }
+                        pos = end + 1;
+                    }
+                    None => {
+                        self.line_buf.extend_from_slice(&buf[pos..]);
+                        pos = buf.len();
+                        break;
+                    }
                 }
             }
-            self.line_buf = line;
+            reader.consume(pos);
         }
+        self.reader = Some(reader);
     }
 
     #[inline]

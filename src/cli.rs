@@ -141,7 +141,13 @@ fn run(args: RunArgs) -> Result<(), Error> {
         if !report.labels.is_empty() {
             println!("injected episodes: {}", report.labels.len());
             for l in report.labels.iter().take(20) {
-                println!("  {:<10} {:<22} {} .. {}", l.instrument.as_str(), l.kind.name(), l.start_ns, l.end_ns);
+                println!(
+                    "  {:<10} {:<22} {} .. {} UTC",
+                    l.instrument.as_str(),
+                    l.kind.name(),
+                    crate::summary::clock(l.start_ns),
+                    crate::summary::clock(l.end_ns)
+                );
             }
         }
     }

@@ -17,6 +17,12 @@ pub const CRITERIA: [(&str, &str, bool); 4] = [
 
 const TOP: usize = 5;
 
+/// `HH:MM:SS.mmm` (UTC) of an event time in ns.
+pub fn clock(ns: u64) -> String {
+    let ms = ns / 1_000_000 % 86_400_000;
+    format!("{:02}:{:02}:{:02}.{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+}
+
 /// Running summary of the windows of a run.
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -64,7 +70,7 @@ impl Summary {
                     .map(|l| l.kind.name())
                     .collect();
                 let tag = if hit.is_empty() { String::new() } else { format!("  <- injected {}", hit.join(", ")) };
-                let _ = writeln!(out, "  {instrument:<10} window {start} {v:>14.6}{tag}");
+                let _ = writeln!(out, "  {instrument:<10} window {} {v:>14.6}{tag}", clock(*start));
             }
         }
         out

@@ -171,8 +171,11 @@ type Closing = (Capability<u64>, Vec<(InstrumentId, EventTime)>);
 
 /// Windowed, keyed aggregation with a late side output.
 pub trait WindowAggregate<'scope, R: WindowRecord> {
-    /// Aggregates each (instrument, window) and emits it at time `window.end` once the frontier
-    /// reaches `window.end`. Returns `(windows, late records)`.
+    /// Aggregates each (instrument, window) and emits it once the frontier reaches `window.end`,
+    /// ordered by (end, instrument, start). Windows that close together share one timestamp, the
+    /// earliest of their ends, so a timestamp is never after a window's end and a frontier beyond `t`
+    /// still means every window ending at or before `t` has been emitted. Returns
+    /// `(windows, late records)`.
     ///
     /// # Examples
     /// ```
@@ -257,20 +260,26 @@ impl<'scope, R: WindowRecord> WindowAggregate<'scope, R> for StreamVec<'scope, u
                         late_handle.session(&cap).give_container(&mut late_records);
                     }
                 });
-                // Fire every window whose end the frontier has reached.
+                // Fire every window whose end the frontier has reached, all in one session at the
+                // earliest end's capability (one container instead of one per end).
                 let frontier = &frontiers[0];
+                let mut first_cap: Option<Capability<u64>> = None;
+                let mut fired: Vec<(EventTime, InstrumentId, EventTime)> = Vec::new();
                 while let Some(entry) = closing.first_entry() {
                     let end = *entry.key();
                     if frontier.less_than(&end) {
                         break;
                     }
-                    let (cap, mut keys) = entry.remove();
-                    keys.sort_unstable();
+                    let (cap, keys) = entry.remove();
+                    first_cap.get_or_insert(cap);
+                    fired.extend(keys.into_iter().map(|(instrument, start)| (end, instrument, start)));
+                }
+                if let Some(cap) = first_cap {
+                    fired.sort_unstable();
                     let mut session = windows_handle.session(&cap);
-                    for key in keys {
-                        if let Some(acc) = open.remove(&key) {
-                            let window = Window { start: key.1, end };
-                            session.give(aggregate.finish(key.0, window, acc));
+                    for (end, instrument, start) in fired {
+                        if let Some(acc) = open.remove(&(instrument, start)) {
+                            session.give(aggregate.finish(instrument, Window { start, end }, acc));
                         }
                     }
                 }

@@ -8,6 +8,10 @@ use timely::dataflow::operators::generic::OutputBuilder;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::{ProbeHandle, Scope, StreamVec};
 
+/// Files whose watermark is this far (or the out-of-orderness bound, if larger) ahead of the slowest
+/// file of the same worker pause until it catches up.
+pub const ALIGNMENT_SLACK_NS: u64 = 1_000_000_000;
+
 /// Options of [`file_source`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileSourceSpec {
@@ -64,7 +68,8 @@ impl FileSourceSpec {
 ///
 /// Each worker reads its share (see [`FileSourceSpec::assignment`]) and holds a capability at the
 /// smallest watermark of its files (max event time seen minus the bound), so the dataflow's frontier is
-/// the watermark. At the end of its files a worker drops its capabilities. When a `probe` is given, a
+/// the watermark. A worker reads its files in step: a file more than [`ALIGNMENT_SLACK_NS`] (or the
+/// bound) ahead of its slowest file waits. At the end of its files a worker drops its capabilities. When a `probe` is given, a
 /// worker stops reading while the probe's frontier lags more than `max_batches_ahead` of its own
 /// batches behind, which bounds memory when one worker runs ahead of the others.
 ///
@@ -132,8 +137,13 @@ pub fn file_source<'scope>(
                     }
                 }
             }
-            let share = (spec.batch_lines / readers.len().max(1)).max(1);
-            for reader in readers.iter_mut() {
+            // Watermark alignment: files far ahead of the slowest one wait for it, so events of one
+            // file are not buffered downstream while another file is still far behind.
+            let slowest = readers.iter().map(|r| r.watermark()).min().unwrap_or(0);
+            let limit = slowest.saturating_add(spec.bound_ns.max(ALIGNMENT_SLACK_NS));
+            let active = readers.iter().filter(|r| r.watermark() <= limit).count().max(1);
+            let share = (spec.batch_lines / active).max(1);
+            for reader in readers.iter_mut().filter(|r| r.watermark() <= limit) {
                 reader.read_batch(share, &mut batch, &mut rejected);
             }
             if !batch.is_empty() {

@@ -32,6 +32,8 @@ pub enum Command {
     Book(crate::replay::BookArgs),
     /// Measure throughput (events/s) and peak memory of the standard pipelines.
     Bench(crate::bench::BenchArgs),
+    /// Start a local cluster of `run` processes on free loopback ports (for development).
+    Launch(crate::launch::LaunchArgs),
 }
 
 /// `--config`.
@@ -60,6 +62,18 @@ pub struct RunArgs {
     /// Write the run's report (counts, timings, peak memory) as JSON to this file.
     #[arg(long)]
     pub report_json: Option<PathBuf>,
+    /// Timely hostfile (one host:port per line) to run as one process of a cluster.
+    #[arg(long)]
+    pub hostfile: Option<PathBuf>,
+    /// Number of processes in the cluster.
+    #[arg(short = 'n', long = "processes")]
+    pub processes: Option<usize>,
+    /// This process's index in the cluster (0-based).
+    #[arg(short = 'p', long = "process")]
+    pub process: Option<usize>,
+    /// Serve metrics at this address (overrides metrics.address and enables metrics; port 0 = any).
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
 }
 
 /// Runs the CLI.
@@ -74,6 +88,7 @@ pub fn main(cli: Cli) -> Result<(), Error> {
         Command::Generate(args) => crate::generate::run(args),
         Command::Book(args) => crate::replay::run(args),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Launch(args) => crate::launch::run(args),
     }
 }
 
@@ -86,9 +101,37 @@ pub fn peak_rss_bytes() -> Option<u64> {
 }
 
 fn run(args: RunArgs) -> Result<(), Error> {
-    let overrides = Overrides { workers: args.workers, inputs: args.inputs.clone(), output: args.output.clone() };
+    let overrides = Overrides {
+        workers: args.workers,
+        inputs: args.inputs.clone(),
+        output: args.output.clone(),
+        hostfile: args.hostfile.clone(),
+        processes: args.processes,
+        process: args.process,
+        metrics_addr: args.metrics_addr.clone(),
+    };
     let config = config::load(args.config.as_deref(), &overrides)?;
-    let counters = Arc::new(Counters::default());
+    let registry = prometheus::Registry::new();
+    let counters = Arc::new(Counters::new(&registry, config.source.kind())?);
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _server = match config.metrics_addr {
+        Some(addr) => {
+            let server = crate::metrics_server::MetricsServer::start(addr, registry.clone(), ready.clone())?;
+            eprintln!("lobsentry: metrics on http://{}/metrics", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
+    {
+        // /readyz follows the dataflow's readiness.
+        let (counters, ready) = (counters.clone(), ready.clone());
+        std::thread::spawn(move || {
+            while !counters.ready.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            ready.store(true, Ordering::Relaxed);
+        });
+    }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let progress = (config.progress && std::io::stderr().is_terminal()).then(|| {
         let (counters, stop) = (counters.clone(), stop.clone());
@@ -96,7 +139,7 @@ fn run(args: RunArgs) -> Result<(), Error> {
             let started = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(250));
-                let events = counters.events.load(Ordering::Relaxed);
+                let events = counters.metrics.events.get();
                 let secs = started.elapsed().as_secs_f64().max(1e-9);
                 let wm = counters.watermark();
                 let wm = if wm == u64::MAX { "done".to_string() } else { format!("{wm}") };
@@ -136,8 +179,14 @@ fn run(args: RunArgs) -> Result<(), Error> {
             eprintln!("  {r}");
         }
     }
+    if config.detect.is_some() {
+        eprintln!("detector: {} windows scored, {} anomalies", report.scored, report.anomalies.len());
+    }
     if config.output == config::Output::None {
         println!("{}", report.summary.render(&report.labels));
+        if config.detect.is_some() {
+            println!("{}", crate::summary::render_anomalies(&report.anomalies, &report.labels, 25));
+        }
         if !report.labels.is_empty() {
             println!("injected episodes: {}", report.labels.len());
             for l in report.labels.iter().take(20) {
@@ -151,7 +200,10 @@ fn run(args: RunArgs) -> Result<(), Error> {
             }
         }
     }
-    if let Some(path) = args.report_json {
+    if let Some(mut path) = args.report_json {
+        if let Some(c) = config.cluster.as_ref().filter(|c| c.process > 0) {
+            path = path.with_extension(format!("p{}", c.process));
+        }
         let json = serde_json::json!({
             "events": report.events,
             "rejected": report.rejected,
@@ -161,6 +213,8 @@ fn run(args: RunArgs) -> Result<(), Error> {
             "events_per_s": report.events as f64 / secs,
             "peak_rss_bytes": rss,
             "workers": config.workers,
+            "process": config.cluster.as_ref().map_or(0, |c| c.process),
+            "processes": config.cluster.as_ref().map_or(1, |c| c.addresses.len()),
             "book": report.book,
         });
         std::fs::write(&path, json.to_string()).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;

@@ -33,6 +33,50 @@ pub struct RawConfig {
     pub book: RawBook,
     /// `[sink]`.
     pub sink: RawSink,
+    /// `[metrics]`.
+    pub metrics: RawMetrics,
+    /// `[detect]`.
+    pub detect: RawDetect,
+    /// `[cluster]`.
+    pub cluster: RawCluster,
+}
+
+/// `[detect]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawDetect {
+    /// Score windows.
+    pub enabled: bool,
+    /// EWMA span in windows.
+    pub span: f64,
+    /// Warm-up windows.
+    pub warmup: i64,
+    /// Anomaly threshold.
+    pub threshold: f64,
+    /// Alerts path.
+    pub alerts: String,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Serve metrics.
+    pub enabled: bool,
+    /// Address of process 0 (process I adds I to the port).
+    pub address: String,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawCluster {
+    /// Hostfile path ("" = single process).
+    pub hostfile: String,
+    /// Processes.
+    pub processes: i64,
+    /// This process.
+    pub process: i64,
 }
 
 /// `[pipeline]`.
@@ -138,6 +182,25 @@ pub enum SourceConfig {
     Files(lobsentry_operators::source::FileSourceSpec),
 }
 
+impl SourceConfig {
+    /// The `source` label value of the metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceConfig::Synthetic(_) => "synthetic",
+            SourceConfig::Files(_) => "files",
+        }
+    }
+}
+
+/// This process's place in a timely cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `host:port` of every process, in process order.
+    pub addresses: Vec<String>,
+    /// This process's index.
+    pub process: usize,
+}
+
 /// Where window records go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
@@ -172,6 +235,14 @@ pub struct Config {
     pub dead_letter: Option<PathBuf>,
     /// Late-event file.
     pub late: Option<PathBuf>,
+    /// The cluster, when running as one process of several.
+    pub cluster: Option<ClusterConfig>,
+    /// Where this process serves metrics (`None`: disabled).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The baseline detector (`None`: disabled).
+    pub detect: Option<lobsentry_operators::detect::ZScoreSpec>,
+    /// Where anomalies go (JSON lines).
+    pub alerts: Option<PathBuf>,
 }
 
 /// Command-line overrides.
@@ -183,6 +254,14 @@ pub struct Overrides {
     pub inputs: Vec<PathBuf>,
     /// `--output`.
     pub output: Option<String>,
+    /// `--hostfile`.
+    pub hostfile: Option<PathBuf>,
+    /// `-n`.
+    pub processes: Option<usize>,
+    /// `-p`.
+    pub process: Option<usize>,
+    /// `--metrics-addr`.
+    pub metrics_addr: Option<String>,
 }
 
 /// Parses "250ms", "2s", "1m", "1h", "500us", "100ns" (a bare number is seconds).
@@ -327,6 +406,14 @@ impl RawConfig {
                     anomalies_per_instrument_hour: g.anomalies_per_instrument_hour,
                     ..MarketSpec::default()
                 };
+                let mut market = market;
+                if g.realtime_speed > 0.0 {
+                    // Paced markets start now, so the watermark tracks the wall clock.
+                    market.start_ns = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(market.start_ns);
+                }
                 let mut spec = lobsentry_operators::source::SyntheticSpec::new(market, bound_ns);
                 spec.disorder_ns = disorder.as_nanos() as u64;
                 spec.late_fraction = g.late_fraction;
@@ -413,6 +500,88 @@ impl RawConfig {
                 }
             }
         }
+        let hostfile = overrides
+            .hostfile
+            .clone()
+            .or_else(|| (!self.cluster.hostfile.is_empty()).then(|| PathBuf::from(&self.cluster.hostfile)));
+        let processes = overrides.processes.map(|n| n as i64).unwrap_or(self.cluster.processes);
+        let process = overrides.process.map(|n| n as i64).unwrap_or(self.cluster.process);
+        let cluster = match hostfile {
+            None if processes > 1 => {
+                errors.push(format!("cluster: {processes} processes need a hostfile (--hostfile)"));
+                None
+            }
+            None => None,
+            Some(path) => match std::fs::read_to_string(&path) {
+                Err(e) => {
+                    errors.push(format!("cluster.hostfile: {}: {e}", path.display()));
+                    None
+                }
+                Ok(text) => {
+                    let addresses: Vec<String> = text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .map(String::from)
+                        .collect();
+                    if processes < 1 || addresses.len() < processes as usize {
+                        errors.push(format!(
+                            "cluster: -n {processes} needs at least that many lines in {} (it has {})",
+                            path.display(),
+                            addresses.len()
+                        ));
+                        None
+                    } else if process < 0 || process >= processes {
+                        errors.push(format!("cluster: process index {process} is not in 0..{processes}"));
+                        None
+                    } else {
+                        for a in &addresses[..processes as usize] {
+                            if !a.contains(':') {
+                                errors.push(format!("cluster.hostfile: {a:?} is not host:port"));
+                            }
+                        }
+                        Some(ClusterConfig {
+                            addresses: addresses[..processes as usize].to_vec(),
+                            process: process as usize,
+                        })
+                    }
+                }
+            },
+        };
+        let metrics_text = overrides.metrics_addr.clone().unwrap_or_else(|| self.metrics.address.clone());
+        let metrics_addr = match (
+            self.metrics.enabled || overrides.metrics_addr.is_some(),
+            metrics_text.parse::<std::net::SocketAddr>(),
+        ) {
+            (false, _) => None,
+            (true, Ok(mut addr)) => {
+                let index = cluster.as_ref().map_or(0, |c| c.process) as u16;
+                if addr.port() != 0 {
+                    addr.set_port(addr.port().saturating_add(index));
+                }
+                Some(addr)
+            }
+            (true, Err(_)) => {
+                errors.push(format!("metrics.address: {metrics_text:?} is not an ip:port address"));
+                None
+            }
+        };
+        let d = &self.detect;
+        if !(d.span >= 1.0 && d.span.is_finite()) {
+            errors.push(format!("detect.span: {} is not at least 1", d.span));
+        }
+        if d.warmup < 0 {
+            errors.push(format!("detect.warmup: {} is negative", d.warmup));
+        }
+        if !(d.threshold > 0.0 && d.threshold.is_finite()) {
+            errors.push(format!("detect.threshold: {} is not positive", d.threshold));
+        }
+        let detect = d.enabled.then_some(lobsentry_operators::detect::ZScoreSpec {
+            span: d.span,
+            warmup: d.warmup.max(0) as u64,
+            threshold: d.threshold,
+            top: 3,
+        });
         if !errors.is_empty() {
             return Err(Error::Config(errors));
         }
@@ -428,6 +597,10 @@ impl RawConfig {
             output_format,
             dead_letter: optional(&self.sink.dead_letter),
             late: optional(&self.sink.late),
+            cluster,
+            metrics_addr,
+            detect,
+            alerts: optional(&self.detect.alerts),
         })
     }
 }

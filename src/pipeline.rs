@@ -5,15 +5,18 @@
 
 use crate::config::{Config, Output, SourceConfig};
 use crate::error::Error;
+use crate::metrics::PipelineMetrics;
 use crate::summary::Summary;
 use lobsentry_operators::book::{BookStats, ReconstructBook, ReconstructBookSpec};
+use lobsentry_operators::detect::{ScoreWindows, WindowScore};
 use lobsentry_operators::event::{LobEvent, Timed};
 use lobsentry_operators::features::{ExtractFeatures, WindowFeatures};
 use lobsentry_operators::generator::AnomalyLabel;
 use lobsentry_operators::sink::{WriteWindows, WriterFactory};
 use lobsentry_operators::source::{file_source, synthetic_source, Rejected};
+use prometheus::Registry;
 use std::io::{BufWriter, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::generic::operator::empty;
@@ -23,23 +26,31 @@ use timely::dataflow::{ProbeHandle, StreamVec};
 /// How many rejected lines a run keeps to show on stderr.
 pub const KEEP_REJECTED: usize = 10;
 
-/// Live counters of a run, readable from another thread (progress display, metrics).
-#[derive(Debug, Default)]
+/// Live state of a run, readable from other threads (progress display, metrics server).
+#[derive(Debug)]
 pub struct Counters {
-    /// Events decoded.
-    pub events: AtomicU64,
-    /// Lines rejected.
-    pub rejected: AtomicU64,
-    /// Late events.
-    pub late: AtomicU64,
-    /// Windows emitted.
-    pub windows: AtomicU64,
-    /// Per-worker watermark (the probe's frontier; `u64::MAX` when done).
+    /// The run's metrics (registered in the run's registry).
+    pub metrics: PipelineMetrics,
+    /// Per-worker watermark of this process (the probe's frontier; `u64::MAX` when done).
     pub watermarks: Mutex<Vec<u64>>,
+    /// Set once the dataflow is built and running (`/readyz`).
+    pub ready: AtomicBool,
 }
 
 impl Counters {
-    /// The smallest worker watermark.
+    /// Counters whose metrics are registered into `registry`.
+    pub fn new(registry: &Registry, source: &str) -> Result<Counters, Error> {
+        let metrics =
+            PipelineMetrics::register_into(registry, source).map_err(|e| Error::Io(format!("metrics: {e}")))?;
+        Ok(Counters { metrics, watermarks: Mutex::new(Vec::new()), ready: AtomicBool::new(false) })
+    }
+
+    /// Counters with a private registry (for tests and embedding without a metrics endpoint).
+    pub fn standalone(config: &Config) -> Counters {
+        Self::new(&Registry::new(), config.source.kind()).expect("a fresh registry accepts every metric")
+    }
+
+    /// The smallest worker watermark of this process.
     pub fn watermark(&self) -> u64 {
         self.watermarks.lock().map(|w| w.iter().copied().min().unwrap_or(0)).unwrap_or(0)
     }
@@ -66,6 +77,24 @@ pub struct RunReport {
     pub labels: Vec<AnomalyLabel>,
     /// Notable windows (when there is no output).
     pub summary: Summary,
+    /// Windows scored by the detector.
+    pub scored: u64,
+    /// Anomalies, in window order.
+    pub anomalies: Vec<WindowScore>,
+}
+
+/// An alert as a JSON line: instrument, window, score, threshold and the most anomalous features.
+pub fn alert_json(s: &WindowScore) -> serde_json::Value {
+    serde_json::json!({
+        "instrument": s.instrument.as_str(),
+        "window_start_ns": s.window.start,
+        "window_end_ns": s.window.end,
+        "score": s.score,
+        "threshold": s.threshold,
+        "is_anomaly": s.is_anomaly,
+        "top_features": s.top_features.iter().map(|(n, z)| serde_json::json!({"name": n, "z": z})).collect::<Vec<_>>(),
+        "model": s.model,
+    })
 }
 
 type SharedWriter = Arc<Mutex<Option<BufWriter<std::fs::File>>>>;
@@ -86,19 +115,26 @@ fn open_shared(path: &Option<std::path::PathBuf>, header: Option<&str>) -> Resul
 
 /// Runs the pipeline to completion (or forever for endless sources), updating `counters`.
 pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error> {
-    let started = Instant::now();
     if let Ok(mut w) = counters.watermarks.lock() {
         *w = vec![0; config.workers];
     }
+    counters.metrics.workers.set(config.workers as i64);
+    let process = config.cluster.as_ref().map_or(0, |c| c.process);
     let output_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
     let book_stats = Arc::new(Mutex::new(BookStats::default()));
     let rejected_keep: Arc<Mutex<Vec<Rejected>>> = Arc::new(Mutex::new(Vec::new()));
     let labels: Arc<Mutex<Vec<AnomalyLabel>>> = Arc::new(Mutex::new(Vec::new()));
     let summary = Arc::new(Mutex::new(Summary::default()));
-    let dead_letter = open_shared(&config.dead_letter, None)?;
-    let late_writer = open_shared(&config.late, Some(lobsentry_operators::source::decode::CSV_HEADER))?;
-    if let Output::File(p) = &config.output {
-        // Fail before starting when the output cannot be created.
+    // Side outputs are per process: process I > 0 of a cluster writes PATH.pI.
+    let per_process = |p: &Option<std::path::PathBuf>| {
+        p.as_ref().map(|p| if process == 0 { p.clone() } else { p.with_extension(format!("p{process}")) })
+    };
+    let dead_letter = open_shared(&per_process(&config.dead_letter), None)?;
+    let alerts_writer = open_shared(&per_process(&config.alerts), None)?;
+    let alerts_keep: Arc<Mutex<Vec<WindowScore>>> = Arc::new(Mutex::new(Vec::new()));
+    let late_writer = open_shared(&per_process(&config.late), Some(lobsentry_operators::source::decode::CSV_HEADER))?;
+    if let (Output::File(p), 0) = (&config.output, process) {
+        // Fail before starting when the output cannot be created (process 0 writes it).
         std::fs::File::create(p).map_err(|e| Error::Io(format!("{}: {e}", p.display())))?;
     }
 
@@ -112,11 +148,35 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
         summary.clone(),
         dead_letter.clone(),
         late_writer.clone(),
+        alerts_writer.clone(),
+        alerts_keep.clone(),
     );
-    let guards = timely::execute(timely::Config::process(config.workers), move |worker| {
-        let (config, counters, output_error, book_stats, rejected_keep, labels, summary, dead_letter, late_writer) =
-            shared.clone();
-        let index = worker.index();
+    let communication = match &config.cluster {
+        None => timely::CommunicationConfig::Process(config.workers),
+        Some(c) => timely::CommunicationConfig::Cluster {
+            threads: config.workers,
+            process: c.process,
+            addresses: c.addresses.clone(),
+            report: false,
+            zerocopy: false,
+        },
+    };
+    let timely_config = timely::Config { communication, worker: timely::WorkerConfig::default() };
+    let guards = timely::execute(timely_config, move |worker| {
+        let (
+            config,
+            counters,
+            output_error,
+            book_stats,
+            rejected_keep,
+            labels,
+            summary,
+            dead_letter,
+            late_writer,
+            alerts_writer,
+            alerts_keep,
+        ) = shared.clone();
+        let local = worker.index() % config.workers;
         let probe = ProbeHandle::new();
         worker.dataflow::<u64, _, _>(|scope| {
             let (events, errors): (StreamVec<'_, u64, Timed<LobEvent>>, StreamVec<'_, u64, Rejected>) = match &config.source {
@@ -129,12 +189,12 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
             let events = events.inspect_core(move |batch| {
                 if let Ok((_, data)) = batch {
                     let real = data.iter().filter(|t| !t.event.is_seed()).count();
-                    events_counter.events.fetch_add(real as u64, Ordering::Relaxed);
+                    events_counter.metrics.events.inc_by(real as u64);
                 }
             });
             let rejected_counter = counters.clone();
             errors.inspect(move |r: &Rejected| {
-                rejected_counter.rejected.fetch_add(1, Ordering::Relaxed);
+                rejected_counter.metrics.decode_errors.inc();
                 if let Ok(mut keep) = rejected_keep.lock() {
                     if keep.len() < KEEP_REJECTED {
                         keep.push(r.clone());
@@ -151,7 +211,7 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
             });
             let late_counter = counters.clone();
             let count_late = move |e: &LobEvent| {
-                late_counter.late.fetch_add(1, Ordering::Relaxed);
+                late_counter.metrics.late_events.inc();
                 if let Some(w) = &late_writer {
                     if let Ok(mut guard) = w.lock() {
                         if let Some(out) = guard.as_mut() {
@@ -175,7 +235,15 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
             let windows_counter = counters.clone();
             let features = features.inspect_core(move |batch| {
                 if let Ok((_, data)) = batch {
-                    windows_counter.windows.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    let m = &windows_counter.metrics;
+                    m.windows.inc_by(data.len() as u64);
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(0);
+                    for w in data.iter() {
+                        m.window_emission_latency.observe(now.saturating_sub(w.window.end) as f64 / 1e9);
+                    }
                 }
             });
             let features = match &config.output {
@@ -199,26 +267,69 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                     features.write_windows(config.output_format, factory, output_error.clone())
                 }
             };
+            let features = match config.detect {
+                Some(spec) => {
+                    let detect_counter = counters.clone();
+                    let (alerts_writer, alerts_keep) = (alerts_writer.clone(), alerts_keep.clone());
+                    features.clone().score_zscore(spec).inspect_core(move |batch| {
+                        let Ok((_, data)) = batch else { return };
+                        let m = &detect_counter.metrics;
+                        m.scored_windows.inc_by(data.len() as u64);
+                        for s in data.iter().filter(|s| s.is_anomaly) {
+                            m.anomalies.inc();
+                            if let Ok(mut keep) = alerts_keep.lock() {
+                                keep.push(s.clone());
+                            }
+                            if let Some(w) = &alerts_writer {
+                                if let Ok(mut guard) = w.lock() {
+                                    if let Some(out) = guard.as_mut() {
+                                        let _ = writeln!(out, "{}", alert_json(s));
+                                    }
+                                }
+                            }
+                        }
+                    }).probe_with(&probe);
+                    features
+                }
+                None => features,
+            };
             features.probe_with(&probe);
         });
+        counters.ready.store(true, Ordering::Relaxed);
         let mut last_report = Instant::now();
+        let report = |counters: &Counters| {
+            let wm = probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
+            let min = match counters.watermarks.lock() {
+                Ok(mut w) => {
+                    if let Some(slot) = w.get_mut(local) {
+                        *slot = wm;
+                    }
+                    w.iter().copied().min().unwrap_or(wm)
+                }
+                Err(_) => wm,
+            };
+            if local == 0 {
+                counters.metrics.set_watermark(min);
+                if let Ok(stats) = book_stats.lock() {
+                    counters.metrics.sync_book(&stats);
+                }
+            }
+        };
         while worker.step_or_park(Some(Duration::from_millis(100))) {
             if last_report.elapsed() >= Duration::from_millis(200) {
                 last_report = Instant::now();
-                let wm = probe.with_frontier(|f| f.first().copied().unwrap_or(u64::MAX));
-                if let Ok(mut w) = counters.watermarks.lock() {
-                    if let Some(slot) = w.get_mut(index) {
-                        *slot = wm;
-                    }
-                }
+                report(&counters);
             }
         }
+        report(&counters);
     })
     .map_err(Error::Timely)?;
+    // Timed from here: a cluster's processes have connected, the workers are running.
+    let started = Instant::now();
     for result in guards.join() {
         result.map_err(Error::Timely)?;
     }
-    for w in [&dead_letter, &late_writer].into_iter().flatten() {
+    for w in [&dead_letter, &late_writer, &alerts_writer].into_iter().flatten() {
         if let Ok(mut guard) = w.lock() {
             if let Some(mut out) = guard.take() {
                 out.flush().map_err(|e| Error::Io(format!("side output: {e}")))?;
@@ -231,15 +342,22 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
     let take = |m: &Arc<Mutex<Vec<Rejected>>>| m.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
     let mut labels = labels.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
     labels.sort_by_key(|l| (l.start_ns, l.instrument));
+    let m = &counters.metrics;
     Ok(RunReport {
-        events: counters.events.load(Ordering::Relaxed),
-        rejected: counters.rejected.load(Ordering::Relaxed),
-        late: counters.late.load(Ordering::Relaxed),
-        windows: counters.windows.load(Ordering::Relaxed),
+        events: m.events.get(),
+        rejected: m.decode_errors.get(),
+        late: m.late_events.get(),
+        windows: m.windows.get(),
         book: book_stats.lock().map(|s| *s).unwrap_or_default(),
         elapsed: started.elapsed(),
         first_rejected: take(&rejected_keep),
         labels,
         summary: summary.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default(),
+        scored: m.scored_windows.get(),
+        anomalies: {
+            let mut a = alerts_keep.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
+            a.sort_by_key(|x| (x.window.end, x.instrument));
+            a
+        },
     })
 }

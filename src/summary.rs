@@ -76,3 +76,39 @@ impl Summary {
         out
     }
 }
+
+/// Lists anomalies (up to `limit`) with the injected episode each one overlaps, and how many
+/// episodes were found.
+pub fn render_anomalies(
+    anomalies: &[lobsentry_operators::detect::WindowScore],
+    labels: &[AnomalyLabel],
+    limit: usize,
+) -> String {
+    let mut out = String::new();
+    let overlaps = |l: &AnomalyLabel, a: &lobsentry_operators::detect::WindowScore| {
+        l.instrument == a.instrument && l.start_ns < a.window.end && l.end_ns >= a.window.start
+    };
+    let _ = writeln!(out, "anomalies (rolling z-score baseline): {}", anomalies.len());
+    for a in anomalies.iter().take(limit) {
+        let label: Vec<&str> = labels.iter().filter(|l| overlaps(l, a)).map(|l| l.kind.name()).collect();
+        let features: Vec<String> = a.top_features.iter().map(|(n, z)| format!("{n} {z:+.1}")).collect();
+        let tag =
+            if label.is_empty() { "  (no injected episode)".to_string() } else { format!("  <- {}", label.join(", ")) };
+        let _ = writeln!(
+            out,
+            "  {:<10} {}  score {:>7.1}  [{}]{tag}",
+            a.instrument.as_str(),
+            clock(a.window.start),
+            a.score,
+            features.join(", ")
+        );
+    }
+    if anomalies.len() > limit {
+        let _ = writeln!(out, "  ... and {} more", anomalies.len() - limit);
+    }
+    if !labels.is_empty() {
+        let found = labels.iter().filter(|l| anomalies.iter().any(|a| overlaps(l, a))).count();
+        let _ = writeln!(out, "injected episodes with at least one anomalous window: {found}/{}", labels.len());
+    }
+    out
+}

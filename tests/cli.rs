@@ -1,14 +1,13 @@
 //! The commands as a user types them.
 
 use crate::util::{self, TempDir};
-use std::process::Command;
 
 #[test]
 fn generate_then_w1_with_two_workers() {
     let dir = TempDir::new("cli-w1");
     let input = dir.path("market.csv");
     let out = dir.path("out.csv");
-    let status = Command::new(util::bin())
+    let status = util::cmd()
         .args(["generate", "--events", "20000", "--instruments", "4", "--rate", "1000", "--disorder", "1s", "--out"])
         .arg(&input)
         .status()
@@ -16,7 +15,7 @@ fn generate_then_w1_with_two_workers() {
     assert!(status.success());
     assert!(dir.path("market.labels.csv").exists());
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/w1.toml");
-    let output = Command::new(util::bin())
+    let output = util::cmd()
         .args(["run", "--config"])
         .arg(&config)
         .args(["-w", "2", "--input"])
@@ -36,7 +35,7 @@ fn generate_then_w1_with_two_workers() {
 
 #[test]
 fn embedded_default_prints_a_summary() {
-    let output = Command::new(util::bin()).args(["run"]).env("LOBSENTRY__GENERATOR__EVENTS", "30000").output().unwrap();
+    let output = util::cmd().args(["run"]).env("LOBSENTRY__GENERATOR__EVENTS", "30000").output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("windows over 20 instruments"), "{stdout}");
@@ -48,18 +47,18 @@ fn check_config_lists_every_error() {
     let dir = TempDir::new("cli-config");
     let bad = dir.path("bad.toml");
     std::fs::write(&bad, "[window]\nsize = \"1 fortnight\"\nslide = \"3s\"\n[pipeline]\nworkers = 0\n").unwrap();
-    let output = Command::new(util::bin()).args(["check-config", "--config"]).arg(&bad).output().unwrap();
+    let output = util::cmd().args(["check-config", "--config"]).arg(&bad).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("window.size"), "{stderr}");
     assert!(stderr.contains("pipeline.workers"), "{stderr}");
-    let ok = Command::new(util::bin()).args(["check-config"]).output().unwrap();
+    let ok = util::cmd().args(["check-config"]).output().unwrap();
     assert!(ok.status.success());
 }
 
 #[test]
 fn missing_input_is_a_clear_error() {
-    let output = Command::new(util::bin()).args(["run", "--input", "/nonexistent/x.csv"]).output().unwrap();
+    let output = util::cmd().args(["run", "--input", "/nonexistent/x.csv"]).output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("/nonexistent/x.csv does not exist"), "{stderr}");
@@ -70,7 +69,7 @@ fn book_command_writes_lobster_rows() {
     let dir = TempDir::new("cli-book");
     let input = util::shared_data().join("lobster/AMZN_2021-04-12_34200000_57600000_message_10.csv");
     let out = dir.path("book.csv");
-    let output = Command::new(util::bin())
+    let output = util::cmd()
         .args(["book", "--messages"])
         .arg(&input)
         .args(["--levels", "3", "--out"])

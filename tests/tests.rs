@@ -5,10 +5,12 @@
 //! * `inputs`: malformed input of every reader goes to the dead-letter file with file:line.
 //! * `real_data`: LOBSTER replays and the full pipeline on ../shared/data.
 //! * `cli`: the commands as a user types them.
+//! * `observability`: metrics, a real Prometheus scraping a 2-process cluster, cluster output.
 
 mod util;
 
 mod cli;
 mod inputs;
+mod observability;
 mod real_data;
 mod windows;

@@ -75,13 +75,18 @@ pub fn config(
 ) -> Config {
     let path = file.map(|f| Path::new(env!("CARGO_MANIFEST_DIR")).join(f));
     let env = env.into_iter().map(|(k, v)| (k.to_string(), v.to_string()));
-    let overrides = Overrides { workers: Some(workers), inputs, output: Some(output.display().to_string()) };
+    let overrides = Overrides {
+        workers: Some(workers),
+        inputs,
+        output: Some(output.display().to_string()),
+        ..Overrides::default()
+    };
     config::load_raw(path.as_deref(), env).unwrap().validate(&overrides).unwrap()
 }
 
 /// Runs a configuration to completion.
 pub fn run(config: &Config) -> RunReport {
-    pipeline::run(config, Arc::new(Counters::default())).unwrap()
+    pipeline::run(config, Arc::new(Counters::standalone(config))).unwrap()
 }
 
 /// Unzips one of the LOBSTER sample archives into `dir` (with the system's unzip).
@@ -98,4 +103,12 @@ pub fn unzip_sample(archive: &str, dir: &Path) -> Option<PathBuf> {
 /// ../shared/data (next to the repository).
 pub fn shared_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
+}
+
+/// The lobsentry binary as a command, with the metrics endpoint off (tests run in parallel and must
+/// not compete for the default port).
+pub fn cmd() -> std::process::Command {
+    let mut c = std::process::Command::new(bin());
+    c.env("LOBSENTRY__METRICS__ENABLED", "false");
+    c
 }

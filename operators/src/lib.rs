@@ -11,6 +11,7 @@
 //!   a late side output.
 //! * [`features`]: the versioned window feature vector and [`features::ExtractFeatures`].
 //! * [`sink`]: CSV / JSON-lines window writers and the [`sink::WriteWindows`] operator.
+//! * [`detect`]: the rolling z-score baseline detector and the [`detect::ScoreWindows`] operator.
 //! * [`generator`]: a synthetic market with labelled anomalies.
 //!
 //! The frontier is the watermark: a source holds a capability at `max event time seen - bound`, a
@@ -20,6 +21,7 @@
 #![forbid(missing_docs)]
 
 pub mod book;
+pub mod detect;
 pub mod event;
 pub mod features;
 pub mod generator;

@@ -1,0 +1,208 @@
+//! The baseline detector: a rolling z-score of each window feature against the instrument's own
+//! recent history, the score being the largest |z| over features. Pure state ([`ZScoreState`]) plus
+//! the `ScoreWindows` operator.
+//!
+//! Each feature keeps an exponentially weighted mean and variance (span [`ZScoreSpec::span`] windows).
+//! A window is scored against the statistics of the windows before it, then folded in. No score is
+//! produced until an instrument has seen [`ZScoreSpec::warmup`] windows (warm-up is counted, not
+//! hidden). This is the baseline the transformer model is compared against.
+
+use crate::event::InstrumentId;
+use crate::features::{WindowFeatures, FEATURE_NAMES};
+use crate::window::Window;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Exchange as ExchangePact;
+use timely::dataflow::operators::Operator;
+use timely::dataflow::StreamVec;
+
+/// Features the baseline scores (prices and mid levels are left out: they are not stationary).
+pub const SCORED_FEATURES: [&str; 12] = [
+    "events",
+    "cancels",
+    "execs",
+    "exec_volume",
+    "log_return",
+    "realized_vol",
+    "spread_twa",
+    "bid_depth5",
+    "ask_depth5",
+    "queue_imbalance",
+    "ofi",
+    "cancel_add_ratio",
+];
+
+/// Options of the baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ZScoreSpec {
+    /// Span of the exponentially weighted statistics, in windows.
+    pub span: f64,
+    /// Windows an instrument must see before it is scored.
+    pub warmup: u64,
+    /// A window whose score exceeds this is an anomaly.
+    pub threshold: f64,
+    /// How many features an alert names.
+    pub top: usize,
+}
+
+impl Default for ZScoreSpec {
+    fn default() -> Self {
+        ZScoreSpec { span: 60.0, warmup: 30, threshold: 8.0, top: 3 }
+    }
+}
+
+/// A scored window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WindowScore {
+    /// The instrument.
+    pub instrument: InstrumentId,
+    /// The window.
+    pub window: Window,
+    /// The score (largest |z| over the scored features).
+    pub score: f64,
+    /// The threshold in force.
+    pub threshold: f64,
+    /// `score > threshold`.
+    pub is_anomaly: bool,
+    /// The features with the largest |z|, largest first.
+    pub top_features: Vec<(String, f64)>,
+    /// The scorer's name.
+    pub model: String,
+}
+
+/// Rolling statistics of one instrument.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ZScoreState {
+    seen: u64,
+    mean: Vec<f64>,
+    var: Vec<f64>,
+    last_end: u64,
+}
+
+fn scored_indices() -> Vec<usize> {
+    SCORED_FEATURES.iter().filter_map(|n| FEATURE_NAMES.iter().position(|f| f == n)).collect()
+}
+
+impl ZScoreState {
+    /// Scores a window against the history, then folds it in. `None` during warm-up, for windows
+    /// older than the last one seen, and when no scored feature is finite.
+    ///
+    /// ```
+    /// use lobsentry_operators::detect::{ZScoreSpec, ZScoreState};
+    /// use lobsentry_operators::features::{WindowFeatures, FEATURE_COUNT};
+    /// use lobsentry_operators::event::InstrumentId;
+    /// use lobsentry_operators::window::Window;
+    /// let spec = ZScoreSpec { warmup: 5, ..Default::default() };
+    /// let mut state = ZScoreState::default();
+    /// let w = |i: u64, events: f64| {
+    ///     let mut values = [1.0; FEATURE_COUNT];
+    ///     values[0] = events;
+    ///     WindowFeatures { instrument: InstrumentId::new("X").unwrap(), window: Window { start: i, end: i + 1 },
+    ///         exec_price_range: None, vwap_ticks: None, values }
+    /// };
+    /// for i in 0..20 { state.score(&w(i, 100.0 + (i % 3) as f64), &spec); }
+    /// let burst = state.score(&w(20, 1000.0), &spec).unwrap();
+    /// assert!(burst.is_anomaly);
+    /// assert_eq!(burst.top_features[0].0, "events");
+    /// ```
+    pub fn score(&mut self, w: &WindowFeatures, spec: &ZScoreSpec) -> Option<WindowScore> {
+        if self.seen > 0 && w.window.end <= self.last_end {
+            return None;
+        }
+        let idx = scored_indices();
+        if self.mean.is_empty() {
+            self.mean = vec![f64::NAN; idx.len()];
+            self.var = vec![0.0; idx.len()];
+        }
+        let alpha = 2.0 / (spec.span + 1.0);
+        let mut zs: Vec<(usize, f64)> = Vec::new();
+        for (k, &i) in idx.iter().enumerate() {
+            let x = w.values[i];
+            if !x.is_finite() {
+                continue;
+            }
+            let (m, v) = (self.mean[k], self.var[k]);
+            if m.is_finite() {
+                // A floor on the deviation keeps constant features from producing infinite scores.
+                let sd = v.sqrt().max(1e-3 * m.abs()).max(1e-9);
+                zs.push((k, (x - m) / sd));
+                let d = x - m;
+                self.mean[k] = m + alpha * d;
+                self.var[k] = (1.0 - alpha) * (v + alpha * d * d);
+            } else {
+                self.mean[k] = x;
+            }
+        }
+        self.seen += 1;
+        self.last_end = w.window.end;
+        if self.seen <= spec.warmup || zs.is_empty() {
+            return None;
+        }
+        zs.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        let score = zs[0].1.abs();
+        Some(WindowScore {
+            instrument: w.instrument,
+            window: w.window,
+            score,
+            threshold: spec.threshold,
+            is_anomaly: score > spec.threshold,
+            top_features: zs.iter().take(spec.top).map(|(k, z)| (SCORED_FEATURES[*k].to_string(), *z)).collect(),
+            model: "zscore-baseline".into(),
+        })
+    }
+}
+
+/// Scores windows with the rolling z-score baseline.
+pub trait ScoreWindows<'scope> {
+    /// Scores each window against its instrument's history; returns every score (anomalies have
+    /// `is_anomaly`). Windows are routed by instrument and scored in window-end order.
+    ///
+    /// # Examples
+    /// ```
+    /// use lobsentry_operators::detect::{ScoreWindows, ZScoreSpec};
+    /// use lobsentry_operators::features::{WindowFeatures, FEATURE_COUNT};
+    /// use lobsentry_operators::event::InstrumentId;
+    /// use lobsentry_operators::testing::captured;
+    /// use lobsentry_operators::window::Window;
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// let w = |i: u64, events: f64| {
+    ///     let mut values = [1.0; FEATURE_COUNT];
+    ///     values[0] = events;
+    ///     WindowFeatures { instrument: InstrumentId::new("X").unwrap(), window: Window { start: i, end: i + 1 },
+    ///         exec_price_range: None, vwap_ticks: None, values }
+    /// };
+    /// let mut input: Vec<_> = (0..40).map(|i| w(i, 100.0 + (i % 5) as f64)).collect();
+    /// input.push(w(40, 900.0));
+    /// let rx = timely::example(move |scope| {
+    ///     input.to_stream(scope).score_zscore(ZScoreSpec { warmup: 10, ..Default::default() }).capture()
+    /// });
+    /// let scores = captured(rx);
+    /// assert_eq!(scores.len(), 31, "41 windows, the first 10 are warm-up");
+    /// assert_eq!(scores.iter().filter(|s| s.is_anomaly).count(), 1);
+    /// ```
+    fn score_zscore(self, spec: ZScoreSpec) -> StreamVec<'scope, u64, WindowScore>;
+}
+
+impl<'scope> ScoreWindows<'scope> for StreamVec<'scope, u64, WindowFeatures> {
+    fn score_zscore(self, spec: ZScoreSpec) -> StreamVec<'scope, u64, WindowScore> {
+        let pact = ExchangePact::new(|w: &WindowFeatures| w.instrument.route());
+        self.unary(pact, "ScoreWindows", move |_cap, _info| {
+            let mut states: FxHashMap<InstrumentId, ZScoreState> = FxHashMap::default();
+            let mut staged: Vec<WindowFeatures> = Vec::new();
+            move |input, output| {
+                input.for_each_stamp(|cap, data| {
+                    for batch in data {
+                        staged.append(batch);
+                    }
+                    staged.sort_by_key(|w| (w.window.end, w.instrument));
+                    let mut session = output.session(&cap);
+                    for w in staged.drain(..) {
+                        if let Some(score) = states.entry(w.instrument).or_default().score(&w, &spec) {
+                            session.give(score);
+                        }
+                    }
+                });
+            }
+        })
+    }
+}

@@ -1,0 +1,164 @@
+//! The pipeline's Prometheus metrics (Materialize's pattern): one struct whose `register_into`
+//! registers every metric in a registry created per run and passed down; never a global registry.
+//!
+//! Names are `lobsentry_<subsystem>_<what>_{total,seconds,bytes}`; label names are constants and take
+//! a bounded set of values (no per-instrument labels).
+
+use lobsentry_operators::book::BookStats;
+use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::sync::Mutex;
+
+/// Label: the kind of source ("files", "synthetic").
+pub const LABEL_SOURCE: &str = "source";
+/// Label: the kind of book inconsistency.
+pub const LABEL_KIND: &str = "kind";
+
+/// Metrics of one run of the standard pipeline, in one process.
+#[derive(Debug)]
+pub struct PipelineMetrics {
+    /// Events decoded, by source kind.
+    pub events: IntCounter,
+    /// Lines rejected by the decoders.
+    pub decode_errors: IntCounter,
+    /// Events that arrived after every window they belong to had fired.
+    pub late_events: IntCounter,
+    /// Windows emitted.
+    pub windows: IntCounter,
+    /// Events applied to books.
+    pub book_events: IntCounter,
+    /// Book inconsistencies by kind.
+    pub book_inconsistencies: IntCounterVec,
+    /// Event-time watermark of this process (the slowest worker's frontier), as Unix seconds.
+    pub watermark: Gauge,
+    /// Wall clock minus the watermark, in seconds.
+    pub watermark_lag: Gauge,
+    /// Wall clock at emission minus the window's end (event time), in seconds.
+    pub window_emission_latency: Histogram,
+    /// Worker threads in this process.
+    pub workers: IntGauge,
+    /// Windows scored by the detector.
+    pub scored_windows: IntCounter,
+    /// Windows the detector flagged as anomalous.
+    pub anomalies: IntCounter,
+    book_seen: Mutex<BookStats>,
+}
+
+impl PipelineMetrics {
+    /// Creates and registers every metric; `source` is the source kind label value.
+    pub fn register_into(registry: &Registry, source: &str) -> prometheus::Result<Self> {
+        let events_vec = IntCounterVec::new(
+            Opts::new("lobsentry_source_events_total", "Events decoded by the sources."),
+            &[LABEL_SOURCE],
+        )?;
+        registry.register(Box::new(events_vec.clone()))?;
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> prometheus::Result<Gauge> {
+            let g = Gauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let book_inconsistencies = IntCounterVec::new(
+            Opts::new("lobsentry_book_inconsistencies_total", "Book inconsistencies (never fatal), by kind."),
+            &[LABEL_KIND],
+        )?;
+        registry.register(Box::new(book_inconsistencies.clone()))?;
+        for kind in BOOK_KINDS {
+            book_inconsistencies.with_label_values(&[kind]);
+        }
+        let window_emission_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "lobsentry_window_emission_latency_seconds",
+                "Wall clock at emission minus the window's end in event time (meaningful for live sources).",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0]),
+        )?;
+        registry.register(Box::new(window_emission_latency.clone()))?;
+        let workers = IntGauge::new("lobsentry_workers", "Worker threads in this process.")?;
+        registry.register(Box::new(workers.clone()))?;
+        Ok(PipelineMetrics {
+            events: events_vec.with_label_values(&[source]),
+            decode_errors: counter("lobsentry_source_decode_errors_total", "Input lines rejected by the decoders.")?,
+            late_events: counter(
+                "lobsentry_window_late_events_total",
+                "Events that arrived after every window they belong to had fired.",
+            )?,
+            windows: counter("lobsentry_window_emitted_total", "Windows emitted.")?,
+            book_events: counter("lobsentry_book_events_total", "Events applied to order books.")?,
+            book_inconsistencies,
+            watermark: gauge("lobsentry_watermark_seconds", "Event-time watermark of this process, Unix seconds.")?,
+            watermark_lag: gauge("lobsentry_watermark_lag_seconds", "Wall clock minus the watermark, seconds.")?,
+            window_emission_latency,
+            workers,
+            scored_windows: counter("lobsentry_detect_scored_windows_total", "Windows scored by the detector.")?,
+            anomalies: counter("lobsentry_detect_anomalies_total", "Windows the detector flagged as anomalous.")?,
+            book_seen: Mutex::new(BookStats::default()),
+        })
+    }
+
+    /// Brings the book counters up to `totals` (the sum over this process's workers).
+    pub fn sync_book(&self, totals: &BookStats) {
+        let Ok(mut seen) = self.book_seen.lock() else { return };
+        self.book_events.inc_by(totals.events.saturating_sub(seen.events));
+        let pairs = [
+            ("unknown_order", totals.unknown_order, seen.unknown_order),
+            ("duplicate_order", totals.duplicate_order, seen.duplicate_order),
+            ("over_cancel", totals.over_cancel, seen.over_cancel),
+            ("missing_level", totals.missing_level, seen.missing_level),
+            ("crossed", totals.crossed, seen.crossed),
+            ("ghost_level_removed", totals.ghost_levels_removed, seen.ghost_levels_removed),
+        ];
+        for (kind, now, before) in pairs {
+            if now > before {
+                self.book_inconsistencies.with_label_values(&[kind]).inc_by(now - before);
+            }
+        }
+        *seen = *totals;
+    }
+
+    /// Sets the watermark gauges from an event time in ns (`u64::MAX`: input finished).
+    pub fn set_watermark(&self, watermark_ns: u64) {
+        if watermark_ns == u64::MAX {
+            return;
+        }
+        let wm = watermark_ns as f64 / 1e9;
+        self.watermark.set(wm);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        self.watermark_lag.set(now - wm);
+    }
+}
+
+/// Values of the `kind` label of `lobsentry_book_inconsistencies_total`.
+pub const BOOK_KINDS: [&str; 6] =
+    ["unknown_order", "duplicate_order", "over_cancel", "missing_level", "crossed", "ghost_level_removed"];
+
+/// The text exposition of a registry.
+pub fn render(registry: &Registry) -> String {
+    use prometheus::Encoder;
+    let mut buf = Vec::new();
+    let _ = prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_and_syncs() {
+        let registry = Registry::new();
+        let m = PipelineMetrics::register_into(&registry, "files").unwrap();
+        m.events.inc_by(5);
+        m.sync_book(&BookStats { events: 10, unknown_order: 2, ..Default::default() });
+        m.sync_book(&BookStats { events: 12, unknown_order: 3, ..Default::default() });
+        let text = render(&registry);
+        assert!(text.contains("lobsentry_source_events_total{source=\"files\"} 5"), "{text}");
+        assert!(text.contains("lobsentry_book_events_total 12"), "{text}");
+        assert!(text.contains("lobsentry_book_inconsistencies_total{kind=\"unknown_order\"} 3"), "{text}");
+        assert!(PipelineMetrics::register_into(&registry, "files").is_err(), "a registry takes each metric once");
+    }
+}

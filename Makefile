@@ -2,14 +2,18 @@
 CARGO ?= cargo
 SHARED ?= ../shared/data
 
-.PHONY: demo test fmt clippy doc build bench bench-memory real-data clean
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TRAIN := target/train
+
+.PHONY: demo test fmt clippy doc build bench bench-memory real-data clean onnxruntime model eval
 
 ## demo: the embedded default: synthetic market -> books -> 1 s windows -> features -> printed summary.
-demo:
+demo: onnxruntime
 	$(CARGO) run --release --quiet -- run
 
 ## test: what CI runs: formatting, lints, unit + property + integration tests, doctests, rustdoc.
-test: fmt clippy
+test: onnxruntime fmt clippy
 	$(CARGO) test --workspace
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 
@@ -50,6 +54,29 @@ real-data: build
 	  --input target/lobster/GOOG_2012-06-21_34200000_57600000_message_10.csv \
 	  --input target/lobster/AMZN_2012-06-21_34200000_57600000_message_5.csv \
 	  --input $(SHARED)/lobster/AMZN_2021-04-12_34200000_57600000_message_10.csv
+
+## onnxruntime: libonnxruntime from PyPI's onnxruntime wheel into .venv (skipped when present).
+onnxruntime:
+	@if ls $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* >/dev/null 2>&1; then :; \
+	else python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet onnxruntime; fi
+
+## model: rebuild the shipped model from ../shared/data plus synthetic normal data (needs torch).
+model: build onnxruntime
+	$(VENV)/bin/pip install --quiet torch onnx numpy
+	mkdir -p $(TRAIN) target/lobster
+	unzip -qo $(SHARED)/lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip -d target/lobster
+	unzip -qo $(SHARED)/lobster/LOBSTER_SampleFile_AMZN_2012-06-21_5.zip -d target/lobster
+	./target/release/lobsentry generate --events 3000000 --instruments 30 --rate 3000 --disorder 200ms \
+	  --anomalies-per-hour 0 --seed 101 --out $(TRAIN)/normal.csv
+	./target/release/lobsentry features -w 2 --input $(TRAIN)/normal.csv --output $(TRAIN)/normal.features.csv
+	./target/release/lobsentry features -w 2 --input target/lobster/GOOG_2012-06-21_34200000_57600000_message_10.csv \
+	  --output $(TRAIN)/goog.features.csv
+	./target/release/lobsentry features -w 2 --input target/lobster/AMZN_2012-06-21_34200000_57600000_message_5.csv \
+	  --output $(TRAIN)/amzn2012.features.csv
+	./target/release/lobsentry features -w 2 --input $(SHARED)/lobster/AMZN_2021-04-12_34200000_57600000_message_10.csv \
+	  --output $(TRAIN)/amzn2021.features.csv
+	$(PY) training/train.py --out models/lobsentry-ae --features $(TRAIN)/normal.features.csv \
+	  $(TRAIN)/goog.features.csv $(TRAIN)/amzn2012.features.csv $(TRAIN)/amzn2021.features.csv
 
 clean:
 	$(CARGO) clean

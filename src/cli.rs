@@ -24,6 +24,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the pipeline: source -> books -> event-time windows -> features -> sink.
     Run(RunArgs),
+    /// Write every window feature as CSV for training (`run` without detectors; needs --output).
+    Features(RunArgs),
+    /// Evaluate scores against anomaly labels: ROC-AUC, PR-AUC, precision, recall, detection delay.
+    Eval(crate::eval::EvalArgs),
     /// Validate a configuration and print the effective settings.
     CheckConfig(ConfigArgs),
     /// Write a synthetic market (interchange CSV or JSON lines) and its anomaly labels.
@@ -79,7 +83,14 @@ pub struct RunArgs {
 /// Runs the CLI.
 pub fn main(cli: Cli) -> Result<(), Error> {
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(args, false),
+        Command::Features(args) => {
+            if args.output.is_none() {
+                return Err(Error::Config(vec!["features: --output FILE.csv is required".into()]));
+            }
+            run(args, true)
+        }
+        Command::Eval(args) => crate::eval::run(args),
         Command::CheckConfig(args) => {
             let config = config::load(args.config.as_deref(), &Overrides::default())?;
             println!("configuration is valid:\n{config:#?}");
@@ -100,7 +111,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn run(args: RunArgs) -> Result<(), Error> {
+fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
     let overrides = Overrides {
         workers: args.workers,
         inputs: args.inputs.clone(),
@@ -109,6 +120,7 @@ fn run(args: RunArgs) -> Result<(), Error> {
         processes: args.processes,
         process: args.process,
         metrics_addr: args.metrics_addr.clone(),
+        features_only,
     };
     let config = config::load(args.config.as_deref(), &overrides)?;
     let registry = prometheus::Registry::new();

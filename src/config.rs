@@ -37,6 +37,8 @@ pub struct RawConfig {
     pub metrics: RawMetrics,
     /// `[detect]`.
     pub detect: RawDetect,
+    /// `[model]`.
+    pub model: RawModel,
     /// `[cluster]`.
     pub cluster: RawCluster,
 }
@@ -55,6 +57,89 @@ pub struct RawDetect {
     pub threshold: f64,
     /// Alerts path.
     pub alerts: String,
+    /// Scores path.
+    pub scores: String,
+}
+
+/// `[model]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawModel {
+    /// Package directory ("" = none).
+    pub path: String,
+    /// ONNX Runtime library.
+    pub onnxruntime: String,
+    /// Intra-op threads.
+    pub intra_threads: i64,
+    /// Largest batch.
+    pub max_batch: i64,
+    /// Threshold override (0 = the model's).
+    pub threshold: f64,
+}
+
+/// A validated model section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelConfig {
+    /// Package directory.
+    pub dir: PathBuf,
+    /// Its metadata.
+    pub meta: lobsentry_operators::model::ModelMeta,
+    /// The ONNX Runtime library.
+    pub onnxruntime: PathBuf,
+    /// Intra-op threads.
+    pub intra_threads: usize,
+    /// Largest batch.
+    pub max_batch: usize,
+    /// Threshold override.
+    pub threshold: Option<f64>,
+}
+
+/// Finds libonnxruntime: the configured path, then `$ORT_DYLIB_PATH`, then the onnxruntime wheel in
+/// `./.venv` or next to the binary's repository.
+pub fn find_onnxruntime(configured: &str) -> Result<PathBuf, String> {
+    let fix = "install it with `make onnxruntime` (pip installs the onnxruntime wheel into .venv), or point ORT_DYLIB_PATH or model.onnxruntime at libonnxruntime.so";
+    if !configured.is_empty() {
+        let p = PathBuf::from(configured);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("model.onnxruntime: {} does not exist; {fix}", p.display()))
+        };
+    }
+    if let Ok(p) = std::env::var("ORT_DYLIB_PATH") {
+        if !p.is_empty() {
+            let p = PathBuf::from(p);
+            return if p.is_file() {
+                Ok(p)
+            } else {
+                Err(format!("ORT_DYLIB_PATH: {} does not exist; {fix}", p.display()))
+            };
+        }
+    }
+    let mut roots = vec![PathBuf::from(".venv")];
+    if let Ok(exe) = std::env::current_exe() {
+        // target/{release,debug}/lobsentry -> the repository root.
+        if let Some(repo) = exe.parent().and_then(|p| p.parent()).and_then(|p| p.parent()) {
+            roots.push(repo.join(".venv"));
+        }
+    }
+    for root in roots {
+        let Ok(libs) = std::fs::read_dir(root.join("lib")) else { continue };
+        for python in libs.flatten() {
+            let capi = python.path().join("site-packages/onnxruntime/capi");
+            let Ok(files) = std::fs::read_dir(&capi) else { continue };
+            let mut found: Vec<PathBuf> = files
+                .flatten()
+                .map(|f| f.path())
+                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so")))
+                .collect();
+            found.sort();
+            if let Some(p) = found.pop() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(format!("ONNX Runtime library not found; {fix}"))
 }
 
 /// `[metrics]`.
@@ -243,6 +328,10 @@ pub struct Config {
     pub detect: Option<lobsentry_operators::detect::ZScoreSpec>,
     /// Where anomalies go (JSON lines).
     pub alerts: Option<PathBuf>,
+    /// Where every score goes (JSON lines).
+    pub scores: Option<PathBuf>,
+    /// The ONNX model.
+    pub model: Option<ModelConfig>,
 }
 
 /// Command-line overrides.
@@ -262,6 +351,8 @@ pub struct Overrides {
     pub process: Option<usize>,
     /// `--metrics-addr`.
     pub metrics_addr: Option<String>,
+    /// Training-data mode (`lobsentry features`): no detectors, no model, every feature as CSV.
+    pub features_only: bool,
 }
 
 /// Parses "250ms", "2s", "1m", "1h", "500us", "100ns" (a bare number is seconds).
@@ -468,7 +559,7 @@ impl RawConfig {
             "-" => Output::Stdout,
             p => Output::File(PathBuf::from(p)),
         };
-        let output_format = match self.sink.format.as_str() {
+        let output_format = match if overrides.features_only { "features-csv" } else { self.sink.format.as_str() } {
             "w1-csv" => WindowFormat::W1Csv,
             "features-csv" => WindowFormat::FeaturesCsv,
             "json-lines" => WindowFormat::JsonLines,
@@ -576,12 +667,42 @@ impl RawConfig {
         if !(d.threshold > 0.0 && d.threshold.is_finite()) {
             errors.push(format!("detect.threshold: {} is not positive", d.threshold));
         }
-        let detect = d.enabled.then_some(lobsentry_operators::detect::ZScoreSpec {
+        let detect = (d.enabled && !overrides.features_only).then_some(lobsentry_operators::detect::ZScoreSpec {
             span: d.span,
             warmup: d.warmup.max(0) as u64,
             threshold: d.threshold,
             top: 3,
         });
+        let m = &self.model;
+        if m.intra_threads < 1 {
+            errors.push(format!("model.intra-threads: {} is not positive", m.intra_threads));
+        }
+        if m.max_batch < 1 {
+            errors.push(format!("model.max-batch: {} is not positive", m.max_batch));
+        }
+        if !(m.threshold >= 0.0 && m.threshold.is_finite()) {
+            errors.push(format!("model.threshold: {} is negative", m.threshold));
+        }
+        let model = if m.path.is_empty() || overrides.features_only {
+            None
+        } else {
+            let dir = PathBuf::from(&m.path);
+            let meta = lobsentry_operators::model::ModelMeta::load(&dir)
+                .map_err(|e| errors.push(format!("model.path: {e}")))
+                .ok();
+            let lib = find_onnxruntime(&m.onnxruntime).map_err(|e| errors.push(e)).ok();
+            match (meta, lib) {
+                (Some(meta), Some(onnxruntime)) => Some(ModelConfig {
+                    dir,
+                    meta,
+                    onnxruntime,
+                    intra_threads: m.intra_threads.max(1) as usize,
+                    max_batch: m.max_batch.max(1) as usize,
+                    threshold: (m.threshold > 0.0).then_some(m.threshold),
+                }),
+                _ => None,
+            }
+        };
         if !errors.is_empty() {
             return Err(Error::Config(errors));
         }
@@ -601,6 +722,8 @@ impl RawConfig {
             metrics_addr,
             detect,
             alerts: optional(&self.detect.alerts),
+            scores: optional(&self.detect.scores),
+            model,
         })
     }
 }

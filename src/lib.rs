@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod eval;
 pub mod generate;
 pub mod launch;
 pub mod metrics;

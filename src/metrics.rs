@@ -36,10 +36,18 @@ pub struct PipelineMetrics {
     pub window_emission_latency: Histogram,
     /// Worker threads in this process.
     pub workers: IntGauge,
-    /// Windows scored by the detector.
-    pub scored_windows: IntCounter,
-    /// Windows the detector flagged as anomalous.
-    pub anomalies: IntCounter,
+    /// Windows scored, by detector ("baseline", "model").
+    pub scored_windows: IntCounterVec,
+    /// Windows flagged as anomalous, by detector.
+    pub anomalies: IntCounterVec,
+    /// Windows per ONNX Runtime call.
+    pub inference_batch_size: Histogram,
+    /// Latency of an ONNX Runtime call.
+    pub inference_latency: Histogram,
+    /// Windows not scored yet because their instrument's sequence is not full.
+    pub inference_warmup: IntCounter,
+    /// Windows skipped by the model (too many missing features, NaN/inf outputs, failed calls).
+    pub inference_skipped: IntCounter,
     book_seen: Mutex<BookStats>,
 }
 
@@ -93,8 +101,40 @@ impl PipelineMetrics {
             watermark_lag: gauge("lobsentry_watermark_lag_seconds", "Wall clock minus the watermark, seconds.")?,
             window_emission_latency,
             workers,
-            scored_windows: counter("lobsentry_detect_scored_windows_total", "Windows scored by the detector.")?,
-            anomalies: counter("lobsentry_detect_anomalies_total", "Windows the detector flagged as anomalous.")?,
+            scored_windows: vec_counter(
+                registry,
+                "lobsentry_detect_scored_windows_total",
+                "Windows scored, by detector.",
+                LABEL_DETECTOR,
+                &DETECTORS,
+            )?,
+            anomalies: vec_counter(
+                registry,
+                "lobsentry_detect_anomalies_total",
+                "Windows flagged as anomalous, by detector.",
+                LABEL_DETECTOR,
+                &DETECTORS,
+            )?,
+            inference_batch_size: histogram(
+                registry,
+                "lobsentry_inference_batch_size",
+                "Windows per ONNX Runtime call.",
+                vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0],
+            )?,
+            inference_latency: histogram(
+                registry,
+                "lobsentry_inference_batch_seconds",
+                "Latency of one ONNX Runtime call.",
+                prometheus::exponential_buckets(0.0001, 2.0, 16)?,
+            )?,
+            inference_warmup: counter(
+                "lobsentry_inference_warmup_windows_total",
+                "Windows not scored because their instrument's sequence is not full yet.",
+            )?,
+            inference_skipped: counter(
+                "lobsentry_inference_skipped_windows_total",
+                "Windows the model skipped (missing features, NaN/inf outputs, failed calls).",
+            )?,
             book_seen: Mutex::new(BookStats::default()),
         })
     }
@@ -130,6 +170,32 @@ impl PipelineMetrics {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         self.watermark_lag.set(now - wm);
     }
+}
+
+/// Label: which detector scored a window.
+pub const LABEL_DETECTOR: &str = "detector";
+/// Values of the `detector` label.
+pub const DETECTORS: [&str; 2] = ["baseline", "model"];
+
+fn vec_counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), &[label])?;
+    registry.register(Box::new(c.clone()))?;
+    for v in values {
+        c.with_label_values(&[v]);
+    }
+    Ok(c)
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> prometheus::Result<Histogram> {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+    registry.register(Box::new(h.clone()))?;
+    Ok(h)
 }
 
 /// Values of the `kind` label of `lobsentry_book_inconsistencies_total`.

@@ -12,6 +12,7 @@ use lobsentry_operators::detect::{ScoreWindows, WindowScore};
 use lobsentry_operators::event::{LobEvent, Timed};
 use lobsentry_operators::features::{ExtractFeatures, WindowFeatures};
 use lobsentry_operators::generator::AnomalyLabel;
+use lobsentry_operators::inference::{onnxruntime, open_session, InferenceSpec, ScoreWithModel};
 use lobsentry_operators::sink::{WriteWindows, WriterFactory};
 use lobsentry_operators::source::{file_source, synthetic_source, Rejected};
 use prometheus::Registry;
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::generic::operator::empty;
+use timely::dataflow::operators::Concatenate;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{ProbeHandle, StreamVec};
 
@@ -83,6 +85,15 @@ pub struct RunReport {
     pub anomalies: Vec<WindowScore>,
 }
 
+/// The `detector` label of a score: "model" for ONNX models, "baseline" for the z-score baseline.
+pub fn detector_label(s: &WindowScore) -> &'static str {
+    if s.model == "zscore-baseline" {
+        "baseline"
+    } else {
+        "model"
+    }
+}
+
 /// An alert as a JSON line: instrument, window, score, threshold and the most anomalous features.
 pub fn alert_json(s: &WindowScore) -> serde_json::Value {
     serde_json::json!({
@@ -131,6 +142,18 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
     };
     let dead_letter = open_shared(&per_process(&config.dead_letter), None)?;
     let alerts_writer = open_shared(&per_process(&config.alerts), None)?;
+    let scores_writer = open_shared(&per_process(&config.scores), None)?;
+    // ONNX Runtime: loaded and the model checked once, before any worker starts.
+    let ort_env = match &config.model {
+        Some(model) => {
+            let env = onnxruntime(&model.onnxruntime).map_err(|e| Error::Data(e.to_string()))?;
+            let mut spec = InferenceSpec::load(env.clone(), &model.dir).map_err(|e| Error::Data(e.to_string()))?;
+            spec.intra_threads = model.intra_threads;
+            open_session(&spec).map_err(|e| Error::Data(e.to_string()))?;
+            Some(env)
+        }
+        None => None,
+    };
     let alerts_keep: Arc<Mutex<Vec<WindowScore>>> = Arc::new(Mutex::new(Vec::new()));
     let late_writer = open_shared(&per_process(&config.late), Some(lobsentry_operators::source::decode::CSV_HEADER))?;
     if let (Output::File(p), 0) = (&config.output, process) {
@@ -150,6 +173,7 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
         late_writer.clone(),
         alerts_writer.clone(),
         alerts_keep.clone(),
+        (scores_writer.clone(), ort_env.clone()),
     );
     let communication = match &config.cluster {
         None => timely::CommunicationConfig::Process(config.workers),
@@ -175,6 +199,7 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
             late_writer,
             alerts_writer,
             alerts_keep,
+            (scores_writer, ort_env),
         ) = shared.clone();
         let local = worker.index() % config.workers;
         let probe = ProbeHandle::new();
@@ -267,18 +292,63 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                     features.write_windows(config.output_format, factory, output_error.clone())
                 }
             };
-            let features = match config.detect {
-                Some(spec) => {
-                    let detect_counter = counters.clone();
-                    let (alerts_writer, alerts_keep) = (alerts_writer.clone(), alerts_keep.clone());
-                    features.clone().score_zscore(spec).inspect_core(move |batch| {
+            // Detectors: the z-score baseline and the ONNX model, side by side on the same windows.
+            let mut scores: Vec<StreamVec<'_, u64, WindowScore>> = Vec::new();
+            if let Some(spec) = config.detect {
+                scores.push(features.clone().score_zscore(spec));
+            }
+            if let (Some(model), Some(env)) = (&config.model, &ort_env) {
+                let m = counters.clone();
+                let n = counters.clone();
+                let spec = InferenceSpec {
+                    env: env.clone(),
+                    dir: model.dir.clone(),
+                    meta: model.meta.clone(),
+                    intra_threads: model.intra_threads,
+                    max_batch: model.max_batch,
+                    threshold: model.threshold,
+                    top: 3,
+                    on_batch: Some(Arc::new(move |size, latency| {
+                        m.metrics.inference_batch_size.observe(size as f64);
+                        m.metrics.inference_latency.observe(latency.as_secs_f64());
+                    })),
+                    on_skip: Some(Arc::new(move |warmup, skipped| {
+                        n.metrics.inference_warmup.inc_by(warmup);
+                        n.metrics.inference_skipped.inc_by(skipped);
+                    })),
+                };
+                // The model was opened and checked before the workers started; this cannot fail
+                // differently on one worker than on another.
+                scores.push(features.clone().score_with_model(spec).expect("model checked at start-up"));
+            }
+            if !scores.is_empty() {
+                let detect_counter = counters.clone();
+                let (alerts_writer, alerts_keep, scores_writer) =
+                    (alerts_writer.clone(), alerts_keep.clone(), scores_writer.clone());
+                let primary = if config.model.is_some() { "model" } else { "baseline" };
+                scope
+                    .concatenate(scores)
+                    .inspect_core(move |batch| {
                         let Ok((_, data)) = batch else { return };
                         let m = &detect_counter.metrics;
-                        m.scored_windows.inc_by(data.len() as u64);
-                        for s in data.iter().filter(|s| s.is_anomaly) {
-                            m.anomalies.inc();
-                            if let Ok(mut keep) = alerts_keep.lock() {
-                                keep.push(s.clone());
+                        for s in data.iter() {
+                            let detector = detector_label(s);
+                            m.scored_windows.with_label_values(&[detector]).inc();
+                            if let Some(w) = &scores_writer {
+                                if let Ok(mut guard) = w.lock() {
+                                    if let Some(out) = guard.as_mut() {
+                                        let _ = writeln!(out, "{}", alert_json(s));
+                                    }
+                                }
+                            }
+                            if !s.is_anomaly {
+                                continue;
+                            }
+                            m.anomalies.with_label_values(&[detector]).inc();
+                            if detector == primary {
+                                if let Ok(mut keep) = alerts_keep.lock() {
+                                    keep.push(s.clone());
+                                }
                             }
                             if let Some(w) = &alerts_writer {
                                 if let Ok(mut guard) = w.lock() {
@@ -288,11 +358,9 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                                 }
                             }
                         }
-                    }).probe_with(&probe);
-                    features
-                }
-                None => features,
-            };
+                    })
+                    .probe_with(&probe);
+            }
             features.probe_with(&probe);
         });
         counters.ready.store(true, Ordering::Relaxed);
@@ -329,7 +397,7 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
     for result in guards.join() {
         result.map_err(Error::Timely)?;
     }
-    for w in [&dead_letter, &late_writer, &alerts_writer].into_iter().flatten() {
+    for w in [&dead_letter, &late_writer, &alerts_writer, &scores_writer].into_iter().flatten() {
         if let Ok(mut guard) = w.lock() {
             if let Some(mut out) = guard.take() {
                 out.flush().map_err(|e| Error::Io(format!("side output: {e}")))?;
@@ -353,7 +421,7 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
         first_rejected: take(&rejected_keep),
         labels,
         summary: summary.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default(),
-        scored: m.scored_windows.get(),
+        scored: ["baseline", "model"].iter().map(|d| m.scored_windows.with_label_values(&[d]).get()).sum(),
         anomalies: {
             let mut a = alerts_keep.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
             a.sort_by_key(|x| (x.window.end, x.instrument));

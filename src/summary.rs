@@ -88,7 +88,8 @@ pub fn render_anomalies(
     let overlaps = |l: &AnomalyLabel, a: &lobsentry_operators::detect::WindowScore| {
         l.instrument == a.instrument && l.start_ns < a.window.end && l.end_ns >= a.window.start
     };
-    let _ = writeln!(out, "anomalies (rolling z-score baseline): {}", anomalies.len());
+    let detector = anomalies.first().map_or("", |a| a.model.as_str());
+    let _ = writeln!(out, "anomalies ({detector}): {}", anomalies.len());
     for a in anomalies.iter().take(limit) {
         let label: Vec<&str> = labels.iter().filter(|l| overlaps(l, a)).map(|l| l.kind.name()).collect();
         let features: Vec<String> = a.top_features.iter().map(|(n, z)| format!("{n} {z:+.1}")).collect();

@@ -5,12 +5,14 @@
 //! * `inputs`: malformed input of every reader goes to the dead-letter file with file:line.
 //! * `real_data`: LOBSTER replays and the full pipeline on ../shared/data.
 //! * `cli`: the commands as a user types them.
+//! * `model`: the shipped ONNX model through the real ONNX Runtime, and `lobsentry eval`.
 //! * `observability`: metrics, a real Prometheus scraping a 2-process cluster, cluster output.
 
 mod util;
 
 mod cli;
 mod inputs;
+mod model;
 mod observability;
 mod real_data;
 mod windows;

@@ -12,6 +12,8 @@
 //! * [`features`]: the versioned window feature vector and [`features::ExtractFeatures`].
 //! * [`sink`]: CSV / JSON-lines window writers and the [`sink::WriteWindows`] operator.
 //! * [`detect`]: the rolling z-score baseline detector and the [`detect::ScoreWindows`] operator.
+//! * [`model`] and [`inference`]: ONNX model packages and the [`inference::ScoreWithModel`] operator
+//!   (ONNX Runtime through `ort`, loaded dynamically).
 //! * [`generator`]: a synthetic market with labelled anomalies.
 //!
 //! The frontier is the watermark: a source holds a capability at `max event time seen - bound`, a
@@ -25,6 +27,8 @@ pub mod detect;
 pub mod event;
 pub mod features;
 pub mod generator;
+pub mod inference;
+pub mod model;
 pub mod sink;
 pub mod source;
 pub mod testing;

@@ -1,0 +1,347 @@
+//! Model packages (`models/<name>/model.onnx` + `model.json`): metadata, feature encoding and score
+//! maths. Pure: no ONNX Runtime here, so everything is unit-testable; [`crate::inference`] runs the
+//! network.
+//!
+//! `model.json` names the window features the network reads, in order, each with a transform and
+//! the normalisation (`(transform(x) - mean) / std`) fitted on the training data; the sequence
+//! length; the ONNX input and output names; the scoring mode; the threshold and how it was
+//! calibrated; the training data and metrics.
+
+use crate::features::{WindowFeatures, FEATURE_NAMES, FEATURE_SCHEMA_VERSION};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// How a raw feature is transformed before normalisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    /// `x`.
+    Identity,
+    /// `ln(1 + x)` (counts, volumes, depths; `x >= 0`).
+    Log1p,
+    /// `sign(x) ln(1 + |x|)` (signed flows).
+    SignedLog1p,
+    /// `x / mid_close * 10_000` (a price distance in basis points of the mid).
+    BpsOfMid,
+}
+
+impl Transform {
+    /// Applies the transform; `mid` is the window's closing mid price.
+    #[inline]
+    pub fn apply(self, x: f64, mid: f64) -> f64 {
+        match self {
+            Transform::Identity => x,
+            Transform::Log1p => x.max(0.0).ln_1p(),
+            Transform::SignedLog1p => x.signum() * x.abs().ln_1p(),
+            Transform::BpsOfMid => x / mid * 10_000.0,
+        }
+    }
+}
+
+/// One input feature of a model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputFeature {
+    /// A name from [`FEATURE_NAMES`].
+    pub name: String,
+    /// Its transform.
+    pub transform: Transform,
+    /// Mean of the transformed feature on the training data.
+    pub mean: f64,
+    /// Standard deviation of the transformed feature on the training data.
+    pub std: f64,
+}
+
+/// What the network does and how its error becomes a score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoringMode {
+    /// An autoencoder: the output reconstructs the input sequence.
+    Reconstruction,
+    /// A forecaster: the output predicts the next window's features; the error is taken against
+    /// the window that then arrives.
+    Forecast,
+}
+
+/// Which steps of a reconstruction the score averages over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreOn {
+    /// The last step only (the window being scored).
+    LastStep,
+    /// Every step of the sequence.
+    Sequence,
+}
+
+/// `model.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// Model name.
+    pub name: String,
+    /// Model version.
+    pub version: String,
+    /// The feature schema version it was trained on ([`FEATURE_SCHEMA_VERSION`]).
+    pub feature_schema_version: u32,
+    /// Input features in network order.
+    pub features: Vec<InputFeature>,
+    /// Windows per sequence.
+    pub sequence_length: usize,
+    /// ONNX input name (shape `[batch, sequence_length, features]`, float32).
+    pub input_name: String,
+    /// ONNX output name (`[batch, sequence_length, features]` for reconstruction, `[batch,
+    /// features]` for forecast).
+    pub output_name: String,
+    /// Scoring mode.
+    pub mode: ScoringMode,
+    /// Steps scored (reconstruction only).
+    pub score_on: ScoreOn,
+    /// Scores above this are anomalies.
+    pub threshold: f64,
+    /// When set, each sequence is standardised again by its context (the steps before the last):
+    /// per feature, minus the context mean, divided by the context standard deviation floored at this
+    /// value. The network then sees, and the score measures, deviations from the instrument's own
+    /// recent behaviour.
+    #[serde(default)]
+    pub context_std_floor: Option<f64>,
+    /// How the threshold was chosen (free-form, for people).
+    #[serde(default)]
+    pub calibration: serde_json::Value,
+    /// What it was trained on (free-form, for people).
+    #[serde(default)]
+    pub training: serde_json::Value,
+    /// Training metrics (free-form, for people).
+    #[serde(default)]
+    pub metrics: serde_json::Value,
+}
+
+/// Errors of model packages.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// `model.json` does not parse.
+    #[error("{path}: {message}")]
+    Metadata {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The network's inputs or outputs disagree with `model.json`.
+    #[error("model {model}: {message}")]
+    Shape {
+        /// The model.
+        model: String,
+        /// Both sides of the mismatch.
+        message: String,
+    },
+    /// ONNX Runtime failed.
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
+}
+
+impl ModelMeta {
+    /// Reads and checks `model.json` in a package directory.
+    pub fn load(dir: &Path) -> Result<ModelMeta, ModelError> {
+        let path = dir.join("model.json");
+        let text = std::fs::read_to_string(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
+        let meta: ModelMeta = serde_json::from_str(&text)
+            .map_err(|e| ModelError::Metadata { path: path.clone(), message: e.to_string() })?;
+        meta.check().map_err(|message| ModelError::Metadata { path, message })?;
+        Ok(meta)
+    }
+
+    /// Checks internal consistency.
+    pub fn check(&self) -> Result<(), String> {
+        if self.feature_schema_version != FEATURE_SCHEMA_VERSION {
+            return Err(format!(
+                "trained on feature schema {}, this build computes schema {FEATURE_SCHEMA_VERSION}",
+                self.feature_schema_version
+            ));
+        }
+        if self.features.is_empty() || self.sequence_length == 0 {
+            return Err("no features or an empty sequence".into());
+        }
+        for f in &self.features {
+            if !FEATURE_NAMES.contains(&f.name.as_str()) {
+                return Err(format!("unknown feature {:?}", f.name));
+            }
+            if !(f.std > 0.0 && f.std.is_finite() && f.mean.is_finite()) {
+                return Err(format!("feature {:?}: bad normalisation (mean {}, std {})", f.name, f.mean, f.std));
+            }
+        }
+        if !(self.threshold > 0.0 && self.threshold.is_finite()) {
+            return Err(format!("threshold {} is not positive", self.threshold));
+        }
+        Ok(())
+    }
+
+    /// Number of input features.
+    pub fn width(&self) -> usize {
+        self.features.len()
+    }
+
+    /// Encodes a window into normalised inputs. Missing values (NaN) become 0 (the training mean) and
+    /// are counted in the returned number; `None` when more than half are missing.
+    ///
+    /// ```
+    /// use lobsentry_operators::model::{InputFeature, ModelMeta, ScoreOn, ScoringMode, Transform};
+    /// use lobsentry_operators::features::{WindowFeatures, FEATURE_COUNT};
+    /// use lobsentry_operators::event::InstrumentId;
+    /// use lobsentry_operators::window::Window;
+    /// let meta = ModelMeta { name: "m".into(), version: "1".into(), feature_schema_version: 1,
+    ///     features: vec![InputFeature { name: "events".into(), transform: Transform::Log1p, mean: 1.0, std: 2.0 }],
+    ///     sequence_length: 2, input_name: "x".into(), output_name: "y".into(), mode: ScoringMode::Reconstruction,
+    ///     score_on: ScoreOn::LastStep, threshold: 1.0, context_std_floor: None, calibration: Default::default(),
+    ///     training: Default::default(), metrics: Default::default() };
+    /// let mut values = [f64::NAN; FEATURE_COUNT];
+    /// values[0] = std::f64::consts::E - 1.0; // ln(1 + x) = 1
+    /// let w = WindowFeatures { instrument: InstrumentId::new("X").unwrap(), window: Window { start: 0, end: 1 },
+    ///     exec_price_range: None, vwap_ticks: None, values };
+    /// let mut out = Vec::new();
+    /// assert_eq!(meta.encode(&w, &mut out), Some(0));
+    /// assert!(out[0].abs() < 1e-6);
+    /// ```
+    pub fn encode(&self, w: &WindowFeatures, out: &mut Vec<f32>) -> Option<usize> {
+        let mid = w.get("mid_close").unwrap_or(f64::NAN);
+        let mut missing = 0;
+        for f in &self.features {
+            let raw = w.get(&f.name).unwrap_or(f64::NAN);
+            let z = (f.transform.apply(raw, mid) - f.mean) / f.std;
+            if z.is_finite() {
+                out.push(z as f32);
+            } else {
+                missing += 1;
+                out.push(0.0);
+            }
+        }
+        (missing * 2 <= self.features.len()).then_some(missing)
+    }
+
+    /// Applies the per-sequence context standardisation (see [`ModelMeta::context_std_floor`]) to a
+    /// `[sequence_length, features]` row in place.
+    ///
+    /// ```
+    /// # use lobsentry_operators::model::*;
+    /// # let mut meta: ModelMeta = serde_json::from_str(r#"{"name":"m","version":"1","feature_schema_version":1,
+    /// #   "features":[{"name":"events","transform":"identity","mean":0,"std":1}],"sequence_length":3,
+    /// #   "input_name":"x","output_name":"y","mode":"reconstruction","score_on":"last_step","threshold":1}"#).unwrap();
+    /// meta.context_std_floor = Some(0.5);
+    /// let mut row = vec![1.0, 3.0, 10.0]; // context mean 2, std 1
+    /// meta.standardise_sequence(&mut row);
+    /// assert_eq!(row, vec![-1.0, 1.0, 8.0]);
+    /// ```
+    pub fn standardise_sequence(&self, row: &mut [f32]) {
+        let Some(floor) = self.context_std_floor else { return };
+        let (l, f) = (self.sequence_length, self.width());
+        if l < 2 {
+            return;
+        }
+        let n = (l - 1) as f64;
+        for j in 0..f {
+            let mean = (0..l - 1).map(|t| row[t * f + j] as f64).sum::<f64>() / n;
+            let var = (0..l - 1).map(|t| (row[t * f + j] as f64 - mean).powi(2)).sum::<f64>() / n;
+            let sd = var.sqrt().max(floor);
+            for t in 0..l {
+                row[t * f + j] = ((row[t * f + j] as f64 - mean) / sd) as f32;
+            }
+        }
+    }
+
+    /// The score and per-feature contributions (mean squared error per feature, summing to the score
+    /// times the feature count) of one sequence, from its input and the network's output.
+    pub fn score(&self, input: &[f32], output: &[f32], next: Option<&[f32]>) -> Option<(f64, Vec<f64>)> {
+        let f = self.width();
+        let l = self.sequence_length;
+        let mut contributions = vec![0.0f64; f];
+        let steps: Vec<usize> = match (self.mode, self.score_on) {
+            (ScoringMode::Forecast, _) => Vec::new(),
+            (ScoringMode::Reconstruction, ScoreOn::LastStep) => vec![l - 1],
+            (ScoringMode::Reconstruction, ScoreOn::Sequence) => (0..l).collect(),
+        };
+        match self.mode {
+            ScoringMode::Reconstruction => {
+                for &t in &steps {
+                    for (j, c) in contributions.iter_mut().enumerate() {
+                        let d = (input[t * f + j] - output[t * f + j]) as f64;
+                        *c += d * d / steps.len() as f64;
+                    }
+                }
+            }
+            ScoringMode::Forecast => {
+                let next = next?;
+                for (j, c) in contributions.iter_mut().enumerate() {
+                    let d = (next[j] - output[j]) as f64;
+                    *c = d * d;
+                }
+            }
+        }
+        let score = contributions.iter().sum::<f64>() / f as f64;
+        score.is_finite().then_some((score, contributions))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(mode: ScoringMode, score_on: ScoreOn) -> ModelMeta {
+        ModelMeta {
+            name: "t".into(),
+            version: "1".into(),
+            feature_schema_version: FEATURE_SCHEMA_VERSION,
+            features: vec![
+                InputFeature { name: "events".into(), transform: Transform::Identity, mean: 0.0, std: 1.0 },
+                InputFeature { name: "ofi".into(), transform: Transform::SignedLog1p, mean: 0.0, std: 1.0 },
+            ],
+            sequence_length: 2,
+            input_name: "x".into(),
+            output_name: "y".into(),
+            mode,
+            score_on,
+            threshold: 1.0,
+            context_std_floor: None,
+            calibration: Default::default(),
+            training: Default::default(),
+            metrics: Default::default(),
+        }
+    }
+
+    #[test]
+    fn reconstruction_scores() {
+        let m = meta(ScoringMode::Reconstruction, ScoreOn::LastStep);
+        let (s, c) = m.score(&[0.0, 0.0, 1.0, 3.0], &[9.0, 9.0, 1.0, 1.0], None).unwrap();
+        assert_eq!(c, vec![0.0, 4.0]);
+        assert_eq!(s, 2.0);
+        let m = meta(ScoringMode::Reconstruction, ScoreOn::Sequence);
+        let (s, _) = m.score(&[0.0, 0.0, 1.0, 3.0], &[1.0, 1.0, 1.0, 1.0], None).unwrap();
+        assert_eq!(s, (1.0 + 1.0 + 0.0 + 4.0) / 2.0 / 2.0);
+        let f = meta(ScoringMode::Forecast, ScoreOn::LastStep);
+        assert_eq!(f.score(&[0.0; 4], &[1.0, 2.0], Some(&[1.0, 0.0])).unwrap().0, 2.0);
+        assert!(f.score(&[0.0; 4], &[1.0, 2.0], None).is_none());
+        assert!(m.score(&[f32::NAN, 0.0, 1.0, 3.0], &[1.0; 4], None).is_none());
+    }
+
+    #[test]
+    fn transforms() {
+        assert_eq!(Transform::SignedLog1p.apply(-(std::f64::consts::E - 1.0), 0.0), -1.0);
+        assert_eq!(Transform::BpsOfMid.apply(0.01, 100.0), 1.0);
+        assert_eq!(Transform::Log1p.apply(-5.0, 0.0), 0.0);
+    }
+
+    #[test]
+    fn metadata_is_checked() {
+        let mut m = meta(ScoringMode::Reconstruction, ScoreOn::LastStep);
+        m.features[0].name = "nope".into();
+        assert!(m.check().unwrap_err().contains("nope"));
+        let mut m = meta(ScoringMode::Reconstruction, ScoreOn::LastStep);
+        m.feature_schema_version = 99;
+        assert!(m.check().unwrap_err().contains("schema"));
+    }
+}

@@ -1,0 +1,325 @@
+//! `lobsentry eval`: detectors against anomaly labels.
+//!
+//! A window is positive when it overlaps a labelled episode of its instrument. Every detector is
+//! evaluated on the same windows (those every detector in the file scored), so warm-up differences do
+//! not favour one; each instrument's last window, cut short by the end of the input, is left out. Reported per detector, overall and per anomaly type: ROC-AUC, PR-AUC (average
+//! precision), precision and recall at the detector's threshold, episodes detected, and detection delay
+//! (end of the first anomalous window overlapping an episode minus the episode's start).
+
+use crate::error::{io_at, Error};
+use clap::Args;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::BufRead;
+use std::path::PathBuf;
+
+/// Arguments of `eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Scores as JSON lines (`detect.scores` of a run).
+    #[arg(long)]
+    pub scores: PathBuf,
+    /// Labels CSV (`instrument,kind,start_ns,end_ns`, as `lobsentry generate` writes).
+    #[arg(long)]
+    pub labels: PathBuf,
+}
+
+/// One scored window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scored {
+    /// Instrument.
+    pub instrument: String,
+    /// Window start (ns).
+    pub start: u64,
+    /// Window end (ns).
+    pub end: u64,
+    /// Score.
+    pub score: f64,
+    /// Flagged.
+    pub alert: bool,
+}
+
+/// One labelled episode.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Episode {
+    /// Instrument.
+    pub instrument: String,
+    /// Kind name.
+    pub kind: String,
+    /// Start (ns).
+    pub start: u64,
+    /// End (ns).
+    pub end: u64,
+}
+
+/// Metrics of one detector on one set of windows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metrics {
+    /// Windows evaluated.
+    pub windows: usize,
+    /// Positive windows.
+    pub positives: usize,
+    /// ROC-AUC.
+    pub roc_auc: f64,
+    /// PR-AUC (average precision).
+    pub pr_auc: f64,
+    /// Precision at the threshold.
+    pub precision: f64,
+    /// Recall at the threshold.
+    pub recall: f64,
+    /// Episodes with at least one alert.
+    pub detected: usize,
+    /// Episodes.
+    pub episodes: usize,
+    /// Median detection delay of detected episodes, seconds.
+    pub median_delay_s: f64,
+}
+
+/// ROC-AUC by ranks (ties share their average rank).
+pub fn roc_auc(scores: &[(f64, bool)]) -> f64 {
+    let pos = scores.iter().filter(|s| s.1).count() as f64;
+    let neg = scores.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return f64::NAN;
+    }
+    let mut sorted: Vec<(f64, bool)> = scores.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1].0 == sorted[i].0 {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += avg * sorted[i..=j].iter().filter(|s| s.1).count() as f64;
+        i = j + 1;
+    }
+    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+}
+
+/// Average precision (area under the precision-recall curve, step-wise; tied scores form one step).
+pub fn average_precision(scores: &[(f64, bool)]) -> f64 {
+    let pos = scores.iter().filter(|s| s.1).count() as f64;
+    if pos == 0.0 {
+        return f64::NAN;
+    }
+    let mut sorted: Vec<(f64, bool)> = scores.to_vec();
+    sorted.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut tp, mut seen, mut ap) = (0.0, 0.0, 0.0);
+    let mut i = 0;
+    while i < sorted.len() {
+        let mut j = i;
+        while j + 1 < sorted.len() && sorted[j + 1].0 == sorted[i].0 {
+            j += 1;
+        }
+        let group_tp = sorted[i..=j].iter().filter(|s| s.1).count() as f64;
+        tp += group_tp;
+        seen += (j - i + 1) as f64;
+        ap += (group_tp / pos) * (tp / seen);
+        i = j + 1;
+    }
+    ap
+}
+
+fn by_instrument<'a>(list: &[&'a Episode]) -> HashMap<&'a str, Vec<&'a Episode>> {
+    let mut m: HashMap<&str, Vec<&Episode>> = HashMap::new();
+    for e in list {
+        m.entry(e.instrument.as_str()).or_default().push(*e);
+    }
+    m
+}
+
+fn overlaps(w: &Scored, e: &Episode) -> bool {
+    w.instrument == e.instrument && w.start <= e.end && w.end > e.start
+}
+
+/// Evaluates windows against episodes (`episodes` restricts positives; windows overlapping any of
+/// `all_episodes` outside `episodes` are left out, so other kinds are neither positives nor negatives).
+pub fn evaluate(windows: &[Scored], episodes: &[&Episode], all_episodes: &[Episode]) -> Metrics {
+    let target = by_instrument(episodes);
+    let all_refs: Vec<&Episode> = all_episodes.iter().collect();
+    let any = by_instrument(&all_refs);
+    let mut points = Vec::new();
+    let (mut tp, mut fp, mut fn_) = (0usize, 0usize, 0usize);
+    for w in windows {
+        let positive = target.get(w.instrument.as_str()).is_some_and(|es| es.iter().any(|e| overlaps(w, e)));
+        if !positive && any.get(w.instrument.as_str()).is_some_and(|es| es.iter().any(|e| overlaps(w, e))) {
+            continue;
+        }
+        points.push((w.score, positive));
+        match (positive, w.alert) {
+            (true, true) => tp += 1,
+            (false, true) => fp += 1,
+            (true, false) => fn_ += 1,
+            _ => {}
+        }
+    }
+    let mut delays = Vec::new();
+    for e in episodes {
+        let first = windows.iter().filter(|w| w.alert && overlaps(w, e)).map(|w| w.end).min();
+        if let Some(end) = first {
+            delays.push(end.saturating_sub(e.start) as f64 / 1e9);
+        }
+    }
+    delays.sort_by(f64::total_cmp);
+    Metrics {
+        windows: points.len(),
+        positives: points.iter().filter(|p| p.1).count(),
+        roc_auc: roc_auc(&points),
+        pr_auc: average_precision(&points),
+        precision: if tp + fp > 0 { tp as f64 / (tp + fp) as f64 } else { f64::NAN },
+        recall: if tp + fn_ > 0 { tp as f64 / (tp + fn_) as f64 } else { f64::NAN },
+        detected: delays.len(),
+        episodes: episodes.len(),
+        median_delay_s: delays.get(delays.len() / 2).copied().unwrap_or(f64::NAN),
+    }
+}
+
+fn read_scores(path: &PathBuf) -> Result<BTreeMap<String, Vec<Scored>>, Error> {
+    let file = std::fs::File::open(path).map_err(io_at(path))?;
+    let mut by_model: BTreeMap<String, Vec<Scored>> = BTreeMap::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(io_at(path))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| Error::Data(format!("{}:{}: {e}", path.display(), n + 1)))?;
+        let field = |k: &str| v.get(k).ok_or_else(|| Error::Data(format!("{}:{}: no `{k}`", path.display(), n + 1)));
+        by_model.entry(field("model")?.as_str().unwrap_or("?").to_string()).or_default().push(Scored {
+            instrument: field("instrument")?.as_str().unwrap_or("").to_string(),
+            start: field("window_start_ns")?.as_u64().unwrap_or(0),
+            end: field("window_end_ns")?.as_u64().unwrap_or(0),
+            score: field("score")?.as_f64().unwrap_or(f64::NAN),
+            alert: field("is_anomaly")?.as_bool().unwrap_or(false),
+        });
+    }
+    Ok(by_model)
+}
+
+/// Reads a label file.
+pub fn read_labels(path: &PathBuf) -> Result<Vec<Episode>, Error> {
+    let text = std::fs::read_to_string(path).map_err(io_at(path))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let bad = || Error::Data(format!("{}:{}: want instrument,kind,start_ns,end_ns", path.display(), n + 1));
+        if f.len() != 4 {
+            return Err(bad());
+        }
+        out.push(Episode {
+            instrument: f[0].to_string(),
+            kind: f[1].to_string(),
+            start: f[2].parse().map_err(|_| bad())?,
+            end: f[3].parse().map_err(|_| bad())?,
+        });
+    }
+    Ok(out)
+}
+
+/// Runs `eval`.
+pub fn run(args: EvalArgs) -> Result<(), Error> {
+    let by_model = read_scores(&args.scores)?;
+    let episodes = read_labels(&args.labels)?;
+    if by_model.is_empty() {
+        return Err(Error::Data(format!("{}: no scores", args.scores.display())));
+    }
+    // The last window of each instrument is cut short by the end of the input: left out.
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for w in by_model.values().flatten() {
+        let e = last.entry(w.instrument.clone()).or_insert(0);
+        *e = (*e).max(w.start);
+    }
+    // The windows every detector scored.
+    let keys: Vec<HashSet<(String, u64)>> = by_model
+        .values()
+        .map(|ws| {
+            ws.iter()
+                .filter(|w| last.get(&w.instrument) != Some(&w.start))
+                .map(|w| (w.instrument.clone(), w.start))
+                .collect()
+        })
+        .collect();
+    let common: HashSet<(String, u64)> =
+        keys.iter().skip(1).fold(keys[0].clone(), |acc, k| acc.intersection(k).cloned().collect());
+    let mut kinds: Vec<&str> = episodes.iter().map(|e| e.kind.as_str()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    println!(
+        "{} episodes, {} windows scored by every detector ({} detectors)",
+        episodes.len(),
+        common.len(),
+        by_model.len()
+    );
+    println!(
+        "{:<26} {:<22} {:>8} {:>6} {:>8} {:>8} {:>9} {:>7} {:>9} {:>10}",
+        "detector", "episodes", "windows", "pos", "ROC-AUC", "PR-AUC", "precision", "recall", "detected", "delay p50"
+    );
+    for (model, windows) in &by_model {
+        let windows: Vec<Scored> =
+            windows.iter().filter(|w| common.contains(&(w.instrument.clone(), w.start))).cloned().collect();
+        let mut rows: Vec<(String, Vec<&Episode>)> = vec![("all".into(), episodes.iter().collect())];
+        for kind in &kinds {
+            rows.push((kind.to_string(), episodes.iter().filter(|e| e.kind == *kind).collect()));
+        }
+        for (name, list) in rows {
+            let m = evaluate(&windows, &list, &episodes);
+            println!(
+                "{:<26} {:<22} {:>8} {:>6} {:>8.4} {:>8.4} {:>9.3} {:>7.3} {:>9} {:>9.2}s",
+                model,
+                name,
+                m.windows,
+                m.positives,
+                m.roc_auc,
+                m.pr_auc,
+                m.precision,
+                m.recall,
+                format!("{}/{}", m.detected, m.episodes),
+                m.median_delay_s
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_and_ap_against_hand_computed_values() {
+        let perfect = [(0.9, true), (0.8, true), (0.1, false), (0.2, false)];
+        assert_eq!(roc_auc(&perfect), 1.0);
+        assert_eq!(average_precision(&perfect), 1.0);
+        let inverted = [(0.1, true), (0.9, false)];
+        assert_eq!(roc_auc(&inverted), 0.0);
+        // Ranked: T(0.9) F(0.8) T(0.7) F(0.1) -> AP = (1/2)(1/1) + (1/2)(2/3)
+        let mixed = [(0.9, true), (0.8, false), (0.7, true), (0.1, false)];
+        assert!((average_precision(&mixed) - (0.5 + 1.0 / 3.0)).abs() < 1e-12);
+        assert_eq!(roc_auc(&mixed), 0.75);
+        let ties = [(0.5, true), (0.5, false)];
+        assert_eq!(roc_auc(&ties), 0.5);
+    }
+
+    #[test]
+    fn episodes_of_other_kinds_are_left_out() {
+        let w = |inst: &str, start: u64, score: f64, alert: bool| Scored {
+            instrument: inst.into(),
+            start,
+            end: start + 10,
+            score,
+            alert,
+        };
+        let episodes = vec![
+            Episode { instrument: "A".into(), kind: "x".into(), start: 12, end: 15 },
+            Episode { instrument: "A".into(), kind: "y".into(), start: 32, end: 35 },
+        ];
+        let windows = vec![w("A", 0, 0.1, false), w("A", 10, 0.9, true), w("A", 20, 0.2, false), w("A", 30, 0.8, true)];
+        let only_x: Vec<&Episode> = episodes.iter().filter(|e| e.kind == "x").collect();
+        let m = evaluate(&windows, &only_x, &episodes);
+        assert_eq!(m.windows, 3, "the y window is neither positive nor negative");
+        assert_eq!((m.positives, m.detected), (1, 1));
+        assert_eq!(m.precision, 1.0);
+        assert!((m.median_delay_s - 8e-9).abs() < 1e-15);
+    }
+}

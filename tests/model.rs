@@ -1,0 +1,169 @@
+//! The shipped ONNX model through the real ONNX Runtime: batched scoring, warm-up accounting, shape
+//! and library errors, and `lobsentry eval`.
+
+use crate::util::{self, TempDir};
+use lobsentry::config::SourceConfig;
+use lobsentry::pipeline::{self, Counters};
+use std::path::Path;
+use std::sync::Arc;
+
+fn repo(p: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+fn model_env(dir: &Path) -> String {
+    format!("{:?}", dir.display().to_string())
+}
+
+#[test]
+fn the_shipped_model_scores_batches_after_warm_up() {
+    let dir = TempDir::new("model-scores");
+    let spec = util::market(80_000, 8, 21);
+    let input = dir.path("in.csv");
+    util::write_csv(&input, &util::events(&spec, 0, 0.0));
+    let out = dir.path("features.csv");
+    let scores = dir.path("scores.jsonl");
+    let scores_env = model_env(&scores);
+    let model = model_env(&repo("models/lobsentry-ae"));
+    let config = util::config(
+        None,
+        2,
+        vec![input],
+        &out,
+        vec![("LOBSENTRY__DETECT__SCORES", scores_env.as_str()), ("LOBSENTRY__MODEL__PATH", model.as_str())],
+    );
+    let meta = config.model.as_ref().expect("the model is configured").meta.clone();
+    let counters = Arc::new(Counters::standalone(&config));
+    let report = pipeline::run(&config, counters.clone()).unwrap();
+    // Windows per instrument, from the features file.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut per_instrument: std::collections::HashMap<String, u64> = Default::default();
+    for line in text.lines().skip(1) {
+        *per_instrument.entry(line.split(',').next().unwrap().to_string()).or_default() += 1;
+    }
+    let l = meta.sequence_length as u64;
+    let expected: u64 = per_instrument.values().map(|n| n.saturating_sub(l - 1)).sum();
+    let m = &counters.metrics;
+    let scored = m.scored_windows.with_label_values(&["model"]).get();
+    let skipped = m.inference_skipped.get();
+    assert!(scored > 100, "{scored}");
+    assert_eq!(scored + skipped, expected, "every full sequence is scored or counted as skipped");
+    assert_eq!(m.inference_warmup.get() + skipped + scored, report.windows, "warm-up is counted, not hidden");
+    // One ONNX Runtime call per batch of instruments, never one per window.
+    let calls = m.inference_batch_size.get_sample_count();
+    assert_eq!(m.inference_batch_size.get_sample_sum() as u64, scored + skipped);
+    assert!(calls * 3 <= scored, "{calls} calls for {scored} windows");
+    // Every score names the model and its most anomalous features.
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&scores).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let model_scores: Vec<_> =
+        lines.iter().filter(|v| v["model"].as_str().unwrap().starts_with("lobsentry-ae@")).collect();
+    assert_eq!(model_scores.len() as u64, scored);
+    for v in &model_scores {
+        assert!(v["score"].as_f64().unwrap().is_finite());
+        assert_eq!(v["top_features"].as_array().unwrap().len(), 3);
+        assert_eq!(v["threshold"].as_f64().unwrap(), meta.threshold);
+    }
+}
+
+#[test]
+fn a_model_that_disagrees_with_its_metadata_is_refused_naming_both() {
+    let dir = TempDir::new("model-shape");
+    let pkg = dir.path("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::copy(repo("models/lobsentry-ae/model.onnx"), pkg.join("model.onnx")).unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("models/lobsentry-ae/model.json")).unwrap()).unwrap();
+    let real_len = meta["sequence_length"].as_u64().unwrap();
+    meta["sequence_length"] = serde_json::json!(real_len + 3);
+    std::fs::write(pkg.join("model.json"), meta.to_string()).unwrap();
+    let out = util::cmd()
+        .args(["run", "--input"])
+        .arg(repo("../shared/data/lobster/AMZN_2021-04-12_34200000_57600000_message_10.csv"))
+        .env("LOBSENTRY__MODEL__PATH", model_env(&pkg))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("[-1, {}, 15]", real_len + 3)), "{stderr}");
+    assert!(stderr.contains(&format!("[-1, {real_len}, 15]")), "{stderr}");
+
+    meta["sequence_length"] = serde_json::json!(real_len);
+    meta["input_name"] = serde_json::json!("windows");
+    std::fs::write(pkg.join("model.json"), meta.to_string()).unwrap();
+    let out = util::cmd().args(["run"]).env("LOBSENTRY__MODEL__PATH", model_env(&pkg)).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`windows`, which the ONNX model does not have"), "{stderr}");
+}
+
+#[test]
+fn a_missing_or_wrong_onnxruntime_is_a_one_line_error_saying_how_to_fix_it() {
+    let out = util::cmd()
+        .args(["run"])
+        .env("LOBSENTRY__MODEL__ONNXRUNTIME", "\"/nonexistent/libonnxruntime.so\"")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/libonnxruntime.so does not exist") && stderr.contains("make onnxruntime"),
+        "{stderr}"
+    );
+    // Not a shared library at all.
+    let dir = TempDir::new("bad-ort");
+    let fake = dir.path("libonnxruntime.so");
+    std::fs::write(&fake, "not a library").unwrap();
+    let out = util::cmd().args(["run"]).env("LOBSENTRY__MODEL__ONNXRUNTIME", model_env(&fake)).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot load ONNX Runtime from"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn eval_reports_both_detectors_per_anomaly_type() {
+    let dir = TempDir::new("eval");
+    let input = dir.path("market.csv");
+    let status = util::cmd()
+        .args([
+            "generate",
+            "--events",
+            "150000",
+            "--instruments",
+            "6",
+            "--rate",
+            "1500",
+            "--anomalies-per-hour",
+            "120",
+            "--out",
+        ])
+        .arg(&input)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let scores = dir.path("scores.jsonl");
+    let out = util::cmd()
+        .args(["run", "--input"])
+        .arg(&input)
+        .env("LOBSENTRY__DETECT__SCORES", model_env(&scores))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = util::cmd()
+        .args(["eval", "--scores"])
+        .arg(&scores)
+        .arg("--labels")
+        .arg(dir.path("market.labels.csv"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for detector in ["zscore-baseline", "lobsentry-ae@"] {
+        let rows: Vec<&str> = text.lines().filter(|l| l.starts_with(detector)).collect();
+        assert!(rows.len() >= 2, "{text}");
+        let all = rows.iter().find(|l| l.split_whitespace().nth(1) == Some("all")).expect("an `all` row");
+        let roc: f64 = all.split_whitespace().nth(4).unwrap().parse().unwrap();
+        assert!((0.0..=1.0).contains(&roc), "{all}");
+    }
+    let _ = SourceConfig::kind; // the config API used by embedding callers stays public
+}

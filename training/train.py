@@ -1,0 +1,330 @@
+#!/usr/bin/env python3
+"""Train lobsentry's window-sequence anomaly model and export it as an ONNX model package.
+
+    python training/train.py --features A.features.csv B.features.csv ... --out models/lobsentry-ae
+
+Reads window-feature CSVs written by `lobsentry features` (one row per (instrument, window)),
+builds per-instrument sequences of `--seq-len` consecutive windows, fits the normalisation, trains
+
+  * a transformer autoencoder (default): input projection, learned positional encoding, transformer
+    encoder layers, a pooled bottleneck, a transformer decoder layer and a reconstruction head; or
+  * with --forecast, an LSTM forecaster that predicts the next window's features,
+
+exports ONNX (opset 17, dynamic batch), checks that ONNX Runtime reproduces PyTorch's outputs on held-out
+data, calibrates the threshold on held-out normal windows to at most `--alerts-per-instrument-hour`
+false alarms, and writes model.onnx + model.json. Training is a separate step, never part of the tests.
+"""
+import argparse
+import csv
+import datetime
+import json
+import math
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+
+FEATURE_SCHEMA_VERSION = 1
+# (name, transform) in network order; transforms are mirrored in operators/src/model.rs.
+INPUTS = [
+    ("events", "log1p"),
+    ("adds", "log1p"),
+    ("cancels", "log1p"),
+    ("execs", "log1p"),
+    ("exec_volume", "log1p"),
+    ("log_return", "identity"),
+    ("realized_vol", "identity"),
+    ("spread_twa", "bps_of_mid"),
+    ("bid_depth1", "log1p"),
+    ("ask_depth1", "log1p"),
+    ("bid_depth5", "log1p"),
+    ("ask_depth5", "log1p"),
+    ("queue_imbalance", "identity"),
+    ("ofi", "signed_log1p"),
+    ("cancel_add_ratio", "log1p"),
+]
+
+
+def transform(kind, x, mid):
+    with np.errstate(all="ignore"):
+        if kind == "identity":
+            return x
+        if kind == "log1p":
+            return np.log1p(np.maximum(x, 0.0))
+        if kind == "signed_log1p":
+            return np.sign(x) * np.log1p(np.abs(x))
+        if kind == "bps_of_mid":
+            return x / mid * 10_000.0
+    raise ValueError(kind)
+
+
+def read_features(path):
+    """Returns {instrument: (window_ends [n], raw [n, F])} sorted by window end."""
+    cols = None
+    rows = {}
+    with open(path) as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        idx = {name: i for i, name in enumerate(header)}
+        need = [n for n, _ in INPUTS] + ["mid_close"]
+        missing = [n for n in need if n not in idx]
+        if missing:
+            sys.exit(f"{path}: missing columns {missing}; write it with `lobsentry features`")
+        cols = [idx[n] for n in need]
+        for r in reader:
+            vals = [float(r[c]) if r[c] != "" else math.nan for c in cols]
+            rows.setdefault(r[0], []).append((int(r[idx["window_end_ns"]]), vals))
+    out = {}
+    for inst, items in rows.items():
+        items.sort()
+        ends = np.array([e for e, _ in items], dtype=np.int64)
+        raw = np.array([v for _, v in items], dtype=np.float64)
+        out[inst] = (ends, raw)
+    return out
+
+
+def transformed(raw):
+    mid = raw[:, -1]
+    return np.stack([transform(kind, raw[:, j], mid) for j, (_, kind) in enumerate(INPUTS)], axis=1)
+
+
+def sequences(x, seq_len):
+    """All windows of `seq_len` consecutive rows: [n - seq_len + 1, seq_len, F]."""
+    if len(x) < seq_len:
+        return np.zeros((0, seq_len, x.shape[1]), dtype=np.float32)
+    idx = np.arange(seq_len)[None, :] + np.arange(len(x) - seq_len + 1)[:, None]
+    return x[idx].astype(np.float32)
+
+
+def standardise(seqs, floor):
+    """Per-sequence context standardisation, mirrored in ModelMeta::standardise_sequence (Rust)."""
+    if floor is None or len(seqs) == 0:
+        return seqs
+    ctx = seqs[:, :-1, :].astype(np.float64)
+    mu = ctx.mean(axis=1, keepdims=True)
+    sd = np.maximum(ctx.std(axis=1, keepdims=True), floor)
+    return ((seqs - mu) / sd).astype(np.float32)
+
+
+def encode(t, mean, std):
+    z = (t - mean) / std
+    z[~np.isfinite(z)] = 0.0  # missing -> the training mean, as the Rust encoder does
+    return z
+
+
+class Autoencoder(nn.Module):
+    """A masked transformer autoencoder over a window sequence.
+
+    Its input is standardised per sequence by the context (every step but the last), so it models
+    deviations from the instrument's own recent behaviour; the last step is replaced by a learned mask
+    token, so it must be reconstructed from the context alone (copying it is impossible). The last
+    step's reconstruction error is the anomaly score.
+    """
+
+    def __init__(self, features, seq_len, d_model=48, heads=4, layers=2):
+        super().__init__()
+        self.seq_len = seq_len
+        self.proj = nn.Linear(features, d_model)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, d_model))
+        self.pos = nn.Parameter(torch.randn(1, seq_len, d_model) * 0.02)
+        enc = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=2 * d_model, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(enc, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(d_model, features)
+
+    def forward(self, x):
+        h = self.proj(x)
+        keep = torch.ones(1, self.seq_len, 1, dtype=x.dtype)
+        keep[:, -1, :] = 0.0
+        h = h * keep + self.mask_token * (1.0 - keep)
+        return self.head(self.encoder(h + self.pos))
+
+
+class Forecaster(nn.Module):
+    def __init__(self, features, hidden=48):
+        super().__init__()
+        self.lstm = nn.LSTM(features, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, features)
+
+    def forward(self, x):
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1, :])
+
+
+def last_step_scores(model, x, forecast):
+    with torch.no_grad():
+        if forecast:
+            pred = model(torch.from_numpy(x[:-1])).numpy()
+            err = (x[1:, -1, :] - pred) ** 2
+        else:
+            rec = model(torch.from_numpy(x)).numpy()
+            err = (x[:, -1, :] - rec[:, -1, :]) ** 2
+    return err.mean(axis=1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--features", nargs="+", required=True, help="feature CSVs of normal data")
+    ap.add_argument("--out", required=True, help="package directory to write")
+    ap.add_argument("--name", default="lobsentry-ae")
+    ap.add_argument("--seq-len", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--holdout", type=float, default=0.2, help="share of each instrument's windows held out (the last ones)")
+    ap.add_argument("--window-seconds", type=float, default=1.0)
+    ap.add_argument("--alerts-per-instrument-hour", type=float, default=1.0)
+    ap.add_argument("--forecast", action="store_true", help="train the LSTM forecaster instead")
+    ap.add_argument("--context-floor", type=float, default=0.1, help="floor of the per-sequence context std")
+    ap.add_argument("--no-context", action="store_true", help="global normalisation only")
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    train_t, hold_t = [], []
+    for path in args.features:
+        for inst, (_, raw) in read_features(path).items():
+            t = transformed(raw)
+            cut = int(len(t) * (1 - args.holdout))
+            train_t.append(t[:cut])
+            hold_t.append(t[cut:])
+    all_train = np.concatenate(train_t)
+    mean = np.nanmean(np.where(np.isfinite(all_train), all_train, np.nan), axis=0)
+    std = np.nanstd(np.where(np.isfinite(all_train), all_train, np.nan), axis=0)
+    std = np.where(std > 1e-9, std, 1.0)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+
+    floor = None if args.no_context else args.context_floor
+
+    def seqs(parts):
+        s = [standardise(sequences(encode(p, mean, std), args.seq_len), floor) for p in parts]
+        s = [x for x in s if len(x)]
+        return np.concatenate(s) if s else np.zeros((0, args.seq_len, len(INPUTS)), np.float32)
+
+    train = seqs(train_t)
+    hold_parts = [standardise(sequences(encode(p, mean, std), args.seq_len), floor) for p in hold_t]
+    hold = np.concatenate([h for h in hold_parts if len(h)])
+    print(f"train sequences {len(train)}, held-out {len(hold)}, features {len(INPUTS)}", file=sys.stderr)
+
+    f = len(INPUTS)
+    model = Forecaster(f) if args.forecast else Autoencoder(f, args.seq_len)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
+    x_train = torch.from_numpy(train)
+    history = []
+    for epoch in range(args.epochs):
+        model.train()
+        perm = torch.randperm(len(x_train))
+        total = 0.0
+        for i in range(0, len(perm), args.batch):
+            xb = x_train[perm[i : i + args.batch]]
+            if args.forecast:
+                if len(xb) < 2:
+                    continue
+                loss = ((model(xb[:, :-1, :]) - xb[:, -1, :]) ** 2).mean()
+            else:
+                # The masked last step carries the signal; the visible steps keep the head calibrated.
+                err = nn.functional.huber_loss(model(xb), xb, reduction="none", delta=2.0)
+                loss = err[:, -1, :].mean() + 0.1 * err[:, :-1, :].mean()
+            opt.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            total += loss.item() * len(xb)
+        sched.step()
+        model.eval()
+        with torch.no_grad():
+            if args.forecast:
+                hold_loss = float(((model(torch.from_numpy(hold[:, :-1, :])) - torch.from_numpy(hold[:, -1, :])) ** 2).mean())
+            else:
+                rec = model(torch.from_numpy(hold))
+                hold_loss = float(((rec[:, -1, :] - torch.from_numpy(hold[:, -1, :])) ** 2).mean())
+        history.append({"epoch": epoch + 1, "train_mse": total / len(x_train), "holdout_mse": hold_loss})
+        print(f"epoch {epoch + 1}: train {total / len(x_train):.4f} held-out {hold_loss:.4f}", file=sys.stderr)
+
+    # Held-out normal scores -> threshold for at most N false alarms per instrument-hour.
+    model.eval()
+    if args.forecast:
+        # The forecaster sees L-1 windows in training; at run time it reads the full sequence of L and
+        # predicts the next window, so it is exported over sequences of L.
+        scores = np.concatenate([last_step_scores(model, h, True) for h in hold_parts if len(h) > 1])
+    else:
+        scores = last_step_scores(model, hold, False)
+    windows_per_hour = 3600.0 / args.window_seconds
+    q = 1.0 - args.alerts_per_instrument_hour / windows_per_hour
+    threshold = float(np.quantile(scores, q))
+    print(f"threshold {threshold:.4f} = held-out quantile {q:.6f} of {len(scores)} normal windows", file=sys.stderr)
+
+    os.makedirs(args.out, exist_ok=True)
+    onnx_path = os.path.join(args.out, "model.onnx")
+    dummy = torch.from_numpy(hold[:4])
+    output_name = "forecast" if args.forecast else "reconstruction"
+    torch.onnx.export(
+        model,
+        (dummy,),
+        onnx_path,
+        input_names=["features"],
+        output_names=[output_name],
+        dynamic_axes={"features": {0: "batch"}, output_name: {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    # ONNX Runtime must reproduce PyTorch on held-out data.
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    sample = hold[: min(len(hold), 2048)]
+    ort_out = sess.run(None, {"features": sample})[0]
+    with torch.no_grad():
+        torch_out = model(torch.from_numpy(sample)).numpy()
+    max_diff = float(np.abs(ort_out - torch_out).max())
+    print(f"ONNX Runtime vs PyTorch on {len(sample)} held-out sequences: max |diff| {max_diff:.2e}", file=sys.stderr)
+    if max_diff > 1e-3:
+        sys.exit(f"ONNX Runtime does not reproduce PyTorch (max |diff| {max_diff})")
+
+    meta = {
+        "name": args.name,
+        "version": datetime.date.today().isoformat(),
+        "feature_schema_version": FEATURE_SCHEMA_VERSION,
+        "features": [
+            {"name": n, "transform": k, "mean": float(m), "std": float(s)} for (n, k), m, s in zip(INPUTS, mean, std)
+        ],
+        "sequence_length": args.seq_len,
+        "input_name": "features",
+        "output_name": output_name,
+        "mode": "forecast" if args.forecast else "reconstruction",
+        "score_on": "last_step",
+        "threshold": threshold,
+        "context_std_floor": floor,
+        "calibration": {
+            "method": "quantile of held-out normal last-step scores",
+            "quantile": q,
+            "target_false_alarms_per_instrument_hour": args.alerts_per_instrument_hour,
+            "window_seconds": args.window_seconds,
+            "normal_windows": int(len(scores)),
+        },
+        "training": {
+            "features_files": [os.path.basename(p) for p in args.features],
+            "train_sequences": int(len(train)),
+            "holdout_sequences": int(len(hold)),
+            "holdout_share": args.holdout,
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "torch": torch.__version__,
+            "architecture": "LSTM forecaster (48)" if args.forecast else "masked transformer autoencoder: context-centred input, last step masked, d_model 48, 4 heads, 2 encoder layers",
+        },
+        "metrics": {"history": history, "onnx_vs_torch_max_abs_diff": max_diff},
+    }
+    with open(os.path.join(args.out, "model.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+    print(f"wrote {onnx_path} ({os.path.getsize(onnx_path)} bytes) and model.json", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -78,5 +78,24 @@ model: build onnxruntime
 	$(PY) training/train.py --out models/lobsentry-ae --features $(TRAIN)/normal.features.csv \
 	  $(TRAIN)/goog.features.csv $(TRAIN)/amzn2012.features.csv $(TRAIN)/amzn2021.features.csv
 
+## eval: the shipped model vs the z-score baseline on a labelled synthetic market and on real
+## LOBSTER data with injected episodes (ROC-AUC, PR-AUC, precision, recall, detection delay).
+EVAL := target/eval
+eval: build onnxruntime
+	mkdir -p $(EVAL) target/lobster
+	unzip -qo $(SHARED)/lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip -d target/lobster
+	unzip -qo $(SHARED)/lobster/LOBSTER_SampleFile_AMZN_2012-06-21_5.zip -d target/lobster
+	./target/release/lobsentry generate --events 1000000 --instruments 20 --rate 5000 --anomalies-per-hour 30 \
+	  --seed 7 --out $(EVAL)/synthetic.csv
+	LOBSENTRY__METRICS__ENABLED=false LOBSENTRY__DETECT__SCORES='"$(EVAL)/synthetic.scores.jsonl"' \
+	  ./target/release/lobsentry run --input $(EVAL)/synthetic.csv > /dev/null
+	./target/release/lobsentry eval --scores $(EVAL)/synthetic.scores.jsonl --labels $(EVAL)/synthetic.labels.csv
+	for f in GOOG_2012-06-21_34200000_57600000_message_10 AMZN_2012-06-21_34200000_57600000_message_5; do \
+	  ./target/release/lobsentry generate --inject-into target/lobster/$$f.csv --inject-every 300 --seed 11 \
+	    --out $(EVAL)/$$f.csv && \
+	  LOBSENTRY__METRICS__ENABLED=false LOBSENTRY__DETECT__SCORES="\"$(EVAL)/$$f.scores.jsonl\"" \
+	    ./target/release/lobsentry run --input $(EVAL)/$$f.csv > /dev/null && \
+	  ./target/release/lobsentry eval --scores $(EVAL)/$$f.scores.jsonl --labels $(EVAL)/$$f.labels.csv; done
+
 clean:
 	$(CARGO) clean

@@ -41,6 +41,13 @@ pub struct GenerateArgs {
     /// Injected episodes per instrument-hour of event time (0 = none).
     #[arg(long, default_value_t = 6.0)]
     pub anomalies_per_hour: f64,
+    /// Instead of a synthetic market, copy this LOBSTER message file to --out with injected, labelled
+    /// episodes (quote stuffing, layering, flash-crash sweeps); --out must keep a LOBSTER file name.
+    #[arg(long)]
+    pub inject_into: Option<PathBuf>,
+    /// With --inject-into: mean seconds between injected episodes.
+    #[arg(long, default_value_t = 600.0)]
+    pub inject_every: f64,
 }
 
 /// Writes the market.
@@ -65,6 +72,18 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
     }
     if !errors.is_empty() {
         return Err(Error::Config(errors));
+    }
+    if let Some(messages) = &args.inject_into {
+        let labels_path = args.labels.clone().unwrap_or_else(|| args.out.with_extension("labels.csv"));
+        let name = args.out.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if lobsentry_operators::source::decode::LobsterName::parse(name).is_none() {
+            return Err(Error::Config(vec![format!(
+                "--out {name:?}: keep a LOBSTER message file name (TICKER_DATE_start_end_message_N.csv) so it can be read back"
+            )]));
+        }
+        let n = crate::inject::inject(messages, &args.out, &labels_path, args.inject_every, args.seed)?;
+        eprintln!("wrote {} with {n} injected episodes, labels in {}", args.out.display(), labels_path.display());
+        return Ok(());
     }
     let spec = MarketSpec {
         instruments: args.instruments,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod eval;
 pub mod generate;
+pub mod inject;
 pub mod launch;
 pub mod metrics;
 pub mod metrics_server;

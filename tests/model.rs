@@ -75,6 +75,7 @@ fn a_model_that_disagrees_with_its_metadata_is_refused_naming_both() {
     let mut meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(repo("models/lobsentry-ae/model.json")).unwrap()).unwrap();
     let real_len = meta["sequence_length"].as_u64().unwrap();
+    let width = meta["features"].as_array().unwrap().len();
     meta["sequence_length"] = serde_json::json!(real_len + 3);
     std::fs::write(pkg.join("model.json"), meta.to_string()).unwrap();
     let out = util::cmd()
@@ -85,8 +86,8 @@ fn a_model_that_disagrees_with_its_metadata_is_refused_naming_both() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(&format!("[-1, {}, 15]", real_len + 3)), "{stderr}");
-    assert!(stderr.contains(&format!("[-1, {real_len}, 15]")), "{stderr}");
+    assert!(stderr.contains(&format!("[-1, {}, {width}]", real_len + 3)), "{stderr}");
+    assert!(stderr.contains(&format!("[-1, {real_len}, {width}]")), "{stderr}");
 
     meta["sequence_length"] = serde_json::json!(real_len);
     meta["input_name"] = serde_json::json!("windows");

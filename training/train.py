@@ -109,6 +109,27 @@ def standardise(seqs, floor):
     return ((seqs - mu) / sd).astype(np.float32)
 
 
+def running(z, missing, span, floor):
+    """Per-instrument running standardisation, mirrored in RunningState::apply (Rust)."""
+    alpha = 2.0 / (span + 1.0)
+    out = np.zeros_like(z)
+    f = z.shape[1]
+    m = np.zeros(f)
+    v = np.zeros(f)
+    seen = np.zeros(f, dtype=bool)
+    for t in range(len(z)):
+        ok = ~missing[t]
+        first = ok & ~seen
+        upd = ok & seen
+        x = z[t]
+        d = x - m
+        out[t] = np.where(upd, d / np.maximum(np.sqrt(v), floor), 0.0)
+        m = np.where(first, x, np.where(upd, m + alpha * d, m))
+        v = np.where(upd, (1.0 - alpha) * (v + alpha * d * d), v)
+        seen |= ok
+    return out.astype(np.float32)
+
+
 def encode(t, mean, std):
     z = (t - mean) / std
     z[~np.isfinite(z)] = 0.0  # missing -> the training mean, as the Rust encoder does
@@ -180,35 +201,53 @@ def main():
     ap.add_argument("--forecast", action="store_true", help="train the LSTM forecaster instead")
     ap.add_argument("--context-floor", type=float, default=0.1, help="floor of the per-sequence context std")
     ap.add_argument("--no-context", action="store_true", help="global normalisation only")
+    # Returns and realized volatility are left out by default: in quiet instruments they are mostly
+    # exactly zero, so their running deviation is tiny and every tick move looks extreme.
+    ap.add_argument("--drop", nargs="*", default=["log_return", "realized_vol"], help="input features to leave out")
+    ap.add_argument("--running-span", type=float, default=60.0, help="per-instrument running standardisation span (0 = off)")
+    ap.add_argument("--running-floor", type=float, default=0.01)
+    ap.add_argument("--log-counts", action="store_true", help="log-transform counts, volumes and depths (default: raw, the running standardisation scales them)")
     args = ap.parse_args()
+    global INPUTS
+    INPUTS = [i for i in INPUTS if i[0] not in args.drop]
+    if not args.log_counts:
+        INPUTS = [(n, "identity" if k == "log1p" else k) for n, k in INPUTS]
 
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
-    train_t, hold_t = [], []
+    series = []  # (transformed features, cut) per instrument and file
     for path in args.features:
         for inst, (_, raw) in read_features(path).items():
             t = transformed(raw)
-            cut = int(len(t) * (1 - args.holdout))
-            train_t.append(t[:cut])
-            hold_t.append(t[cut:])
-    all_train = np.concatenate(train_t)
+            series.append((t, int(len(t) * (1 - args.holdout))))
+    all_train = np.concatenate([t[:cut] for t, cut in series])
     mean = np.nanmean(np.where(np.isfinite(all_train), all_train, np.nan), axis=0)
     std = np.nanstd(np.where(np.isfinite(all_train), all_train, np.nan), axis=0)
     std = np.where(std > 1e-9, std, 1.0)
     mean = np.where(np.isfinite(mean), mean, 0.0)
 
-    floor = None if args.no_context else args.context_floor
+    floor = None if args.no_context or args.running_span > 0 else args.context_floor
+
+    def prep(p):
+        """Encoded windows of one instrument's whole series (running statistics carry across the cut)."""
+        z = encode(p, mean, std)
+        if args.running_span > 0:
+            missing = ~np.isfinite((p - mean) / std)
+            z = running(z.astype(np.float64), missing, args.running_span, args.running_floor)
+        return z
+
+    encoded = [(prep(t), cut) for t, cut in series]
 
     def seqs(parts):
-        s = [standardise(sequences(encode(p, mean, std), args.seq_len), floor) for p in parts]
+        s = [standardise(sequences(z, args.seq_len), floor) for z in parts]
         s = [x for x in s if len(x)]
         return np.concatenate(s) if s else np.zeros((0, args.seq_len, len(INPUTS)), np.float32)
 
-    train = seqs(train_t)
-    hold_parts = [standardise(sequences(encode(p, mean, std), args.seq_len), floor) for p in hold_t]
+    train = seqs([z[:cut] for z, cut in encoded])
+    hold_parts = [standardise(sequences(z[cut:], args.seq_len), floor) for z, cut in encoded]
     hold = np.concatenate([h for h in hold_parts if len(h)])
     print(f"train sequences {len(train)}, held-out {len(hold)}, features {len(INPUTS)}", file=sys.stderr)
 
@@ -302,6 +341,7 @@ def main():
         "score_on": "last_step",
         "threshold": threshold,
         "context_std_floor": floor,
+        "running": {"span": args.running_span, "floor": args.running_floor} if args.running_span > 0 else None,
         "calibration": {
             "method": "quantile of held-out normal last-step scores",
             "quantile": q,

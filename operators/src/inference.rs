@@ -156,6 +156,7 @@ pub fn open_session(spec: &InferenceSpec) -> Result<Session, ModelError> {
 #[derive(Debug, Default)]
 struct Sequence {
     steps: VecDeque<Vec<f32>>,
+    running: crate::model::RunningState,
     last_end: u64,
     prediction: Option<Vec<f32>>,
 }
@@ -182,6 +183,7 @@ impl<'scope> ScoreWithModel<'scope> for StreamVec<'scope, u64, WindowFeatures> {
             let mut rows: Vec<(InstrumentId, crate::window::Window)> = Vec::new();
             let mut input: Vec<f32> = Vec::new();
             let mut encoded: Vec<f32> = Vec::with_capacity(f);
+            let mut missing: Vec<bool> = Vec::with_capacity(f);
             move |input_handle, output| {
                 input_handle.for_each_stamp(|cap, data| {
                     for batch in data {
@@ -197,9 +199,12 @@ impl<'scope> ScoreWithModel<'scope> for StreamVec<'scope, u64, WindowFeatures> {
                             continue;
                         }
                         encoded.clear();
-                        if meta.encode(&w, &mut encoded).is_none() {
+                        if meta.encode_with_missing(&w, &mut encoded, &mut missing).is_none() {
                             skipped += 1;
                             continue;
+                        }
+                        if let Some(norm) = &meta.running {
+                            seq.running.apply(norm, &mut encoded, &missing);
                         }
                         seq.last_end = w.window.end;
                         seq.steps.push_back(encoded.clone());

@@ -72,6 +72,65 @@ pub enum ScoreOn {
     Sequence,
 }
 
+/// Per-instrument running standardisation (see [`ModelMeta::running`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunningNorm {
+    /// Span of the exponentially weighted statistics, in windows.
+    pub span: f64,
+    /// Floor of the running standard deviation (in globally normalised units).
+    pub floor: f64,
+}
+
+/// Running statistics of one instrument's encoded features.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunningState {
+    mean: Vec<f64>,
+    var: Vec<f64>,
+    seen: Vec<u64>,
+}
+
+impl RunningState {
+    /// Standardises an encoded window in place by the statistics so far, then folds it in. Values
+    /// that were missing (`missing[j]`) become 0 and do not update the statistics.
+    ///
+    /// ```
+    /// use lobsentry_operators::model::{RunningNorm, RunningState};
+    /// let norm = RunningNorm { span: 3.0, floor: 0.5 };
+    /// let mut state = RunningState::default();
+    /// let mut first = vec![2.0f32];
+    /// state.apply(&norm, &mut first, &[false]);
+    /// assert_eq!(first, vec![0.0], "nothing to compare with yet");
+    /// let mut second = vec![3.0f32];
+    /// state.apply(&norm, &mut second, &[false]);
+    /// assert_eq!(second, vec![2.0], "(3 - 2) / floor 0.5");
+    /// ```
+    pub fn apply(&mut self, norm: &RunningNorm, row: &mut [f32], missing: &[bool]) {
+        if self.mean.len() != row.len() {
+            self.mean = vec![0.0; row.len()];
+            self.var = vec![0.0; row.len()];
+            self.seen = vec![0; row.len()];
+        }
+        let alpha = 2.0 / (norm.span + 1.0);
+        for (j, value) in row.iter_mut().enumerate() {
+            if missing.get(j).copied().unwrap_or(false) {
+                *value = 0.0;
+                continue;
+            }
+            let x = *value as f64;
+            if self.seen[j] == 0 {
+                self.mean[j] = x;
+                *value = 0.0;
+            } else {
+                let d = x - self.mean[j];
+                *value = (d / self.var[j].sqrt().max(norm.floor)) as f32;
+                self.mean[j] += alpha * d;
+                self.var[j] = (1.0 - alpha) * (self.var[j] + alpha * d * d);
+            }
+            self.seen[j] += 1;
+        }
+    }
+}
+
 /// `model.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
@@ -102,6 +161,11 @@ pub struct ModelMeta {
     /// recent behaviour.
     #[serde(default)]
     pub context_std_floor: Option<f64>,
+    /// When set, each instrument's globally normalised features are standardised again by their own
+    /// running (exponentially weighted) mean and variance before they enter a sequence, so the network
+    /// sees how unusual each window is for that instrument.
+    #[serde(default)]
+    pub running: Option<RunningNorm>,
     /// How the threshold was chosen (free-form, for people).
     #[serde(default)]
     pub calibration: serde_json::Value,
@@ -198,7 +262,7 @@ impl ModelMeta {
     /// let meta = ModelMeta { name: "m".into(), version: "1".into(), feature_schema_version: 1,
     ///     features: vec![InputFeature { name: "events".into(), transform: Transform::Log1p, mean: 1.0, std: 2.0 }],
     ///     sequence_length: 2, input_name: "x".into(), output_name: "y".into(), mode: ScoringMode::Reconstruction,
-    ///     score_on: ScoreOn::LastStep, threshold: 1.0, context_std_floor: None, calibration: Default::default(),
+    ///     score_on: ScoreOn::LastStep, threshold: 1.0, context_std_floor: None, running: None, calibration: Default::default(),
     ///     training: Default::default(), metrics: Default::default() };
     /// let mut values = [f64::NAN; FEATURE_COUNT];
     /// values[0] = std::f64::consts::E - 1.0; // ln(1 + x) = 1
@@ -209,11 +273,19 @@ impl ModelMeta {
     /// assert!(out[0].abs() < 1e-6);
     /// ```
     pub fn encode(&self, w: &WindowFeatures, out: &mut Vec<f32>) -> Option<usize> {
+        let mut flags = Vec::new();
+        self.encode_with_missing(w, out, &mut flags)
+    }
+
+    /// [`ModelMeta::encode`], also recording which values were missing.
+    pub fn encode_with_missing(&self, w: &WindowFeatures, out: &mut Vec<f32>, flags: &mut Vec<bool>) -> Option<usize> {
         let mid = w.get("mid_close").unwrap_or(f64::NAN);
         let mut missing = 0;
+        flags.clear();
         for f in &self.features {
             let raw = w.get(&f.name).unwrap_or(f64::NAN);
             let z = (f.transform.apply(raw, mid) - f.mean) / f.std;
+            flags.push(!z.is_finite());
             if z.is_finite() {
                 out.push(z as f32);
             } else {
@@ -307,6 +379,7 @@ mod tests {
             score_on,
             threshold: 1.0,
             context_std_floor: None,
+            running: None,
             calibration: Default::default(),
             training: Default::default(),
             metrics: Default::default(),

@@ -1,0 +1,141 @@
+//! `lobsentry generate --inject-into MESSAGES`: a copy of a real LOBSTER message file with labelled,
+//! injected anomalous episodes, for evaluating detectors on real order flow.
+//!
+//! Injected messages use fresh order ids (above every id in the file) and never touch the file's own
+//! orders, so the real flow stays consistent:
+//! * `quote_stuffing`: 300 add-then-delete pairs one tick behind the best bid or ask within 60 ms;
+//! * `layering`: three rounds of 8 large adds two to nine ticks behind one side, each deleted 30 ms
+//!   later;
+//! * `flash_crash`: a 40 ms sweep of large executions (hidden, type 5) walking 10 ticks through one
+//!   side.
+
+use crate::error::{io_at, Error};
+use lobsentry_operators::book::Book;
+use lobsentry_operators::event::{EventKind, LobEvent, Price, Side};
+use lobsentry_operators::generator::{AnomalyKind, Rng};
+use lobsentry_operators::source::decode::decode_lobster_line;
+use lobsentry_operators::source::reader::InputFile;
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+
+/// Kinds injected into real data.
+pub const KINDS: [AnomalyKind; 3] = [AnomalyKind::QuoteStuffing, AnomalyKind::Layering, AnomalyKind::FlashCrash];
+
+fn write_message(out: &mut impl Write, day_start_ns: u64, e: &LobEvent) -> std::io::Result<()> {
+    let t = e.ts_ns - day_start_ns;
+    writeln!(
+        out,
+        "{}.{:09},{},{},{},{},{}",
+        t / 1_000_000_000,
+        t % 1_000_000_000,
+        e.kind.code(),
+        e.order_id,
+        e.size,
+        e.price.0,
+        e.side.code()
+    )
+}
+
+/// Writes `out` (a LOBSTER message file) and `labels` (CSV), injecting an episode on average every
+/// `every_s` seconds of the file's time. Returns the number of episodes.
+pub fn inject(messages: &Path, out: &Path, labels: &Path, every_s: f64, seed: u64) -> Result<usize, Error> {
+    let input = InputFile::guess(messages).map_err(Error::Data)?;
+    let ctx = input.lobster_context().map_err(Error::Data)?;
+    let text = std::fs::read_to_string(messages).map_err(io_at(messages))?;
+    let max_id = text
+        .lines()
+        .filter_map(|l| decode_lobster_line(l.as_bytes(), &ctx).ok())
+        .map(|e| e.order_id)
+        .max()
+        .unwrap_or(0);
+    let mut next_id = (max_id / 1_000_000 + 1) * 1_000_000;
+    let mut rng = Rng::new(seed);
+    let mut book = Book::new();
+    let mut pending: VecDeque<LobEvent> = VecDeque::new();
+    let mut writer = BufWriter::new(std::fs::File::create(out).map_err(io_at(out))?);
+    let mut label_rows = Vec::new();
+    let mut next_episode: Option<u64> = None;
+    let gap = |rng: &mut Rng| (rng.exp(every_s) * 1e9) as u64 + 30_000_000_000;
+    for line in BufReader::new(text.as_bytes()).lines() {
+        let line = line.map_err(io_at(messages))?;
+        let Ok(event) = decode_lobster_line(line.as_bytes(), &ctx) else {
+            // Keep lines we cannot read as they are (the pipeline reports them).
+            writeln!(writer, "{line}").map_err(io_at(out))?;
+            continue;
+        };
+        while pending.front().is_some_and(|p| p.ts_ns <= event.ts_ns) {
+            let p = pending.pop_front().unwrap_or(event);
+            write_message(&mut writer, ctx.day_start_ns, &p).map_err(io_at(out))?;
+        }
+        let start = *next_episode.get_or_insert_with(|| event.ts_ns + gap(&mut rng));
+        if event.ts_ns >= start && pending.is_empty() {
+            if let (Some((bid, _)), Some((ask, _))) = (book.best_bid(), book.best_ask()) {
+                let kind = KINDS[rng.below(KINDS.len() as u64) as usize];
+                let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
+                let tick = 100;
+                let behind = |offset: i64| match side {
+                    Side::Buy => Price(bid.0 - offset * tick),
+                    Side::Sell => Price(ask.0 + offset * tick),
+                };
+                let mut t = event.ts_ns;
+                let ev = |t: u64, kind: EventKind, order_id: u64, size: u64, price: Price| LobEvent {
+                    ts_ns: t,
+                    instrument: ctx.instrument,
+                    kind,
+                    order_id,
+                    size,
+                    price,
+                    side,
+                };
+                match kind {
+                    AnomalyKind::QuoteStuffing => {
+                        for _ in 0..300 {
+                            t += 100_000;
+                            pending.push_back(ev(t, EventKind::Add, next_id, 100, behind(1)));
+                            t += 100_000;
+                            pending.push_back(ev(t, EventKind::Delete, next_id, 100, behind(1)));
+                            next_id += 1;
+                        }
+                    }
+                    AnomalyKind::Layering => {
+                        for _ in 0..3 {
+                            let first = next_id;
+                            for level in 0..8 {
+                                t += 1_000_000;
+                                pending.push_back(ev(t, EventKind::Add, next_id, 5_000, behind(2 + level)));
+                                next_id += 1;
+                            }
+                            for (i, id) in (first..next_id).enumerate() {
+                                t += 30_000_000;
+                                pending.push_back(ev(t, EventKind::Delete, id, 5_000, behind(2 + i as i64)));
+                            }
+                        }
+                    }
+                    _ => {
+                        for step in 0..40 {
+                            t += 1_000_000;
+                            pending.push_back(ev(t, EventKind::ExecuteHidden, 0, 2_000, behind(step / 4)));
+                        }
+                    }
+                }
+                let end = pending.back().map_or(t, |p| p.ts_ns);
+                label_rows.push(format!("{},{},{},{}", ctx.instrument, kind.name(), event.ts_ns, end));
+                next_episode = Some(end + gap(&mut rng));
+            }
+        }
+        book.apply(&event);
+        writeln!(writer, "{line}").map_err(io_at(out))?;
+    }
+    for p in pending {
+        write_message(&mut writer, ctx.day_start_ns, &p).map_err(io_at(out))?;
+    }
+    writer.flush().map_err(io_at(out))?;
+    let mut lw = BufWriter::new(std::fs::File::create(labels).map_err(io_at(labels))?);
+    writeln!(lw, "instrument,kind,start_ns,end_ns").map_err(io_at(labels))?;
+    for row in &label_rows {
+        writeln!(lw, "{row}").map_err(io_at(labels))?;
+    }
+    lw.flush().map_err(io_at(labels))?;
+    Ok(label_rows.len())
+}

@@ -10,8 +10,7 @@
 //! Inputs are deterministic pseudo-random standardised sequences of the model's shape, so the
 //! figures measure ONNX Runtime and scoring, not the dataflow.
 
-use lobsentry_operators::inference::{onnxruntime, open_session, InferenceSpec};
-use ort::value::Tensor;
+use lobsentry_operators::inference::{onnxruntime, open_session, run_batch, InferenceSpec};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -66,10 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for chunk in input.chunks(MAX_BATCH * l * f) {
                 let rows = chunk.len() / (l * f);
                 let t0 = Instant::now();
-                let outputs = session.run(
-                    ort::inputs![meta.input_name.as_str() => Tensor::from_array(([rows, l, f], chunk.to_vec()))?],
-                )?;
-                let (_, out) = outputs[meta.output_name.as_str()].try_extract_tensor::<f32>()?;
+                let out = run_batch(&mut session, &meta, rows, chunk)?;
                 for r in 0..rows {
                     let row = &chunk[r * l * f..(r + 1) * l * f];
                     if meta.score(row, &out[r * l * f..(r + 1) * l * f], None).is_some() && !warm {

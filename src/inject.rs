@@ -64,8 +64,8 @@ pub fn inject(messages: &Path, out: &Path, labels: &Path, every_s: f64, seed: u6
             writeln!(writer, "{line}").map_err(io_at(out))?;
             continue;
         };
-        while pending.front().is_some_and(|p| p.ts_ns <= event.ts_ns) {
-            let p = pending.pop_front().unwrap_or(event);
+        while let Some(p) = pending.front().filter(|p| p.ts_ns <= event.ts_ns).copied() {
+            pending.pop_front();
             write_message(&mut writer, ctx.day_start_ns, &p).map_err(io_at(out))?;
         }
         let start = *next_episode.get_or_insert_with(|| event.ts_ns + gap(&mut rng));

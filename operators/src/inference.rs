@@ -153,6 +153,19 @@ pub fn open_session(spec: &InferenceSpec) -> Result<Session, ModelError> {
 }
 
 /// Per-instrument state: the last `L` encoded windows and, in forecast mode, the last prediction.
+/// One ONNX Runtime call on `rows` standardised sequences (`input` holds `rows * L * F` values, row
+/// major): the model's output, flattened (`rows * L * F` values for reconstruction, `rows * F` for
+/// forecast models). The operator makes one such call per batch.
+pub fn run_batch(session: &mut Session, meta: &ModelMeta, rows: usize, input: &[f32]) -> Result<Vec<f32>, String> {
+    let shape = [rows, meta.sequence_length, meta.width()];
+    let tensor = Tensor::from_array((shape, input.to_vec())).map_err(|e| e.to_string())?;
+    let outputs = session.run(ort::inputs![meta.input_name.as_str() => tensor]).map_err(|e| e.to_string())?;
+    outputs[meta.output_name.as_str()]
+        .try_extract_tensor::<f32>()
+        .map(|(_, data)| data.to_vec())
+        .map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Default)]
 struct Sequence {
     steps: VecDeque<Vec<f32>>,
@@ -227,18 +240,7 @@ impl<'scope> ScoreWithModel<'scope> for StreamVec<'scope, u64, WindowFeatures> {
                         input.chunks(spec.max_batch.max(1) * l * f).zip(rows.chunks(spec.max_batch.max(1)))
                     {
                         let started = Instant::now();
-                        let shape = [chunk_rows.len(), l, f];
-                        let result = Tensor::from_array((shape, chunk.to_vec()))
-                            .map_err(|e| e.to_string())
-                            .and_then(|t| {
-                                session.run(ort::inputs![meta.input_name.as_str() => t]).map_err(|e| e.to_string())
-                            })
-                            .and_then(|outputs| {
-                                outputs[meta.output_name.as_str()]
-                                    .try_extract_tensor::<f32>()
-                                    .map(|(_, data)| data.to_vec())
-                                    .map_err(|e| e.to_string())
-                            });
+                        let result = run_batch(&mut session, &meta, chunk_rows.len(), chunk);
                         if let Some(observe) = &spec.on_batch {
                             observe(chunk_rows.len(), started.elapsed());
                         }

@@ -88,10 +88,13 @@ impl<'scope> WriteWindows<'scope> for StreamVec<'scope, u64, WindowFeatures> {
                 input.for_each_stamp(|cap, data| {
                     let mut session = output.session(&cap);
                     for batch in data {
-                        pending
-                            .entry(cap.least().copied().unwrap_or_default())
-                            .or_default()
-                            .extend(batch.iter().cloned());
+                        // Keyed by window end, not by timestamp: windows closing together may travel
+                        // at the earliest end's capability, and which of them do depends on how far
+                        // the frontier jumped. A window's timestamp is at most its end, so all windows
+                        // ending at E have arrived once the frontier passes E.
+                        for w in batch.iter() {
+                            pending.entry(w.window.end).or_default().push(w.clone());
+                        }
                         session.give_container(batch);
                     }
                 });
@@ -124,5 +127,50 @@ impl<'scope> WriteWindows<'scope> for StreamVec<'scope, u64, WindowFeatures> {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::InstrumentId;
+    use crate::features::FEATURE_COUNT;
+    use crate::window::Window;
+    use timely::container::CapacityContainerBuilder;
+    use timely::dataflow::operators::Input;
+    use timely::dataflow::InputHandle;
+
+    /// Windows closing at the same end may arrive at different timestamps (a window operator sends
+    /// windows that close together at the earliest end's capability); the file must not depend on it.
+    #[test]
+    fn order_is_by_window_end_whatever_the_timestamps() {
+        let w = |sym, end: u64| WindowFeatures {
+            instrument: InstrumentId::new(sym).unwrap(),
+            window: Window { start: end - 10, end },
+            exec_price_range: None,
+            vwap_ticks: None,
+            values: [0.0; FEATURE_COUNT],
+        };
+        let path = std::env::temp_dir().join(format!("lobsentry-sink-order-{}.csv", std::process::id()));
+        let p = path.clone();
+        let error = Arc::new(Mutex::new(None));
+        let e = error.clone();
+        timely::execute_directly(move |worker| {
+            let mut input = InputHandle::<u64, CapacityContainerBuilder<Vec<WindowFeatures>>>::new();
+            worker.dataflow::<u64, _, _>(|scope| {
+                let open: WriterFactory = Box::new(move || Ok(Box::new(std::fs::File::create(p)?)));
+                scope.input_from(&mut input).write_windows(WindowFormat::W1Csv, open, e);
+            });
+            // Stamp 10 carries windows ending at 10 and 20; another window ending at 20 comes at 20.
+            input.send(w("B", 20));
+            input.send(w("A", 10));
+            input.advance_to(20);
+            input.send(w("A", 20));
+        });
+        let text = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        let firsts: Vec<_> = text.lines().skip(1).map(|l| &l[..4]).collect();
+        assert_eq!(firsts, vec!["A,0,", "A,10", "B,10"]);
+        assert!(error.lock().unwrap().is_none());
     }
 }

@@ -38,6 +38,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Start a local cluster of `run` processes on free loopback ports (for development).
     Launch(crate::launch::LaunchArgs),
+    /// Load an event file into a Kafka topic, keyed by instrument (for demos and benchmarks).
+    Produce(crate::produce::ProduceArgs),
 }
 
 /// `--config`.
@@ -100,6 +102,7 @@ pub fn main(cli: Cli) -> Result<(), Error> {
         Command::Book(args) => crate::replay::run(args),
         Command::Bench(args) => crate::bench::run(args),
         Command::Launch(args) => crate::launch::run(args),
+        Command::Produce(args) => crate::produce::run(args),
     }
 }
 

@@ -41,6 +41,85 @@ pub struct RawConfig {
     pub model: RawModel,
     /// `[cluster]`.
     pub cluster: RawCluster,
+    /// `[kafka]`.
+    pub kafka: RawKafka,
+    /// `[checkpoint]`.
+    pub checkpoint: RawCheckpoint,
+}
+
+/// `[kafka]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawKafka {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// Input topic.
+    pub topic: String,
+    /// "json-lines" or "csv".
+    pub format: String,
+    /// Consumer group offsets are committed to.
+    pub group_id: String,
+    /// Idle partition timeout.
+    pub idle_timeout: String,
+    /// Stop at the end offsets found at start.
+    pub stop_at_end: bool,
+    /// Metadata attempts at start.
+    pub connect_attempts: i64,
+    /// Pause between them.
+    pub connect_backoff: String,
+    /// Alerts topic ("" = none).
+    pub alerts_topic: String,
+    /// Scores topic ("" = none).
+    pub scores_topic: String,
+    /// Dead-letter topic ("" = none).
+    pub dead_letter_topic: String,
+    /// librdkafka's delivery timeout per attempt.
+    pub message_timeout: String,
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawCheckpoint {
+    /// Directory ("" = checkpoints off).
+    pub dir: String,
+    /// Event time between checkpoints.
+    pub interval: String,
+    /// Complete checkpoints kept.
+    pub retain: i64,
+}
+
+/// Where alerts, scores and rejected records go in Kafka.
+#[derive(Clone, Debug, Default)]
+pub struct KafkaSinks {
+    /// Alerts.
+    pub alerts: Option<lobsentry_operators::sink::kafka::KafkaWriterSpec>,
+    /// Every score.
+    pub scores: Option<lobsentry_operators::sink::kafka::KafkaWriterSpec>,
+    /// Rejected input records.
+    pub dead_letter: Option<lobsentry_operators::sink::kafka::KafkaWriterSpec>,
+}
+
+/// `[checkpoint]`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// Directory.
+    pub dir: PathBuf,
+    /// Event time between barriers, ns.
+    pub interval_ns: u64,
+    /// Complete checkpoints kept.
+    pub retain: usize,
+}
+
+/// The Kafka input, validated (the partition count is found at start).
+#[derive(Clone, Debug)]
+pub struct KafkaInput {
+    /// Source options.
+    pub spec: lobsentry_operators::source::kafka::KafkaSourceSpec,
+    /// Metadata attempts at start.
+    pub connect_attempts: u32,
+    /// Pause between them.
+    pub connect_backoff: Duration,
 }
 
 /// `[detect]`.
@@ -259,12 +338,14 @@ pub struct RawSink {
 }
 
 /// Where events come from.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum SourceConfig {
     /// The synthetic market.
     Synthetic(lobsentry_operators::source::SyntheticSpec),
     /// Files.
     Files(lobsentry_operators::source::FileSourceSpec),
+    /// A Kafka topic.
+    Kafka(KafkaInput),
 }
 
 impl SourceConfig {
@@ -273,6 +354,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Synthetic(_) => "synthetic",
             SourceConfig::Files(_) => "files",
+            SourceConfig::Kafka(_) => "kafka",
         }
     }
 }
@@ -332,6 +414,10 @@ pub struct Config {
     pub scores: Option<PathBuf>,
     /// The ONNX model.
     pub model: Option<ModelConfig>,
+    /// Kafka outputs.
+    pub kafka_sinks: KafkaSinks,
+    /// Checkpoints (`None`: off).
+    pub checkpoint: Option<CheckpointConfig>,
 }
 
 /// Command-line overrides.
@@ -442,6 +528,10 @@ impl RawConfig {
         let idle = duration("generator.idle-timeout", &self.generator.idle_timeout);
         let size = duration("window.size", &self.window.size);
         let slide = duration("window.slide", &self.window.slide);
+        let kafka_idle = duration("kafka.idle-timeout", &self.kafka.idle_timeout);
+        let kafka_backoff = duration("kafka.connect-backoff", &self.kafka.connect_backoff);
+        let message_timeout = duration("kafka.message-timeout", &self.kafka.message_timeout);
+        let interval = duration("checkpoint.interval", &self.checkpoint.interval);
 
         let workers = overrides.workers.map(|w| w as i64).unwrap_or(self.pipeline.workers);
         if !(1..=1024).contains(&workers) {
@@ -547,8 +637,35 @@ impl RawConfig {
                 spec.batch_lines = self.source.batch_lines.max(1) as usize;
                 SourceConfig::Files(spec)
             }
+            "kafka" => {
+                let k = &self.kafka;
+                if k.brokers.is_empty() || k.topic.is_empty() {
+                    errors.push("kafka: the kafka source needs kafka.brokers and kafka.topic".into());
+                }
+                let mut spec = lobsentry_operators::source::kafka::KafkaSourceSpec::new(&k.brokers, &k.topic, 0);
+                spec.bound_ns = bound_ns;
+                spec.format = match k.format.as_str() {
+                    "json-lines" => Format::JsonLines,
+                    "csv" => Format::Csv,
+                    other => {
+                        errors.push(format!("kafka.format: {other:?} is neither \"json-lines\" nor \"csv\""));
+                        Format::JsonLines
+                    }
+                };
+                spec.group_id = k.group_id.clone();
+                spec.idle_timeout = kafka_idle;
+                spec.stop_at_end = k.stop_at_end;
+                if k.connect_attempts < 1 {
+                    errors.push(format!("kafka.connect-attempts: {} is not positive", k.connect_attempts));
+                }
+                SourceConfig::Kafka(KafkaInput {
+                    spec,
+                    connect_attempts: k.connect_attempts.max(1) as u32,
+                    connect_backoff: kafka_backoff,
+                })
+            }
             other => {
-                errors.push(format!("source.kind: {other:?} is neither \"synthetic\" nor \"files\""));
+                errors.push(format!("source.kind: {other:?} is not \"synthetic\", \"files\" or \"kafka\""));
                 SourceConfig::Files(lobsentry_operators::source::FileSourceSpec::new(Vec::new(), bound_ns))
             }
         };
@@ -703,6 +820,46 @@ impl RawConfig {
                 _ => None,
             }
         };
+        let writer = |topic: &str| {
+            (!topic.is_empty()).then(|| {
+                let mut w = lobsentry_operators::sink::kafka::KafkaWriterSpec::new(&self.kafka.brokers, topic);
+                w.message_timeout = message_timeout.max(Duration::from_millis(100));
+                w
+            })
+        };
+        let kafka_sinks = KafkaSinks {
+            alerts: writer(&self.kafka.alerts_topic),
+            scores: writer(&self.kafka.scores_topic),
+            dead_letter: writer(&self.kafka.dead_letter_topic),
+        };
+        let uses_kafka = matches!(source, SourceConfig::Kafka(_))
+            || kafka_sinks.alerts.is_some()
+            || kafka_sinks.scores.is_some()
+            || kafka_sinks.dead_letter.is_some();
+        if uses_kafka && self.kafka.brokers.is_empty() {
+            errors.push("kafka.brokers: Kafka topics are configured but no brokers".into());
+        }
+        let checkpoint = if self.checkpoint.dir.is_empty() {
+            None
+        } else {
+            if !matches!(source, SourceConfig::Kafka(_)) {
+                errors.push(
+                    "checkpoint.dir: checkpoints need the kafka source (files and the generator replay from the start)"
+                        .into(),
+                );
+            }
+            if interval.as_nanos() < 2 {
+                errors.push("checkpoint.interval: must be positive".into());
+            }
+            if self.checkpoint.retain < 1 {
+                errors.push(format!("checkpoint.retain: {} is not positive", self.checkpoint.retain));
+            }
+            Some(CheckpointConfig {
+                dir: PathBuf::from(&self.checkpoint.dir),
+                interval_ns: interval.as_nanos() as u64,
+                retain: self.checkpoint.retain.max(1) as usize,
+            })
+        };
         if !errors.is_empty() {
             return Err(Error::Config(errors));
         }
@@ -724,6 +881,8 @@ impl RawConfig {
             alerts: optional(&self.detect.alerts),
             scores: optional(&self.detect.scores),
             model,
+            kafka_sinks,
+            checkpoint,
         })
     }
 }
@@ -760,7 +919,7 @@ mod tests {
         let env = vec![
             ("LOBSENTRY__WINDOW__SIZE".to_string(), "3x".to_string()),
             ("LOBSENTRY__PIPELINE__WORKERS".to_string(), "0".to_string()),
-            ("LOBSENTRY__SOURCE__KIND".to_string(), "kafka".to_string()),
+            ("LOBSENTRY__SOURCE__KIND".to_string(), "kafkaa".to_string()),
             ("UNRELATED".to_string(), "1".to_string()),
         ];
         let err = load_raw(None, env).unwrap().validate(&Overrides::default()).unwrap_err();

@@ -12,6 +12,7 @@ pub mod launch;
 pub mod metrics;
 pub mod metrics_server;
 pub mod pipeline;
+pub mod produce;
 pub mod replay;
 pub mod summary;
 

@@ -48,7 +48,30 @@ pub struct PipelineMetrics {
     pub inference_warmup: IntCounter,
     /// Windows skipped by the model (too many missing features, NaN/inf outputs, failed calls).
     pub inference_skipped: IntCounter,
+    /// Kafka: messages consumed.
+    pub kafka_messages: IntCounter,
+    /// Kafka: consumer errors (each retried by librdkafka).
+    pub kafka_consumer_errors: IntCounter,
+    /// Kafka: messages acknowledged by the brokers (alerts, scores, dead letters).
+    pub kafka_delivered: IntCounter,
+    /// Kafka: deliveries that failed and were queued again.
+    pub kafka_delivery_retries: IntCounter,
+    /// Kafka: messages not written again after a restart (already in the topic).
+    pub kafka_deduplicated: IntCounter,
+    /// Kafka: offset commits that failed.
+    pub kafka_commit_errors: IntCounter,
+    /// Checkpoints this process's workers completed (one per worker and checkpoint).
+    pub checkpoints: IntCounter,
+    /// Checkpoint attempts that failed (retried at the same barrier).
+    pub checkpoint_failures: IntCounter,
+    /// Bytes of this process's part of the last checkpoint, per worker (the last writer wins).
+    pub checkpoint_bytes: IntGauge,
+    /// Time a worker spent serialising and writing its part.
+    pub checkpoint_write: Histogram,
+    /// Barrier of the last complete checkpoint (event time, Unix seconds).
+    pub checkpoint_barrier: Gauge,
     book_seen: Mutex<BookStats>,
+    kafka_seen: Mutex<[u64; 6]>,
 }
 
 impl PipelineMetrics {
@@ -135,8 +158,77 @@ impl PipelineMetrics {
                 "lobsentry_inference_skipped_windows_total",
                 "Windows the model skipped (missing features, NaN/inf outputs, failed calls).",
             )?,
+            kafka_messages: counter("lobsentry_kafka_messages_total", "Kafka messages consumed.")?,
+            kafka_consumer_errors: counter(
+                "lobsentry_kafka_consumer_errors_total",
+                "Kafka consumer errors (broker down, transport); librdkafka retries them.",
+            )?,
+            kafka_delivered: counter("lobsentry_kafka_delivered_total", "Messages acknowledged by Kafka.")?,
+            kafka_delivery_retries: counter(
+                "lobsentry_kafka_delivery_retries_total",
+                "Kafka deliveries that failed and were queued again with backoff.",
+            )?,
+            kafka_deduplicated: counter(
+                "lobsentry_kafka_deduplicated_total",
+                "Messages not written again after a restart because the topic already had them.",
+            )?,
+            kafka_commit_errors: counter("lobsentry_kafka_commit_errors_total", "Kafka offset commits that failed.")?,
+            checkpoints: counter(
+                "lobsentry_checkpoints_total",
+                "Checkpoint parts completed by this process's workers.",
+            )?,
+            checkpoint_failures: counter(
+                "lobsentry_checkpoint_failures_total",
+                "Checkpoint attempts that failed (retried at the same barrier).",
+            )?,
+            checkpoint_bytes: {
+                let g = IntGauge::new("lobsentry_checkpoint_part_bytes", "Size of the last checkpoint part written.")?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            checkpoint_write: histogram(
+                registry,
+                "lobsentry_checkpoint_write_seconds",
+                "Time a worker spent serialising and writing its checkpoint part.",
+                prometheus::exponential_buckets(0.0005, 2.0, 16)?,
+            )?,
+            checkpoint_barrier: gauge(
+                "lobsentry_checkpoint_barrier_seconds",
+                "Event time of the last complete checkpoint's barrier, Unix seconds.",
+            )?,
             book_seen: Mutex::new(BookStats::default()),
+            kafka_seen: Mutex::new([0; 6]),
         })
+    }
+
+    /// Brings the Kafka counters up to the totals of the process's sources and writers.
+    pub fn sync_kafka(
+        &self,
+        source: &lobsentry_operators::source::kafka::KafkaSourceCounters,
+        sink: &lobsentry_operators::sink::kafka::KafkaSinkCounters,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Ok(mut seen) = self.kafka_seen.lock() else { return };
+        let now = [
+            source.messages.load(Relaxed),
+            source.errors.load(Relaxed),
+            sink.delivered.load(Relaxed),
+            sink.retries.load(Relaxed),
+            sink.deduplicated.load(Relaxed),
+            source.commit_errors.load(Relaxed),
+        ];
+        let counters = [
+            &self.kafka_messages,
+            &self.kafka_consumer_errors,
+            &self.kafka_delivered,
+            &self.kafka_delivery_retries,
+            &self.kafka_deduplicated,
+            &self.kafka_commit_errors,
+        ];
+        for ((c, n), s) in counters.iter().zip(now).zip(seen.iter()) {
+            c.inc_by(n.saturating_sub(*s));
+        }
+        *seen = now;
     }
 
     /// Brings the book counters up to `totals` (the sum over this process's workers).

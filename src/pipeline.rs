@@ -8,15 +8,20 @@ use crate::error::Error;
 use crate::metrics::PipelineMetrics;
 use crate::summary::Summary;
 use lobsentry_operators::book::{BookStats, ReconstructBook, ReconstructBookSpec};
+use lobsentry_operators::checkpoint::{decode, encode, Barrier, CheckpointStore, Coordinator, Part, StateRegistry};
 use lobsentry_operators::detect::{ScoreWindows, WindowScore};
 use lobsentry_operators::event::{LobEvent, Timed};
 use lobsentry_operators::features::{ExtractFeatures, WindowFeatures};
 use lobsentry_operators::generator::AnomalyLabel;
 use lobsentry_operators::inference::{onnxruntime, open_session, InferenceSpec, ScoreWithModel};
+use lobsentry_operators::sink::kafka::{read_ids, KafkaSinkCounters, KafkaWriter, KafkaWriterSpec};
 use lobsentry_operators::sink::{WriteWindows, WriterFactory};
+use lobsentry_operators::source::kafka::{kafka_source, partition_count, KafkaSourceCounters};
 use lobsentry_operators::source::{file_source, synthetic_source, Rejected};
 use prometheus::Registry;
+use std::cell::RefCell;
 use std::io::{BufWriter, Write};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,6 +42,10 @@ pub struct Counters {
     pub watermarks: Mutex<Vec<u64>>,
     /// Set once the dataflow is built and running (`/readyz`).
     pub ready: AtomicBool,
+    /// Kafka source counters (all workers of this process).
+    pub kafka_source: Arc<KafkaSourceCounters>,
+    /// Kafka writer counters (all workers of this process).
+    pub kafka_sink: Arc<KafkaSinkCounters>,
 }
 
 impl Counters {
@@ -44,7 +53,13 @@ impl Counters {
     pub fn new(registry: &Registry, source: &str) -> Result<Counters, Error> {
         let metrics =
             PipelineMetrics::register_into(registry, source).map_err(|e| Error::Io(format!("metrics: {e}")))?;
-        Ok(Counters { metrics, watermarks: Mutex::new(Vec::new()), ready: AtomicBool::new(false) })
+        Ok(Counters {
+            metrics,
+            watermarks: Mutex::new(Vec::new()),
+            ready: AtomicBool::new(false),
+            kafka_source: Arc::default(),
+            kafka_sink: Arc::default(),
+        })
     }
 
     /// Counters with a private registry (for tests and embedding without a metrics endpoint).
@@ -124,8 +139,124 @@ fn open_shared(path: &Option<std::path::PathBuf>, header: Option<&str>) -> Resul
     }
 }
 
+/// The id of a score in Kafka (`id` header): the same in every run that scores the same window.
+pub fn score_id(s: &WindowScore) -> String {
+    format!("{}|{}|{}", s.instrument.as_str(), s.window.end, s.model)
+}
+
+/// What identifies a job's checkpoints: a checkpoint only restores into the same dataflow.
+fn job_fingerprint(config: &Config, peers: usize) -> String {
+    let source = match &config.source {
+        SourceConfig::Kafka(k) => {
+            format!("kafka {}:{} partitions {}", k.spec.topic, k.spec.format as u8, k.spec.partitions)
+        }
+        other => other.kind().to_string(),
+    };
+    format!(
+        "{source}; workers {peers}; window {:?}; book {}; detect {}; model {}",
+        config.window,
+        config.book,
+        config.detect.is_some(),
+        config.model.as_ref().map_or("none".to_string(), |m| format!("{}@{}", m.meta.name, m.meta.version))
+    )
+}
+
+/// The latest complete checkpoint's parts for this process's workers, checked against the job.
+fn restore_point(
+    config: &Config,
+    store: &CheckpointStore,
+    peers: usize,
+) -> Result<Option<(u64, u64, Vec<Part>)>, Error> {
+    let Some(barrier) = store.latest().map_err(|e| Error::Io(format!("{}: {e}", store.dir().display())))? else {
+        return Ok(None);
+    };
+    let process = config.cluster.as_ref().map_or(0, |c| c.process);
+    let job = job_fingerprint(config, peers);
+    let mut parts = Vec::new();
+    for w in process * config.workers..(process + 1) * config.workers {
+        let part = store.read_part(barrier, w).map_err(Error::Data)?;
+        if part.peers != peers || part.job != job {
+            return Err(Error::Data(format!(
+                "checkpoint {} in {} was taken by another job ({}, {} workers); this run is {job}, {peers} workers. \
+                 Use an empty checkpoint.dir (or the same settings).",
+                barrier,
+                store.dir().display(),
+                part.job,
+                part.peers
+            )));
+        }
+        parts.push(part);
+    }
+    let next = store.next_after(barrier).unwrap_or(u64::MAX);
+    Ok(Some((barrier, next, parts)))
+}
+
+type SharedKafkaWriter = Rc<RefCell<KafkaWriter>>;
+
+/// A Kafka writer whose end offsets are checkpointed: after a restart it skips what the topic
+/// already holds past them (the messages an interrupted run wrote after its last checkpoint).
+fn checkpointed_writer(
+    kind: &str,
+    spec: &Option<KafkaWriterSpec>,
+    counters: &Arc<KafkaSinkCounters>,
+    registry: &Option<StateRegistry>,
+) -> Option<SharedKafkaWriter> {
+    let spec = spec.clone()?;
+    let writer = KafkaWriter::new(spec.clone(), counters.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let writer = Rc::new(RefCell::new(writer));
+    if let Some(registry) = registry {
+        let saved = writer.clone();
+        let timeout = spec.message_timeout;
+        let restored = registry.register(kind, move || {
+            let mut w = saved.borrow_mut();
+            w.flush(timeout)?;
+            encode(&w.end_offsets(timeout)?)
+        });
+        if let Some(bytes) = restored {
+            let from: Vec<(i32, i64)> = decode(&bytes).unwrap_or_else(|e| panic!("checkpoint: {kind}: {e}"));
+            let ids = read_ids(&spec.brokers, &spec.topic, &from, Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("reading back {:?} for de-duplication: {e}", spec.topic));
+            writer.borrow_mut().skip_ids(ids.into_iter().collect());
+        }
+    }
+    Some(writer)
+}
+
 /// Runs the pipeline to completion (or forever for endless sources), updating `counters`.
 pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error> {
+    let mut config = config.clone();
+    let peers = config.workers * config.cluster.as_ref().map_or(1, |c| c.addresses.len());
+    if let SourceConfig::Kafka(k) = &mut config.source {
+        // An unreachable broker or a missing topic is an error here, after the configured retries.
+        k.spec.partitions = partition_count(
+            &k.spec.client_config(),
+            &k.spec.topic,
+            k.connect_attempts,
+            Duration::from_secs(5),
+            k.connect_backoff,
+        )
+        .map_err(Error::Data)?;
+        k.spec.counters = counters.kafka_source.clone();
+        if config.checkpoint.is_some() && (k.spec.partitions as usize) < peers {
+            return Err(Error::Data(format!(
+                "checkpoints need a partition per worker: topic {:?} has {} partitions, the run has {peers} workers",
+                k.spec.topic, k.spec.partitions
+            )));
+        }
+    }
+    let checkpoint = match &config.checkpoint {
+        None => None,
+        Some(c) => {
+            let mut store = CheckpointStore::new(&c.dir).map_err(|e| Error::Io(format!("checkpoint.dir: {e}")))?;
+            store.retain = c.retain;
+            let restore = restore_point(&config, &store, peers)?;
+            if let Some((b, _, _)) = &restore {
+                eprintln!("lobsentry: resuming from checkpoint {b} in {}", c.dir.display());
+            }
+            Some((store, c.interval_ns, Arc::new(restore), job_fingerprint(&config, peers)))
+        }
+    };
+    let config = &config;
     if let Ok(mut w) = counters.watermarks.lock() {
         *w = vec![0; config.workers];
     }
@@ -173,7 +304,7 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
         late_writer.clone(),
         alerts_writer.clone(),
         alerts_keep.clone(),
-        (scores_writer.clone(), ort_env.clone()),
+        (scores_writer.clone(), ort_env.clone(), checkpoint.clone()),
     );
     let communication = match &config.cluster {
         None => timely::CommunicationConfig::Process(config.workers),
@@ -199,16 +330,37 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
             late_writer,
             alerts_writer,
             alerts_keep,
-            (scores_writer, ort_env),
+            (scores_writer, ort_env, checkpoint),
         ) = shared.clone();
         let local = worker.index() % config.workers;
         let probe = ProbeHandle::new();
+        // Checkpoints: each stateful operator registers its state (restored from the checkpoint, if any).
+        let registry: Option<StateRegistry> = checkpoint.as_ref().map(|(_, interval, restore, _)| {
+            let registry = match restore.as_ref() {
+                Some((_, _, parts)) => StateRegistry::restoring(&parts[local]),
+                None => StateRegistry::new(),
+            };
+            let barrier = Barrier::every(*interval, 0);
+            if let Some((_, next, _)) = restore.as_ref() {
+                barrier.move_to(*next);
+            }
+            registry.set_barrier(barrier);
+            registry
+        });
+        let sink_counters = counters.kafka_sink.clone();
+        let kafka_alerts = checkpointed_writer("alerts-sink", &config.kafka_sinks.alerts, &sink_counters, &registry);
+        let kafka_scores = checkpointed_writer("scores-sink", &config.kafka_sinks.scores, &sink_counters, &registry);
+        let kafka_dlq = checkpointed_writer("dead-letter-sink", &config.kafka_sinks.dead_letter, &sink_counters, &registry);
+        let writers: Vec<SharedKafkaWriter> =
+            [&kafka_alerts, &kafka_scores, &kafka_dlq].into_iter().flatten().cloned().collect();
         worker.dataflow::<u64, _, _>(|scope| {
             let (events, errors): (StreamVec<'_, u64, Timed<LobEvent>>, StreamVec<'_, u64, Rejected>) = match &config.source {
                 SourceConfig::Files(spec) => file_source(scope, spec.clone(), Some(probe.clone())),
                 SourceConfig::Synthetic(spec) => {
                     (synthetic_source(scope, spec.clone(), Some(labels.clone())), empty(scope))
                 }
+                SourceConfig::Kafka(k) => kafka_source(scope, k.spec.clone(), registry.clone(), Some(probe.clone()))
+                    .unwrap_or_else(|e| panic!("Kafka source: {e}")),
             };
             let events_counter = counters.clone();
             let events = events.inspect_core(move |batch| {
@@ -218,7 +370,17 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                 }
             });
             let rejected_counter = counters.clone();
+            let dlq = kafka_dlq.clone();
             errors.inspect(move |r: &Rejected| {
+                if let Some(w) = &dlq {
+                    let id = format!("{}@{}", r.origin, r.line);
+                    let headers = vec![
+                        ("reason".to_string(), r.reason.clone().into_bytes()),
+                        ("origin".to_string(), r.origin.clone().into_bytes()),
+                        ("offset".to_string(), r.line.to_string().into_bytes()),
+                    ];
+                    w.borrow_mut().send(r.origin.as_bytes(), r.text.clone().into_bytes(), Some(id.as_bytes()), headers);
+                }
                 rejected_counter.metrics.decode_errors.inc();
                 if let Ok(mut keep) = rejected_keep.lock() {
                     if keep.len() < KEEP_REJECTED {
@@ -233,7 +395,8 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                         }
                     }
                 }
-            });
+            })
+            .probe_with(&probe);
             let late_counter = counters.clone();
             let count_late = move |e: &LobEvent| {
                 late_counter.metrics.late_events.inc();
@@ -248,13 +411,15 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                 }
             };
             let features: StreamVec<'_, u64, WindowFeatures> = if config.book {
-                let spec = ReconstructBookSpec { book: config.book_config, stats: Some(book_stats.clone()) };
-                let (features, late) = events.reconstruct_book_with(spec).extract_features(config.window);
-                late.inspect(move |b| count_late(&b.timed.event));
+                let spec =
+                    ReconstructBookSpec { book: config.book_config, stats: Some(book_stats.clone()), state: registry.clone() };
+                let (features, late) =
+                    events.reconstruct_book_with(spec).extract_features_with(config.window, registry.clone());
+                late.inspect(move |b| count_late(&b.timed.event)).probe_with(&probe);
                 features
             } else {
-                let (features, late) = events.extract_features(config.window);
-                late.inspect(move |t| count_late(&t.event));
+                let (features, late) = events.extract_features_with(config.window, registry.clone());
+                late.inspect(move |t| count_late(&t.event)).probe_with(&probe);
                 features
             };
             let windows_counter = counters.clone();
@@ -295,7 +460,7 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
             // Detectors: the z-score baseline and the ONNX model, side by side on the same windows.
             let mut scores: Vec<StreamVec<'_, u64, WindowScore>> = Vec::new();
             if let Some(spec) = config.detect {
-                scores.push(features.clone().score_zscore(spec));
+                scores.push(features.clone().score_zscore_with(spec, registry.clone()));
             }
             if let (Some(model), Some(env)) = (&config.model, &ort_env) {
                 let m = counters.clone();
@@ -312,6 +477,7 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                         m.metrics.inference_batch_size.observe(size as f64);
                         m.metrics.inference_latency.observe(latency.as_secs_f64());
                     })),
+                    state: registry.clone(),
                     on_skip: Some(Arc::new(move |warmup, skipped| {
                         n.metrics.inference_warmup.inc_by(warmup);
                         n.metrics.inference_skipped.inc_by(skipped);
@@ -325,6 +491,7 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                 let detect_counter = counters.clone();
                 let (alerts_writer, alerts_keep, scores_writer) =
                     (alerts_writer.clone(), alerts_keep.clone(), scores_writer.clone());
+                let (kafka_alerts, kafka_scores) = (kafka_alerts.clone(), kafka_scores.clone());
                 let primary = if config.model.is_some() { "model" } else { "baseline" };
                 scope
                     .concatenate(scores)
@@ -334,6 +501,16 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                         for s in data.iter() {
                             let detector = detector_label(s);
                             m.scored_windows.with_label_values(&[detector]).inc();
+                            if let Some(w) = &kafka_scores {
+                                let id = score_id(s);
+                                let body = alert_json(s).to_string().into_bytes();
+                                w.borrow_mut().send(s.instrument.as_str().as_bytes(), body, Some(id.as_bytes()), Vec::new());
+                            }
+                            if let (Some(w), true) = (&kafka_alerts, s.is_anomaly) {
+                                let id = score_id(s);
+                                let body = alert_json(s).to_string().into_bytes();
+                                w.borrow_mut().send(s.instrument.as_str().as_bytes(), body, Some(id.as_bytes()), Vec::new());
+                            }
                             if let Some(w) = &scores_writer {
                                 if let Ok(mut guard) = w.lock() {
                                     if let Some(out) = guard.as_mut() {
@@ -363,6 +540,21 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
             }
             features.probe_with(&probe);
         });
+        if let Some(registry) = &registry {
+            let unclaimed = registry.unclaimed();
+            assert!(
+                unclaimed.is_empty(),
+                "checkpoint: state for {unclaimed:?} has no operator in this dataflow (operators: {:?})",
+                registry.names()
+            );
+        }
+        let mut coordinator = match (&checkpoint, &registry) {
+            (Some((store, _, _, job)), Some(registry)) => {
+                Some(Coordinator::new(store.clone(), registry.clone(), worker.index(), worker.peers(), job.clone()))
+            }
+            _ => None,
+        };
+        let mut failing_since: Option<Instant> = None;
         counters.ready.store(true, Ordering::Relaxed);
         let mut last_report = Instant::now();
         let report = |counters: &Counters| {
@@ -377,16 +569,52 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                 Err(_) => wm,
             };
             if local == 0 {
+                counters.metrics.sync_kafka(&counters.kafka_source, &counters.kafka_sink);
                 counters.metrics.set_watermark(min);
                 if let Ok(stats) = book_stats.lock() {
                     counters.metrics.sync_book(&stats);
                 }
             }
         };
-        while worker.step_or_park(Some(Duration::from_millis(100))) {
+        let park = if coordinator.is_some() || !writers.is_empty() { 5 } else { 100 };
+        while worker.step_or_park(Some(Duration::from_millis(park))) {
+            for w in &writers {
+                w.borrow_mut().pump();
+            }
+            if let Some(c) = coordinator.as_mut() {
+                let frontier = probe.with_frontier(|f| f.first().copied());
+                match c.poll(frontier) {
+                    Ok(Some(done)) => {
+                        failing_since = None;
+                        let m = &counters.metrics;
+                        m.checkpoints.inc();
+                        m.checkpoint_bytes.set(done.bytes as i64);
+                        m.checkpoint_write.observe(done.write.as_secs_f64());
+                        m.checkpoint_barrier.set(done.barrier as f64 / 1e9);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Retried at the same barrier (sources hold there): a broker outage pauses the
+                        // pipeline instead of losing anything.
+                        counters.metrics.checkpoint_failures.inc();
+                        if failing_since.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                            eprintln!("lobsentry: checkpoint failed, retrying: {e}");
+                            failing_since = Some(Instant::now());
+                        }
+                    }
+                }
+            }
             if last_report.elapsed() >= Duration::from_millis(200) {
                 last_report = Instant::now();
                 report(&counters);
+            }
+        }
+        for w in &writers {
+            // Everything the run produced must reach Kafka: wait for it (librdkafka and our retry
+            // queue keep retrying while the broker is down).
+            let mut w = w.borrow_mut();
+            while let Err(e) = w.flush(Duration::from_secs(30)) {
+                eprintln!("lobsentry: waiting for Kafka: {e}");
             }
         }
         report(&counters);

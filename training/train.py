@@ -174,7 +174,8 @@ class Forecaster(nn.Module):
         return self.head(out[:, -1, :])
 
 
-def last_step_scores(model, x, forecast):
+def last_step_errors(model, x, forecast):
+    """Squared error per held-out sequence and feature, `[n, features]`."""
     with torch.no_grad():
         if forecast:
             pred = model(torch.from_numpy(x[:-1])).numpy()
@@ -182,6 +183,13 @@ def last_step_scores(model, x, forecast):
         else:
             rec = model(torch.from_numpy(x)).numpy()
             err = (x[:, -1, :] - rec[:, -1, :]) ** 2
+    return err
+
+
+def reduce_errors(err, reduction, scales):
+    """Per-sequence scores, as lobsentry computes them (`ModelMeta::score`)."""
+    if reduction == "max_scaled":
+        return (err / scales).max(axis=1)
     return err.mean(axis=1)
 
 
@@ -198,6 +206,8 @@ def main():
     ap.add_argument("--holdout", type=float, default=0.2, help="share of each instrument's windows held out (the last ones)")
     ap.add_argument("--window-seconds", type=float, default=1.0)
     ap.add_argument("--alerts-per-instrument-hour", type=float, default=1.0)
+    ap.add_argument("--reduction", choices=["max_scaled", "mean"], default="max_scaled",
+                    help="score = max over features of squared error / its held-out mean (default), or the mean squared error")
     ap.add_argument("--forecast", action="store_true", help="train the LSTM forecaster instead")
     ap.add_argument("--context-floor", type=float, default=0.1, help="floor of the per-sequence context std")
     ap.add_argument("--no-context", action="store_true", help="global normalisation only")
@@ -292,9 +302,13 @@ def main():
     if args.forecast:
         # The forecaster sees L-1 windows in training; at run time it reads the full sequence of L and
         # predicts the next window, so it is exported over sequences of L.
-        scores = np.concatenate([last_step_scores(model, h, True) for h in hold_parts if len(h) > 1])
+        errors = np.concatenate([last_step_errors(model, h, True) for h in hold_parts if len(h) > 1])
     else:
-        scores = last_step_scores(model, hold, False)
+        errors = last_step_errors(model, hold, False)
+    # Typical squared error per feature on held-out normal data (floored so a feature the network
+    # reconstructs perfectly cannot make every tiny error infinite).
+    scales = np.maximum(errors.mean(axis=0), 1e-3).astype(np.float64)
+    scores = reduce_errors(errors, args.reduction, scales)
     windows_per_hour = 3600.0 / args.window_seconds
     q = 1.0 - args.alerts_per_instrument_hour / windows_per_hour
     threshold = float(np.quantile(scores, q))
@@ -340,6 +354,8 @@ def main():
         "mode": "forecast" if args.forecast else "reconstruction",
         "score_on": "last_step",
         "threshold": threshold,
+        "reduction": args.reduction,
+        "error_scales": [float(v) for v in scales] if args.reduction == "max_scaled" else None,
         "context_std_floor": floor,
         "running": {"span": args.running_span, "floor": args.running_floor} if args.running_span > 0 else None,
         "calibration": {

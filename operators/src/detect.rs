@@ -181,15 +181,39 @@ pub trait ScoreWindows<'scope> {
     /// assert_eq!(scores.iter().filter(|s| s.is_anomaly).count(), 1);
     /// ```
     fn score_zscore(self, spec: ZScoreSpec) -> StreamVec<'scope, u64, WindowScore>;
+
+    /// [`ScoreWindows::score_zscore`] with its per-instrument statistics checkpointed in `state`.
+    fn score_zscore_with(
+        self,
+        spec: ZScoreSpec,
+        state: Option<crate::checkpoint::StateRegistry>,
+    ) -> StreamVec<'scope, u64, WindowScore>;
 }
 
 impl<'scope> ScoreWindows<'scope> for StreamVec<'scope, u64, WindowFeatures> {
     fn score_zscore(self, spec: ZScoreSpec) -> StreamVec<'scope, u64, WindowScore> {
+        self.score_zscore_with(spec, None)
+    }
+
+    fn score_zscore_with(
+        self,
+        spec: ZScoreSpec,
+        registry: Option<crate::checkpoint::StateRegistry>,
+    ) -> StreamVec<'scope, u64, WindowScore> {
+        use crate::checkpoint::{decode, encode};
         let pact = ExchangePact::new(|w: &WindowFeatures| w.instrument.route());
         self.unary(pact, "ScoreWindows", move |_cap, _info| {
-            let mut states: FxHashMap<InstrumentId, ZScoreState> = FxHashMap::default();
+            let states: std::rc::Rc<std::cell::RefCell<FxHashMap<InstrumentId, ZScoreState>>> = Default::default();
+            if let Some(registry) = &registry {
+                let saved = states.clone();
+                if let Some(bytes) = registry.register("zscore", move || encode(&*saved.borrow())) {
+                    *states.borrow_mut() =
+                        decode(&bytes).unwrap_or_else(|e| panic!("checkpoint: z-score state does not decode: {e}"));
+                }
+            }
             let mut staged: Vec<WindowFeatures> = Vec::new();
             move |input, output| {
+                let mut states = states.borrow_mut();
                 input.for_each_stamp(|cap, data| {
                     for batch in data {
                         staged.append(batch);

@@ -95,7 +95,7 @@ impl WindowFeatures {
 }
 
 /// Running state of one (instrument, window).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FeatureAcc {
     events: u64,
     adds: u64,
@@ -293,6 +293,13 @@ pub trait ExtractFeatures<'scope, R: WindowRecord> {
     /// assert_eq!(out[0].get("ask_depth1"), Some(60.0));
     /// ```
     fn extract_features(self, spec: WindowSpec) -> (StreamVec<'scope, u64, WindowFeatures>, StreamVec<'scope, u64, R>);
+
+    /// [`ExtractFeatures::extract_features`] with its open windows checkpointed in `state`.
+    fn extract_features_with(
+        self,
+        spec: WindowSpec,
+        state: Option<crate::checkpoint::StateRegistry>,
+    ) -> (StreamVec<'scope, u64, WindowFeatures>, StreamVec<'scope, u64, R>);
 }
 
 impl<'scope, R> ExtractFeatures<'scope, R> for StreamVec<'scope, u64, R>
@@ -302,5 +309,13 @@ where
 {
     fn extract_features(self, spec: WindowSpec) -> (StreamVec<'scope, u64, WindowFeatures>, StreamVec<'scope, u64, R>) {
         self.window_aggregate(spec, FeatureAggregate)
+    }
+
+    fn extract_features_with(
+        self,
+        spec: WindowSpec,
+        state: Option<crate::checkpoint::StateRegistry>,
+    ) -> (StreamVec<'scope, u64, WindowFeatures>, StreamVec<'scope, u64, R>) {
+        self.window_aggregate_with(spec, FeatureAggregate, state)
     }
 }

@@ -67,6 +67,8 @@ pub struct InferenceSpec {
     pub on_batch: Option<BatchObserver>,
     /// Warm-up and skip observer.
     pub on_skip: Option<SkipObserver>,
+    /// Checkpointed state: the per-instrument sequences are registered here (and restored from it).
+    pub state: Option<crate::checkpoint::StateRegistry>,
 }
 
 impl std::fmt::Debug for InferenceSpec {
@@ -88,6 +90,7 @@ impl InferenceSpec {
             top: 3,
             on_batch: None,
             on_skip: None,
+            state: None,
         })
     }
 }
@@ -166,7 +169,7 @@ pub fn run_batch(session: &mut Session, meta: &ModelMeta, rows: usize, input: &[
         .map_err(|e| e.to_string())
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Sequence {
     steps: VecDeque<Vec<f32>>,
     running: crate::model::RunningState,
@@ -191,13 +194,22 @@ impl<'scope> ScoreWithModel<'scope> for StreamVec<'scope, u64, WindowFeatures> {
             let (l, f) = (meta.sequence_length, meta.width());
             let threshold = spec.threshold.unwrap_or(meta.threshold);
             let model_name = format!("{}@{}", meta.name, meta.version);
-            let mut sequences: FxHashMap<InstrumentId, Sequence> = FxHashMap::default();
+            let sequences: std::rc::Rc<std::cell::RefCell<FxHashMap<InstrumentId, Sequence>>> = Default::default();
+            if let Some(registry) = &spec.state {
+                let saved = sequences.clone();
+                let bytes = registry.register("model", move || crate::checkpoint::encode(&*saved.borrow()));
+                if let Some(bytes) = bytes {
+                    *sequences.borrow_mut() = crate::checkpoint::decode(&bytes)
+                        .unwrap_or_else(|e| panic!("checkpoint: model sequences do not decode: {e}"));
+                }
+            }
             let mut staged: Vec<WindowFeatures> = Vec::new();
             let mut rows: Vec<(InstrumentId, crate::window::Window)> = Vec::new();
             let mut input: Vec<f32> = Vec::new();
             let mut encoded: Vec<f32> = Vec::with_capacity(f);
             let mut missing: Vec<bool> = Vec::with_capacity(f);
             move |input_handle, output| {
+                let mut sequences = sequences.borrow_mut();
                 input_handle.for_each_stamp(|cap, data| {
                     for batch in data {
                         staged.append(batch);

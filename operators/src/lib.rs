@@ -15,6 +15,7 @@
 //! * [`model`] and [`inference`]: ONNX model packages and the [`inference::ScoreWithModel`] operator
 //!   (ONNX Runtime through `ort`, loaded dynamically).
 //! * [`generator`]: a synthetic market with labelled anomalies.
+//! * [`checkpoint`]: aligned event-time checkpoints of operator state (serde + bincode 1.3).
 //!
 //! The frontier is the watermark: a source holds a capability at `max event time seen - bound`, a
 //! window fires when the frontier reaches its end, and a record that arrives after its window fired is
@@ -23,6 +24,7 @@
 #![forbid(missing_docs)]
 
 pub mod book;
+pub mod checkpoint;
 pub mod detect;
 pub mod event;
 pub mod features;

@@ -72,6 +72,19 @@ pub enum ScoreOn {
     Sequence,
 }
 
+/// How per-feature errors become one score.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduction {
+    /// The mean of the per-feature squared errors.
+    #[default]
+    Mean,
+    /// The largest per-feature squared error, each divided by that feature's typical squared error on
+    /// held-out normal data ([`ModelMeta::error_scales`]): one badly reconstructed feature is enough,
+    /// and features the network always reconstructs poorly do not dominate.
+    MaxScaled,
+}
+
 /// Per-instrument running standardisation (see [`ModelMeta::running`]).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunningNorm {
@@ -155,6 +168,12 @@ pub struct ModelMeta {
     pub score_on: ScoreOn,
     /// Scores above this are anomalies.
     pub threshold: f64,
+    /// How per-feature errors become the score (default: their mean).
+    #[serde(default)]
+    pub reduction: Reduction,
+    /// Per-feature error scales for [`Reduction::MaxScaled`] (one positive value per input feature).
+    #[serde(default)]
+    pub error_scales: Option<Vec<f64>>,
     /// When set, each sequence is standardised again by its context (the steps before the last):
     /// per feature, minus the context mean, divided by the context standard deviation floored at this
     /// value. The network then sees, and the score measures, deviations from the instrument's own
@@ -243,6 +262,16 @@ impl ModelMeta {
         if !(self.threshold > 0.0 && self.threshold.is_finite()) {
             return Err(format!("threshold {} is not positive", self.threshold));
         }
+        match (self.reduction, &self.error_scales) {
+            (Reduction::MaxScaled, None) => return Err("reduction max_scaled needs error_scales".into()),
+            (_, Some(scales)) if scales.len() != self.features.len() => {
+                return Err(format!("{} error_scales for {} features", scales.len(), self.features.len()))
+            }
+            (_, Some(scales)) if scales.iter().any(|s| !(*s > 0.0 && s.is_finite())) => {
+                return Err(format!("error_scales must be positive and finite: {scales:?}"))
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -262,7 +291,7 @@ impl ModelMeta {
     /// let meta = ModelMeta { name: "m".into(), version: "1".into(), feature_schema_version: 1,
     ///     features: vec![InputFeature { name: "events".into(), transform: Transform::Log1p, mean: 1.0, std: 2.0 }],
     ///     sequence_length: 2, input_name: "x".into(), output_name: "y".into(), mode: ScoringMode::Reconstruction,
-    ///     score_on: ScoreOn::LastStep, threshold: 1.0, context_std_floor: None, running: None, calibration: Default::default(),
+    ///     score_on: ScoreOn::LastStep, threshold: 1.0, reduction: Default::default(), error_scales: None, context_std_floor: None, running: None, calibration: Default::default(),
     ///     training: Default::default(), metrics: Default::default() };
     /// let mut values = [f64::NAN; FEATURE_COUNT];
     /// values[0] = std::f64::consts::E - 1.0; // ln(1 + x) = 1
@@ -326,8 +355,10 @@ impl ModelMeta {
         }
     }
 
-    /// The score and per-feature contributions (mean squared error per feature, summing to the score
-    /// times the feature count) of one sequence, from its input and the network's output.
+    /// The score and per-feature contributions of one sequence, from its input and the network's
+    /// output. With [`Reduction::Mean`] the contributions are the squared errors per feature (summing
+    /// to the score times the feature count); with [`Reduction::MaxScaled`] they are the scaled squared
+    /// errors and the score is their maximum.
     pub fn score(&self, input: &[f32], output: &[f32], next: Option<&[f32]>) -> Option<(f64, Vec<f64>)> {
         let f = self.width();
         let l = self.sequence_length;
@@ -354,7 +385,18 @@ impl ModelMeta {
                 }
             }
         }
-        let score = contributions.iter().sum::<f64>() / f as f64;
+        let score = match (self.reduction, &self.error_scales) {
+            (Reduction::MaxScaled, Some(scales)) => {
+                for (c, s) in contributions.iter_mut().zip(scales) {
+                    *c /= s;
+                }
+                contributions.iter().copied().fold(0.0, f64::max)
+            }
+            _ => contributions.iter().sum::<f64>() / f as f64,
+        };
+        if contributions.iter().any(|c| !c.is_finite()) {
+            return None;
+        }
         score.is_finite().then_some((score, contributions))
     }
 }
@@ -378,6 +420,8 @@ mod tests {
             mode,
             score_on,
             threshold: 1.0,
+            reduction: Reduction::Mean,
+            error_scales: None,
             context_std_floor: None,
             running: None,
             calibration: Default::default(),
@@ -399,6 +443,23 @@ mod tests {
         assert_eq!(f.score(&[0.0; 4], &[1.0, 2.0], Some(&[1.0, 0.0])).unwrap().0, 2.0);
         assert!(f.score(&[0.0; 4], &[1.0, 2.0], None).is_none());
         assert!(m.score(&[f32::NAN, 0.0, 1.0, 3.0], &[1.0; 4], None).is_none());
+    }
+
+    #[test]
+    fn max_scaled_reduction() {
+        let mut m = meta(ScoringMode::Reconstruction, ScoreOn::LastStep);
+        m.reduction = Reduction::MaxScaled;
+        assert!(m.check().unwrap_err().contains("error_scales"));
+        m.error_scales = Some(vec![1.0]);
+        assert!(m.check().unwrap_err().contains("1 error_scales for 2"));
+        m.error_scales = Some(vec![1.0, 0.0]);
+        assert!(m.check().unwrap_err().contains("positive"));
+        m.error_scales = Some(vec![0.5, 4.0]);
+        m.check().unwrap();
+        // squared errors 1 and 4, scaled 2 and 1: the first feature decides
+        let (s, c) = m.score(&[0.0, 0.0, 1.0, 3.0], &[9.0, 9.0, 0.0, 1.0], None).unwrap();
+        assert_eq!(c, vec![2.0, 1.0]);
+        assert_eq!(s, 2.0);
     }
 
     #[test]

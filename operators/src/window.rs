@@ -8,10 +8,13 @@
 //! leaves on the late stream.
 
 use crate::book::BookEvent;
+use crate::checkpoint::{decode, encode, StateRegistry};
 use crate::event::{EventTime, InstrumentId, LobEvent, Timed};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use timely::dataflow::channels::pact::Exchange as ExchangePact;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -137,7 +140,7 @@ impl WindowRecord for BookEvent {
 /// `AggregateFunction`.
 pub trait Aggregate<R>: Clone + 'static {
     /// The running state.
-    type Acc: Default + 'static;
+    type Acc: Default + Serialize + serde::de::DeserializeOwned + 'static;
     /// What a closed window produces.
     type Output: ExchangeData;
     /// Whether `add` must see each batch in `(order_ts, seq)` order (it is sorted first when true).
@@ -203,6 +206,36 @@ pub trait WindowAggregate<'scope, R: WindowRecord> {
         spec: WindowSpec,
         aggregate: A,
     ) -> (StreamVec<'scope, u64, A::Output>, StreamVec<'scope, u64, R>);
+
+    /// [`WindowAggregate::window_aggregate`] with its open windows registered for checkpoints (and
+    /// restored from them).
+    fn window_aggregate_with<A: Aggregate<R>>(
+        self,
+        spec: WindowSpec,
+        aggregate: A,
+        state: Option<StateRegistry>,
+    ) -> (StreamVec<'scope, u64, A::Output>, StreamVec<'scope, u64, R>);
+}
+
+/// Open windows and where they close.
+struct WindowState<Acc> {
+    open: FxHashMap<(InstrumentId, EventTime), Acc>,
+    // Window ends with the keys that close there and a capability at the end.
+    closing: BTreeMap<EventTime, Closing>,
+}
+
+impl<Acc: Serialize> WindowState<Acc> {
+    fn snapshot(&self) -> Result<Vec<u8>, String> {
+        let mut rows: Vec<(InstrumentId, EventTime, EventTime, &Acc)> = Vec::with_capacity(self.open.len());
+        for (end, (_, keys)) in &self.closing {
+            for key in keys {
+                if let Some(acc) = self.open.get(key) {
+                    rows.push((key.0, key.1, *end, acc));
+                }
+            }
+        }
+        encode(&rows)
+    }
 }
 
 impl<'scope, R: WindowRecord> WindowAggregate<'scope, R> for StreamVec<'scope, u64, R> {
@@ -210,6 +243,15 @@ impl<'scope, R: WindowRecord> WindowAggregate<'scope, R> for StreamVec<'scope, u
         self,
         spec: WindowSpec,
         aggregate: A,
+    ) -> (StreamVec<'scope, u64, A::Output>, StreamVec<'scope, u64, R>) {
+        self.window_aggregate_with(spec, aggregate, None)
+    }
+
+    fn window_aggregate_with<A: Aggregate<R>>(
+        self,
+        spec: WindowSpec,
+        aggregate: A,
+        registry: Option<StateRegistry>,
     ) -> (StreamVec<'scope, u64, A::Output>, StreamVec<'scope, u64, R>) {
         let scope = self.scope();
         let mut builder = OperatorBuilder::new("WindowAggregate".to_owned(), scope);
@@ -219,12 +261,27 @@ impl<'scope, R: WindowRecord> WindowAggregate<'scope, R> for StreamVec<'scope, u
         let mut windows_out = OutputBuilder::from(windows_out);
         let mut late_out = OutputBuilder::from(late_out);
 
-        builder.build(move |_caps| {
-            let mut open: FxHashMap<(InstrumentId, EventTime), A::Acc> = FxHashMap::default();
-            // Window ends with the keys that close there and a capability at the end.
-            let mut closing: BTreeMap<EventTime, Closing> = BTreeMap::new();
+        builder.build(move |caps| {
+            let state: Rc<RefCell<WindowState<A::Acc>>> =
+                Rc::new(RefCell::new(WindowState { open: FxHashMap::default(), closing: BTreeMap::new() }));
+            if let Some(registry) = &registry {
+                let saved = state.clone();
+                if let Some(bytes) = registry.register("window", move || saved.borrow().snapshot()) {
+                    let rows: Vec<(InstrumentId, EventTime, EventTime, A::Acc)> =
+                        decode(&bytes).unwrap_or_else(|e| panic!("checkpoint: window state does not decode: {e}"));
+                    let mut st = state.borrow_mut();
+                    for (instrument, start, end, acc) in rows {
+                        let entry = st.closing.entry(end).or_insert_with(|| (caps[0].delayed(&end), Vec::new()));
+                        entry.1.push((instrument, start));
+                        st.open.insert((instrument, start), acc);
+                    }
+                }
+            }
+            drop(caps);
             let mut staged: Vec<R> = Vec::new();
             move |frontiers| {
+                let mut st = state.borrow_mut();
+                let WindowState { open, closing } = &mut *st;
                 let mut windows_handle = windows_out.activate();
                 let mut late_handle = late_out.activate();
                 input.for_each_stamp(|cap, data| {

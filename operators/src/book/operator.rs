@@ -2,10 +2,13 @@
 //! order as the frontier passes.
 
 use super::{Book, BookConfig, BookStats, TopOfBook};
+use crate::checkpoint::{decode, encode, StateRegistry};
 use crate::event::{InstrumentId, LobEvent, Timed};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use timely::dataflow::channels::pact::Exchange as ExchangePact;
 use timely::dataflow::operators::{Capability, Operator};
@@ -32,6 +35,8 @@ pub struct ReconstructBookSpec {
     pub book: BookConfig,
     /// Where to add this worker's book counters (updated after each batch).
     pub stats: Option<SharedBookStats>,
+    /// Checkpointed state: the books are registered here (and restored from it).
+    pub state: Option<StateRegistry>,
 }
 
 /// The order-flow-imbalance contribution of moving from `prev` to `next`.
@@ -67,7 +72,7 @@ pub fn ofi(prev: &TopOfBook, next: &TopOfBook) -> i64 {
 }
 
 /// Per-instrument book state inside the operator.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Keyed {
     book: Book,
     top: TopOfBook,
@@ -121,8 +126,19 @@ impl<'scope> ReconstructBook<'scope> for StreamVec<'scope, u64, Timed<LobEvent>>
             let mut incoming: Vec<Timed<LobEvent>> = Vec::new();
             let mut ready: Vec<Timed<LobEvent>> = Vec::new();
             let mut held: Option<Capability<u64>> = None;
-            let mut books: FxHashMap<InstrumentId, Keyed> = FxHashMap::default();
+            let books: Rc<RefCell<FxHashMap<InstrumentId, Keyed>>> = Default::default();
             let mut reported = BookStats::default();
+            if let Some(registry) = &spec.state {
+                let saved = books.clone();
+                if let Some(bytes) = registry.register("book", move || encode(&*saved.borrow())) {
+                    let restored: FxHashMap<InstrumentId, Keyed> =
+                        decode(&bytes).unwrap_or_else(|e| panic!("checkpoint: book state does not decode: {e}"));
+                    for keyed in restored.values() {
+                        reported.merge(keyed.book.stats());
+                    }
+                    *books.borrow_mut() = restored;
+                }
+            }
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     if held.as_ref().is_none_or(|h| cap.least().is_some_and(|t| t < h.time())) {
@@ -148,6 +164,7 @@ impl<'scope> ReconstructBook<'scope> for StreamVec<'scope, u64, Timed<LobEvent>>
                 }
                 runs.retain(|r| !r.is_empty());
                 if !ready.is_empty() {
+                    let mut books = books.borrow_mut();
                     // A stable sort of concatenated sorted runs is a merge.
                     ready.sort_by_key(|t| (t.order_ts, t.seq));
                     let mut session = output.session(&*cap);

@@ -1,5 +1,6 @@
 //! Sinks: record formats for window features (pure), and the [`WriteWindows`] operator.
 
+pub mod kafka;
 pub mod operator;
 
 pub use operator::{WriteWindows, WriterFactory};

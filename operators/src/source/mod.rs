@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod file;
+pub mod kafka;
 pub mod reader;
 pub mod synthetic;
 

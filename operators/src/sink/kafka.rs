@@ -1,0 +1,275 @@
+//! A Kafka writer for alerts, scores and dead letters: an idempotent `rdkafka` producer whose failed
+//! deliveries are retried with exponential backoff and counted, never dropped.
+//!
+//! librdkafka already retries inside `message.timeout.ms`; a message that still fails (broker gone
+//! for longer) comes back through the delivery report and is queued again here, so a broker outage
+//! delays output but loses none of it. [`KafkaWriter::flush`] waits until everything is acknowledged
+//! (checkpoints call it before recording the topic's end offsets).
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Counters of a writer (shared by the writers of a process).
+#[derive(Debug, Default)]
+pub struct KafkaSinkCounters {
+    /// Messages acknowledged by the broker.
+    pub delivered: AtomicU64,
+    /// Deliveries that failed and were queued again.
+    pub retries: AtomicU64,
+    /// Messages skipped because an earlier run already wrote them (restart de-duplication).
+    pub deduplicated: AtomicU64,
+}
+
+/// One message, kept until the broker acknowledges it.
+#[derive(Clone, Debug)]
+struct Outgoing {
+    key: Vec<u8>,
+    value: Vec<u8>,
+    headers: Vec<(String, Vec<u8>)>,
+    attempts: u32,
+    not_before: Instant,
+}
+
+struct Ctx {
+    failed: Arc<Mutex<Vec<Outgoing>>>,
+    counters: Arc<KafkaSinkCounters>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = Box<Outgoing>;
+    fn delivery(&self, result: &DeliveryResult<'_>, msg: Box<Outgoing>) {
+        match result {
+            Ok(_) => {
+                self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut f) = self.failed.lock() {
+                    f.push(*msg);
+                }
+            }
+        }
+    }
+}
+
+/// Options of a [`KafkaWriter`].
+#[derive(Clone, Debug)]
+pub struct KafkaWriterSpec {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// The topic written.
+    pub topic: String,
+    /// librdkafka's own retry window per attempt (`message.timeout.ms`).
+    pub message_timeout: Duration,
+    /// First backoff of a failed delivery (doubled per attempt, at most 30 s).
+    pub backoff: Duration,
+    /// Extra librdkafka properties.
+    pub properties: Vec<(String, String)>,
+}
+
+impl KafkaWriterSpec {
+    /// Defaults for a topic.
+    pub fn new(brokers: &str, topic: &str) -> Self {
+        KafkaWriterSpec {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            message_timeout: Duration::from_secs(30),
+            backoff: Duration::from_millis(200),
+            properties: Vec::new(),
+        }
+    }
+}
+
+/// An idempotent producer for one topic with a retry queue.
+pub struct KafkaWriter {
+    producer: BaseProducer<Ctx>,
+    spec: KafkaWriterSpec,
+    queue: VecDeque<Outgoing>,
+    failed: Arc<Mutex<Vec<Outgoing>>>,
+    counters: Arc<KafkaSinkCounters>,
+    skip: HashSet<Vec<u8>>,
+}
+
+impl std::fmt::Debug for KafkaWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaWriter").field("topic", &self.spec.topic).field("queued", &self.queue.len()).finish()
+    }
+}
+
+impl KafkaWriter {
+    /// A writer (no connection is made until the first message).
+    pub fn new(spec: KafkaWriterSpec, counters: Arc<KafkaSinkCounters>) -> Result<KafkaWriter, String> {
+        let failed: Arc<Mutex<Vec<Outgoing>>> = Arc::default();
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &spec.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", spec.message_timeout.as_millis().to_string())
+            .set("queue.buffering.max.messages", "1000000");
+        for (k, v) in &spec.properties {
+            c.set(k, v);
+        }
+        let producer = c
+            .create_with_context(Ctx { failed: failed.clone(), counters: counters.clone() })
+            .map_err(|e| format!("Kafka producer for {:?}: {e}", spec.topic))?;
+        Ok(KafkaWriter { producer, spec, queue: VecDeque::new(), failed, counters, skip: HashSet::new() })
+    }
+
+    /// Message ids (the `id` header) an earlier run already wrote: messages with these ids are
+    /// skipped, once each.
+    pub fn skip_ids(&mut self, ids: HashSet<Vec<u8>>) {
+        self.skip = ids;
+    }
+
+    /// Queues a message (`id`, when given, goes into the `id` header and is checked against
+    /// [`KafkaWriter::skip_ids`]).
+    pub fn send(&mut self, key: &[u8], value: Vec<u8>, id: Option<&[u8]>, mut headers: Vec<(String, Vec<u8>)>) {
+        if let Some(id) = id {
+            if self.skip.remove(id) {
+                self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            headers.push(("id".into(), id.to_vec()));
+        }
+        self.queue.push_back(Outgoing { key: key.to_vec(), value, headers, attempts: 0, not_before: Instant::now() });
+        self.pump();
+    }
+
+    /// Hands queued messages to librdkafka, takes back failed ones (with backoff) and serves
+    /// delivery reports. Never blocks.
+    pub fn pump(&mut self) {
+        let failed: Vec<Outgoing> = self.failed.lock().map(|mut f| std::mem::take(&mut *f)).unwrap_or_default();
+        for mut m in failed {
+            let backoff = self.spec.backoff.saturating_mul(1 << m.attempts.min(8)).min(Duration::from_secs(30));
+            m.attempts += 1;
+            m.not_before = Instant::now() + backoff;
+            self.queue.push_back(m);
+        }
+        let now = Instant::now();
+        let mut waiting = VecDeque::new();
+        while let Some(m) = self.queue.pop_front() {
+            if m.not_before > now {
+                waiting.push_back(m);
+                continue;
+            }
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in &m.headers {
+                headers = headers.insert(Header { key: k, value: Some(v) });
+            }
+            let (key, value) = (m.key.clone(), m.value.clone());
+            let record =
+                BaseRecord::with_opaque_to(&self.spec.topic, Box::new(m)).key(&key).payload(&value).headers(headers);
+            if let Err((_, record)) = self.producer.send(record) {
+                // Queue full: keep it and the rest for the next call.
+                waiting.push_back(*record.delivery_opaque);
+                waiting.extend(self.queue.drain(..));
+                break;
+            }
+        }
+        self.queue = waiting;
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Messages not yet acknowledged (queued here or in flight).
+    pub fn pending(&self) -> usize {
+        self.queue.len() + self.producer.in_flight_count().max(0) as usize
+    }
+
+    /// Waits until every message is acknowledged, up to `timeout`.
+    pub fn flush(&mut self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.pump();
+            if self.pending() == 0 && self.failed.lock().map(|f| f.is_empty()).unwrap_or(true) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} messages to {:?} not acknowledged after {timeout:?}",
+                    self.pending(),
+                    self.spec.topic
+                ));
+            }
+            self.producer.poll(Duration::from_millis(20));
+        }
+    }
+
+    /// The topic's end offsets, per partition.
+    pub fn end_offsets(&self, timeout: Duration) -> Result<Vec<(i32, i64)>, String> {
+        let client = self.producer.client();
+        let md = client.fetch_metadata(Some(&self.spec.topic), timeout).map_err(|e| e.to_string())?;
+        let parts = md.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+        (0..parts as i32)
+            .map(|p| {
+                client
+                    .fetch_watermarks(&self.spec.topic, p, timeout)
+                    .map(|(_, high)| (p, high))
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+}
+
+/// The `id` headers of the messages of `topic` from `from` (per partition) to its current end: what
+/// an earlier run wrote after a checkpoint.
+pub fn read_ids(
+    brokers: &str,
+    topic: &str,
+    from: &[(i32, i64)],
+    timeout: Duration,
+) -> Result<HashSet<Vec<u8>>, String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "lobsentry-dedup")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| e.to_string())?;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = Vec::new();
+    for &(p, offset) in from {
+        let (_, high) = consumer.fetch_watermarks(topic, p, timeout).map_err(|e| e.to_string())?;
+        if high > offset {
+            tpl.add_partition_offset(topic, p, Offset::Offset(offset)).map_err(|e| e.to_string())?;
+            ends.push((p, high));
+        }
+    }
+    let mut ids = HashSet::new();
+    if ends.is_empty() {
+        return Ok(ids);
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
+    let mut remaining: Vec<(i32, i64)> = ends;
+    while !remaining.is_empty() {
+        if Instant::now() > deadline {
+            return Err(format!("reading {topic:?} back timed out; partitions left: {remaining:?}"));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                if let Some(h) = m.headers() {
+                    for h in h.iter() {
+                        if h.key == "id" {
+                            if let Some(v) = h.value {
+                                ids.insert(v.to_vec());
+                            }
+                        }
+                    }
+                }
+                let (p, o) = (m.partition(), m.offset());
+                remaining.retain(|(rp, end)| !(*rp == p && o + 1 >= *end));
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            None => {}
+        }
+    }
+    Ok(ids)
+}

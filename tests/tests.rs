@@ -6,12 +6,15 @@
 //! * `real_data`: LOBSTER replays and the full pipeline on ../shared/data.
 //! * `cli`: the commands as a user types them.
 //! * `model`: the shipped ONNX model through the real ONNX Runtime, and `lobsentry eval`.
+//! * `kafka`: the Kafka source and writers against librdkafka's mock cluster and the tansu broker;
+//!   SIGKILL and restart with checkpoints.
 //! * `observability`: metrics, a real Prometheus scraping a 2-process cluster, cluster output.
 
 mod util;
 
 mod cli;
 mod inputs;
+mod kafka;
 mod model;
 mod observability;
 mod real_data;

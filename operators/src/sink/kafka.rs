@@ -237,24 +237,28 @@ pub fn read_ids(
     let mut ends = Vec::new();
     for &(p, offset) in from {
         let (_, high) = consumer.fetch_watermarks(topic, p, timeout).map_err(|e| e.to_string())?;
+        tpl.add_partition_offset(topic, p, Offset::Offset(offset)).map_err(|e| e.to_string())?;
         if high > offset {
-            tpl.add_partition_offset(topic, p, Offset::Offset(offset)).map_err(|e| e.to_string())?;
             ends.push((p, high));
         }
     }
     let mut ids = HashSet::new();
-    if ends.is_empty() {
+    if tpl.count() == 0 {
         return Ok(ids);
     }
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    // Read past the reported end offsets and then until the topic has been quiet for a second: some
+    // Kafka-compatible brokers report end offsets that lag behind what a fetch returns.
     let deadline = Instant::now() + timeout;
     let mut remaining: Vec<(i32, i64)> = ends;
-    while !remaining.is_empty() {
+    let mut last = Instant::now();
+    while !remaining.is_empty() || last.elapsed() < Duration::from_secs(1) {
         if Instant::now() > deadline {
             return Err(format!("reading {topic:?} back timed out; partitions left: {remaining:?}"));
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
+                last = Instant::now();
                 if let Some(h) = m.headers() {
                     for h in h.iter() {
                         if h.key == "id" {

@@ -194,7 +194,7 @@ impl SourceState {
         if live.is_empty() {
             return None;
         }
-        let busy = live.iter().filter(|p| p.last_message.is_none_or(|t| t.elapsed() < idle));
+        let busy = live.iter().filter(|p| p.last_message.is_some_and(|t| t.elapsed() < idle));
         match busy.map(|p| p.watermark.watermark()).min() {
             Some(w) => Some(w),
             None => live.iter().map(|p| p.watermark.watermark()).max(),
@@ -260,12 +260,18 @@ pub fn kafka_source<'scope>(
     }
     let mut tpl = TopicPartitionList::new();
     for p in state.borrow_mut().partitions.iter_mut() {
+        // Idleness counts from the start: a partition that never delivers stops holding the
+        // watermark back after the idle timeout.
+        p.last_message = Some(Instant::now());
+        if spec.stop_at_end {
+            let (low, high) = consumer.fetch_watermarks(&spec.topic, p.partition, Duration::from_secs(30))?;
+            p.end = Some(high);
+            if p.next < 0 {
+                p.next = low; // an empty partition is done at once
+            }
+        }
         let offset = if p.next >= 0 { Offset::Offset(p.next) } else { Offset::Beginning };
         tpl.add_partition_offset(&spec.topic, p.partition, offset)?;
-        if spec.stop_at_end {
-            let (_, high) = consumer.fetch_watermarks(&spec.topic, p.partition, Duration::from_secs(30))?;
-            p.end = Some(high);
-        }
     }
     consumer.assign(&tpl)?;
 

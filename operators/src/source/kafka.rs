@@ -167,9 +167,13 @@ struct PartitionState {
     last_message: Option<Instant>,
 }
 
+/// A bounded partition is done once it has reached its end offset and then been quiet this long:
+/// some Kafka-compatible brokers report end offsets that lag behind what a fetch returns.
+const DRAIN: Duration = Duration::from_millis(500);
+
 impl PartitionState {
     fn done(&self) -> bool {
-        self.end.is_some_and(|end| self.next >= end)
+        self.end.is_some_and(|end| self.next >= end) && self.last_message.is_some_and(|t| t.elapsed() >= DRAIN)
     }
 }
 

@@ -71,6 +71,8 @@ pub struct RawKafka {
     pub alerts_topic: String,
     /// Scores topic ("" = none).
     pub scores_topic: String,
+    /// Window features topic ("" = none).
+    pub features_topic: String,
     /// Dead-letter topic ("" = none).
     pub dead_letter_topic: String,
     /// librdkafka's delivery timeout per attempt.
@@ -96,6 +98,8 @@ pub struct KafkaSinks {
     pub alerts: Option<lobsentry_operators::sink::kafka::KafkaWriterSpec>,
     /// Every score.
     pub scores: Option<lobsentry_operators::sink::kafka::KafkaWriterSpec>,
+    /// Every window's features.
+    pub features: Option<lobsentry_operators::sink::kafka::KafkaWriterSpec>,
     /// Rejected input records.
     pub dead_letter: Option<lobsentry_operators::sink::kafka::KafkaWriterSpec>,
 }
@@ -830,11 +834,13 @@ impl RawConfig {
         let kafka_sinks = KafkaSinks {
             alerts: writer(&self.kafka.alerts_topic),
             scores: writer(&self.kafka.scores_topic),
+            features: writer(&self.kafka.features_topic),
             dead_letter: writer(&self.kafka.dead_letter_topic),
         };
         let uses_kafka = matches!(source, SourceConfig::Kafka(_))
             || kafka_sinks.alerts.is_some()
             || kafka_sinks.scores.is_some()
+            || kafka_sinks.features.is_some()
             || kafka_sinks.dead_letter.is_some();
         if uses_kafka && self.kafka.brokers.is_empty() {
             errors.push("kafka.brokers: Kafka topics are configured but no brokers".into());

@@ -351,8 +351,10 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
         let kafka_alerts = checkpointed_writer("alerts-sink", &config.kafka_sinks.alerts, &sink_counters, &registry);
         let kafka_scores = checkpointed_writer("scores-sink", &config.kafka_sinks.scores, &sink_counters, &registry);
         let kafka_dlq = checkpointed_writer("dead-letter-sink", &config.kafka_sinks.dead_letter, &sink_counters, &registry);
+        let kafka_features =
+            checkpointed_writer("features-sink", &config.kafka_sinks.features, &sink_counters, &registry);
         let writers: Vec<SharedKafkaWriter> =
-            [&kafka_alerts, &kafka_scores, &kafka_dlq].into_iter().flatten().cloned().collect();
+            [&kafka_alerts, &kafka_scores, &kafka_dlq, &kafka_features].into_iter().flatten().cloned().collect();
         worker.dataflow::<u64, _, _>(|scope| {
             let (events, errors): (StreamVec<'_, u64, Timed<LobEvent>>, StreamVec<'_, u64, Rejected>) = match &config.source {
                 SourceConfig::Files(spec) => file_source(scope, spec.clone(), Some(probe.clone())),
@@ -423,8 +425,17 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                 features
             };
             let windows_counter = counters.clone();
+            let features_writer = kafka_features.clone();
             let features = features.inspect_core(move |batch| {
                 if let Ok((_, data)) = batch {
+                    if let Some(w) = &features_writer {
+                        let mut w = w.borrow_mut();
+                        for f in data.iter() {
+                            let id = format!("{}|{}", f.instrument.as_str(), f.window.end);
+                            let body = serde_json::to_vec(f).unwrap_or_default();
+                            w.send(f.instrument.as_str().as_bytes(), body, Some(id.as_bytes()), Vec::new());
+                        }
+                    }
                     let m = &windows_counter.metrics;
                     m.windows.inc_by(data.len() as u64);
                     let now = std::time::SystemTime::now()

@@ -83,6 +83,7 @@ fn mock_cluster_matches_files_and_survives_an_outage() {
     cluster.create_topic("lob", 3, 1).unwrap();
     cluster.create_topic("alerts", 2, 1).unwrap();
     cluster.create_topic("dlq", 1, 1).unwrap();
+    cluster.create_topic("features", 2, 1).unwrap();
     let brokers = cluster.bootstrap_servers();
     let spec = util::market(30_000, 6, 5);
     let events = util::events(&spec, 0, 0.0);
@@ -107,6 +108,7 @@ fn mock_cluster_matches_files_and_survives_an_outage() {
         ("LOBSENTRY__KAFKA__STOP_AT_END", "true"),
         ("LOBSENTRY__KAFKA__ALERTS_TOPIC", "\"alerts\""),
         ("LOBSENTRY__KAFKA__DEAD_LETTER_TOPIC", "\"dlq\""),
+        ("LOBSENTRY__KAFKA__FEATURES_TOPIC", "\"features\""),
         ("LOBSENTRY__DETECT__THRESHOLD", "3.0"),
         ("LOBSENTRY__DETECT__WARMUP", "5"),
     ]);
@@ -149,6 +151,9 @@ fn mock_cluster_matches_files_and_survives_an_outage() {
     assert_eq!(payloads, want, "dead letters are the whole messages");
     assert!(dlq.iter().all(|(h, _)| !h["reason"].is_empty() && h["origin"].starts_with("lob/")), "{dlq:?}");
 
+    let features = read_topic(&brokers, "features", 2);
+    assert_eq!(features.len() as u64, report.windows, "one features message per window");
+    assert!(features.iter().all(|(h, body)| h.contains_key("id") && body.contains("\"values\"")));
     let alerts = read_topic(&brokers, "alerts", 2);
     // Without a model the baseline is the only detector: every anomaly it reports is an alert.
     let anomalies = report.anomalies.len();

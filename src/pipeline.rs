@@ -512,15 +512,13 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                         for s in data.iter() {
                             let detector = detector_label(s);
                             m.scored_windows.with_label_values(&[detector]).inc();
-                            if let Some(w) = &kafka_scores {
-                                let id = score_id(s);
-                                let body = alert_json(s).to_string().into_bytes();
-                                w.borrow_mut().send(s.instrument.as_str().as_bytes(), body, Some(id.as_bytes()), Vec::new());
-                            }
-                            if let (Some(w), true) = (&kafka_alerts, s.is_anomaly) {
-                                let id = score_id(s);
-                                let body = alert_json(s).to_string().into_bytes();
-                                w.borrow_mut().send(s.instrument.as_str().as_bytes(), body, Some(id.as_bytes()), Vec::new());
+                            let to_kafka = [kafka_scores.as_ref(), kafka_alerts.as_ref().filter(|_| s.is_anomaly)];
+                            if to_kafka.iter().any(Option::is_some) {
+                                let (id, body) = (score_id(s), alert_json(s).to_string().into_bytes());
+                                for w in to_kafka.into_iter().flatten() {
+                                    let key = s.instrument.as_str().as_bytes();
+                                    w.borrow_mut().send(key, body.clone(), Some(id.as_bytes()), Vec::new());
+                                }
                             }
                             if let Some(w) = &scores_writer {
                                 if let Ok(mut guard) = w.lock() {

@@ -147,14 +147,15 @@ impl Barrier {
     /// use lobsentry_operators::checkpoint::Barrier;
     /// let b = Barrier::every(10, 0);
     /// assert_eq!(b.next(), 11);
-    /// b.passed();
+    /// b.move_to(b.after(b.next()));
     /// assert_eq!(b.next(), 21);
     /// assert_eq!(Barrier::every(10, 21).next(), 31);
     /// ```
     pub fn every(interval_ns: u64, resume_from: u64) -> Self {
         assert!(interval_ns > 1, "checkpoint interval must exceed 1 ns");
-        let next = (resume_from / interval_ns + 1) * interval_ns + 1;
-        Barrier { interval_ns, next: Cell::new(next), watermark: Cell::new(u64::MAX) }
+        let b = Barrier { interval_ns, next: Cell::new(0), watermark: Cell::new(u64::MAX) };
+        b.next.set(b.after(resume_from));
+        b
     }
 
     /// The barrier sources must not pass now.
@@ -165,13 +166,6 @@ impl Barrier {
     /// True when checkpoints are on.
     pub fn enabled(&self) -> bool {
         self.interval_ns > 0
-    }
-
-    /// The current checkpoint is complete: move to the next barrier.
-    pub fn passed(&self) {
-        if self.interval_ns > 0 {
-            self.next.set(self.next.get() + self.interval_ns);
-        }
     }
 
     /// The first barrier after `ts`.

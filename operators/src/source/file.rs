@@ -122,20 +122,13 @@ pub fn file_source<'scope>(
         }
         let mut batch: Vec<Timed<LobEvent>> = Vec::new();
         let mut rejected: Vec<Rejected> = open_errors;
-        let mut sent_watermarks: std::collections::VecDeque<u64> = Default::default();
+        let mut flow = super::FlowControl::new(probe, spec.max_batches_ahead);
         move |_frontiers| {
             let (Some(ev_cap), Some(err_cap)) = (events_cap.as_mut(), errors_cap.as_mut()) else { return };
             // Flow control: wait while the dataflow is far behind what this worker already sent.
-            if let Some(probe) = &probe {
-                if sent_watermarks.len() > spec.max_batches_ahead {
-                    if let Some(&old) = sent_watermarks.front() {
-                        if probe.less_than(&old) {
-                            activator.activate();
-                            return;
-                        }
-                        sent_watermarks.pop_front();
-                    }
-                }
+            if flow.throttled() {
+                activator.activate();
+                return;
             }
             // Watermark alignment: files far ahead of the slowest one wait for it, so events of one
             // file are not buffered downstream while another file is still far behind.
@@ -161,7 +154,7 @@ pub fn file_source<'scope>(
                         ev_cap.downgrade(&wm);
                         err_cap.downgrade(&wm);
                     }
-                    sent_watermarks.push_back(wm);
+                    flow.sent(wm);
                     activator.activate();
                 }
                 None => {

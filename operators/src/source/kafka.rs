@@ -194,15 +194,9 @@ impl SourceState {
     /// The source watermark: the minimum over busy partitions; when every partition is idle, the
     /// largest; `None` when all are done.
     fn watermark(&self, idle: Duration) -> Option<u64> {
-        let live: Vec<&PartitionState> = self.partitions.iter().filter(|p| !p.done()).collect();
-        if live.is_empty() {
-            return None;
-        }
-        let busy = live.iter().filter(|p| p.last_message.is_some_and(|t| t.elapsed() < idle));
-        match busy.map(|p| p.watermark.watermark()).min() {
-            Some(w) => Some(w),
-            None => live.iter().map(|p| p.watermark.watermark()).max(),
-        }
+        let live = || self.partitions.iter().filter(|p| !p.done());
+        let busy = live().filter(|p| p.last_message.is_some_and(|t| t.elapsed() < idle));
+        busy.map(|p| p.watermark.watermark()).min().or_else(|| live().map(|p| p.watermark.watermark()).max())
     }
 }
 
@@ -290,7 +284,7 @@ pub fn kafka_source<'scope>(
         }
         let mut batch: Vec<Timed<LobEvent>> = Vec::new();
         let mut rejected: Vec<Rejected> = Vec::new();
-        let mut sent_watermarks: std::collections::VecDeque<u64> = Default::default();
+        let mut flow = super::FlowControl::new(probe, spec.max_batches_ahead);
         let origin_prefix = spec.topic.clone();
         move |_frontiers| {
             let (Some(ev_cap), Some(err_cap)) = (events_cap.as_mut(), errors_cap.as_mut()) else { return };
@@ -313,24 +307,9 @@ pub fn kafka_source<'scope>(
                 }
             }
             // Held records the barrier now lets through.
-            if !st.held.is_empty() {
-                let (go, keep): (Vec<_>, Vec<_>) = st.held.drain(..).partition(|t| t.order_ts < next_barrier);
-                st.held = keep;
-                batch.extend(go);
-            }
+            batch.extend(st.held.extract_if(.., |t| t.order_ts < next_barrier));
             let cap_time = *ev_cap.time();
-            let throttled = match &probe {
-                Some(probe) if sent_watermarks.len() > spec.max_batches_ahead => {
-                    let old = *sent_watermarks.front().expect("non-empty");
-                    if probe.less_than(&old) {
-                        true
-                    } else {
-                        sent_watermarks.pop_front();
-                        false
-                    }
-                }
-                _ => false,
-            };
+            let throttled = flow.throttled();
             let at_barrier = st.watermark(spec.idle_timeout).is_some_and(|w| w >= next_barrier);
             let mut polled = 0;
             if !throttled && !at_barrier {
@@ -370,23 +349,9 @@ pub fn kafka_source<'scope>(
                                     }
                                 }
                                 Err(e) => {
-                                    if payload.is_empty() {
-                                        rejected.push(reject(
-                                            &origin_prefix,
-                                            partition,
-                                            offset,
-                                            "empty message",
-                                            payload,
-                                        ));
-                                    } else {
-                                        rejected.push(reject(
-                                            &origin_prefix,
-                                            partition,
-                                            offset,
-                                            &e.to_string(),
-                                            payload,
-                                        ));
-                                    }
+                                    let reason =
+                                        if payload.is_empty() { "empty message".to_string() } else { e.to_string() };
+                                    rejected.push(reject(&origin_prefix, partition, offset, &reason, payload));
                                 }
                             }
                         }
@@ -417,7 +382,7 @@ pub fn kafka_source<'scope>(
                     }
                     st.frontier = *ev_cap.time();
                     if polled > 0 {
-                        sent_watermarks.push_back(*ev_cap.time());
+                        flow.sent(*ev_cap.time());
                         activator.activate();
                     } else {
                         activator.activate_after(Duration::from_millis(5));

@@ -80,6 +80,10 @@ pub struct RunArgs {
     /// Serve metrics at this address (overrides metrics.address and enables metrics; port 0 = any).
     #[arg(long)]
     pub metrics_addr: Option<String>,
+    /// Maintain the analytics and serve the query API at this address (overrides analytics.address
+    /// and enables the analytics; port 0 = any).
+    #[arg(long)]
+    pub api_addr: Option<String>,
 }
 
 /// Runs the CLI.
@@ -123,6 +127,7 @@ fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
         processes: args.processes,
         process: args.process,
         metrics_addr: args.metrics_addr.clone(),
+        api_addr: args.api_addr.clone(),
         features_only,
     };
     let config = config::load(args.config.as_deref(), &overrides)?;

@@ -45,6 +45,69 @@ pub struct RawConfig {
     pub kafka: RawKafka,
     /// `[checkpoint]`.
     pub checkpoint: RawCheckpoint,
+    /// `[analytics]`.
+    pub analytics: RawAnalytics,
+    /// `[webhook]`.
+    pub webhook: RawWebhook,
+}
+
+/// `[analytics]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawAnalytics {
+    /// Maintain the analytics and serve the query API.
+    pub enabled: bool,
+    /// API address of process 0.
+    pub address: String,
+    /// Granularity.
+    pub tick: String,
+    /// How long data stays queryable.
+    pub retention: String,
+    /// Sliding top-volume window.
+    pub sliding: String,
+    /// Largest top-N.
+    pub top_max: i64,
+    /// Serving after the input ended ("forever" or a duration).
+    pub serve_after_input: String,
+    /// Longest wait for an answer.
+    pub query_timeout: String,
+}
+
+/// `[webhook]`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawWebhook {
+    /// Endpoint ("" = off).
+    pub url: String,
+    /// JSON body template.
+    pub template: String,
+    /// Environment variable holding the secret ("" = none).
+    pub secret_env: String,
+    /// Header the secret is sent in.
+    pub secret_header: String,
+    /// Per-instrument rate limit, in event time.
+    pub per_instrument_interval: String,
+    /// Attempts per alert.
+    pub max_attempts: i64,
+    /// First retry pause (doubles).
+    pub backoff: String,
+    /// Request timeout.
+    pub timeout: String,
+    /// Alerts waiting at most.
+    pub queue: i64,
+}
+
+/// The analytics and their query API.
+#[derive(Clone, Debug)]
+pub struct AnalyticsConfig {
+    /// The dataflow's options.
+    pub spec: lobsentry_operators::analytics::AnalyticsSpec,
+    /// Where this process serves the API.
+    pub address: std::net::SocketAddr,
+    /// How long to serve after the input ended (`None`: until stopped).
+    pub serve_after_input: Option<Duration>,
+    /// Longest wait for an answer.
+    pub query_timeout: Duration,
 }
 
 /// `[kafka]`.
@@ -422,6 +485,10 @@ pub struct Config {
     pub kafka_sinks: KafkaSinks,
     /// Checkpoints (`None`: off).
     pub checkpoint: Option<CheckpointConfig>,
+    /// Analytics and the query API (`None`: off).
+    pub analytics: Option<AnalyticsConfig>,
+    /// The webhook alert sink (`None`: off).
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 /// Command-line overrides.
@@ -441,6 +508,8 @@ pub struct Overrides {
     pub process: Option<usize>,
     /// `--metrics-addr`.
     pub metrics_addr: Option<String>,
+    /// `--api-addr` (turns the analytics on).
+    pub api_addr: Option<String>,
     /// Training-data mode (`lobsentry features`): no detectors, no model, every feature as CSV.
     pub features_only: bool,
 }
@@ -866,6 +935,54 @@ impl RawConfig {
                 retain: self.checkpoint.retain.max(1) as usize,
             })
         };
+        let process_index = cluster.as_ref().map_or(0, |c| c.process) as u16;
+        let a = &self.analytics;
+        let analytics = if (a.enabled || overrides.api_addr.is_some()) && !overrides.features_only {
+            let text = overrides.api_addr.clone().unwrap_or_else(|| a.address.clone());
+            let tick =
+                parse_duration(&a.tick).map_err(|e| errors.push(format!("analytics.tick: {e}"))).unwrap_or_default();
+            let retention = parse_duration(&a.retention)
+                .map_err(|e| errors.push(format!("analytics.retention: {e}")))
+                .unwrap_or_default();
+            let sliding = parse_duration(&a.sliding)
+                .map_err(|e| errors.push(format!("analytics.sliding: {e}")))
+                .unwrap_or_default();
+            let timeout = parse_duration(&a.query_timeout)
+                .map_err(|e| errors.push(format!("analytics.query-timeout: {e}")))
+                .unwrap_or_default();
+            let serve = match a.serve_after_input.as_str() {
+                "forever" => None,
+                other => Some(
+                    parse_duration(other)
+                        .map_err(|e| errors.push(format!("analytics.serve-after-input: {e} (or \"forever\")")))
+                        .unwrap_or_default(),
+                ),
+            };
+            let spec = lobsentry_operators::analytics::AnalyticsSpec {
+                tick_ns: tick.as_nanos() as u64,
+                retention_ns: retention.as_nanos() as u64,
+                sliding_ns: sliding.as_nanos() as u64,
+                top_max: a.top_max.max(0) as usize,
+            };
+            if let Err(e) = spec.validate() {
+                errors.push(format!("analytics: {e}"));
+            }
+            match text.parse::<std::net::SocketAddr>() {
+                Ok(mut address) => {
+                    if address.port() != 0 {
+                        address.set_port(address.port().saturating_add(process_index));
+                    }
+                    Some(AnalyticsConfig { spec, address, serve_after_input: serve, query_timeout: timeout })
+                }
+                Err(_) => {
+                    errors.push(format!("analytics.address: {text:?} is not an ip:port address"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let webhook = crate::webhook::WebhookConfig::from_raw(&self.webhook, &mut errors);
         if !errors.is_empty() {
             return Err(Error::Config(errors));
         }
@@ -889,6 +1006,8 @@ impl RawConfig {
             model,
             kafka_sinks,
             checkpoint,
+            analytics,
+            webhook,
         })
     }
 }

@@ -70,6 +70,22 @@ pub struct PipelineMetrics {
     pub checkpoint_write: Histogram,
     /// Barrier of the last complete checkpoint (event time, Unix seconds).
     pub checkpoint_barrier: Gauge,
+    /// Analytics: events that arrived after their analytics tick closed (not in the analytics).
+    pub analytics_late: IntCounter,
+    /// Webhook: alerts delivered (2xx).
+    pub webhook_sent: IntCounter,
+    /// Webhook: alerts given up on (attempts exhausted or a 4xx answer).
+    pub webhook_failed: IntCounter,
+    /// Webhook: attempts that failed and were retried.
+    pub webhook_retries: IntCounter,
+    /// Webhook: alerts not sent because of the per-instrument rate limit.
+    pub webhook_suppressed: IntCounter,
+    /// Webhook: alerts dropped because the delivery queue was full.
+    pub webhook_dropped: IntCounter,
+    /// API: requests answered, by status class ("2xx", "4xx", "5xx").
+    pub api_requests: IntCounterVec,
+    /// API: time from a query's arrival to its answer.
+    pub api_query: Histogram,
     book_seen: Mutex<BookStats>,
     kafka_seen: Mutex<[u64; 6]>,
 }
@@ -196,6 +212,40 @@ impl PipelineMetrics {
                 "lobsentry_checkpoint_barrier_seconds",
                 "Event time of the last complete checkpoint's barrier, Unix seconds.",
             )?,
+            analytics_late: counter(
+                "lobsentry_analytics_late_events_total",
+                "Events that arrived after their analytics tick closed (counted, not in the analytics).",
+            )?,
+            webhook_sent: counter("lobsentry_webhook_sent_total", "Alerts delivered to the webhook (2xx).")?,
+            webhook_failed: counter(
+                "lobsentry_webhook_failed_total",
+                "Alerts the webhook sink gave up on (attempts exhausted, or a 4xx answer).",
+            )?,
+            webhook_retries: counter(
+                "lobsentry_webhook_retries_total",
+                "Webhook attempts that failed and were retried.",
+            )?,
+            webhook_suppressed: counter(
+                "lobsentry_webhook_suppressed_total",
+                "Alerts not posted because of the per-instrument rate limit.",
+            )?,
+            webhook_dropped: counter(
+                "lobsentry_webhook_dropped_total",
+                "Alerts dropped because the webhook delivery queue was full.",
+            )?,
+            api_requests: vec_counter(
+                registry,
+                "lobsentry_api_requests_total",
+                "Query API requests answered, by status class.",
+                LABEL_STATUS,
+                &["2xx", "4xx", "5xx"],
+            )?,
+            api_query: histogram(
+                registry,
+                "lobsentry_api_query_seconds",
+                "Time from a query's arrival to its answer.",
+                prometheus::exponential_buckets(0.0005, 2.0, 16)?,
+            )?,
             book_seen: Mutex::new(BookStats::default()),
             kafka_seen: Mutex::new([0; 6]),
         })
@@ -263,6 +313,9 @@ impl PipelineMetrics {
         self.watermark_lag.set(now - wm);
     }
 }
+
+/// Label: the status class of an API answer.
+pub const LABEL_STATUS: &str = "status";
 
 /// Label: which detector scored a window.
 pub const LABEL_DETECTOR: &str = "detector";

@@ -7,6 +7,10 @@ use crate::config::{Config, Output, SourceConfig};
 use crate::error::Error;
 use crate::metrics::PipelineMetrics;
 use crate::summary::Summary;
+use crate::webhook::Webhook;
+use differential_dataflow::input::{Input as _, InputSession};
+use lobsentry_operators::analytics::queries::{collect_answers, AnswerRows, QueryDriver};
+use lobsentry_operators::analytics::{AlertRecord, AnalyticsRecord, AnalyticsSpec, MarketAnalytics, Query};
 use lobsentry_operators::book::{BookStats, ReconstructBook, ReconstructBookSpec};
 use lobsentry_operators::checkpoint::{decode, encode, Barrier, CheckpointStore, Coordinator, Part, StateRegistry};
 use lobsentry_operators::detect::{ScoreWindows, WindowScore};
@@ -19,6 +23,7 @@ use lobsentry_operators::sink::{WriteWindows, WriterFactory};
 use lobsentry_operators::source::kafka::{kafka_source, partition_count, KafkaSourceCounters};
 use lobsentry_operators::source::{file_source, synthetic_source, Rejected};
 use prometheus::Registry;
+use std::cell::Cell;
 use std::cell::RefCell;
 use std::io::{BufWriter, Write};
 use std::rc::Rc;
@@ -26,6 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use timely::dataflow::operators::generic::operator::empty;
+use timely::dataflow::operators::vec::Map as _;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{ProbeHandle, StreamVec};
@@ -222,6 +228,27 @@ fn checkpointed_writer(
     Some(writer)
 }
 
+type QueryParts = (InputSession<u64, (u64, Query), isize>, Rc<Cell<u64>>);
+
+/// Attaches the analytics to `records` (and `alerts`): late records counted, answers collected into
+/// `rows`; returns the query input and the analytics' max time for this worker's [`QueryDriver`].
+fn attach_analytics<'scope, R: AnalyticsRecord>(
+    records: StreamVec<'scope, u64, R>,
+    alerts: Option<StreamVec<'scope, u64, AlertRecord>>,
+    spec: AnalyticsSpec,
+    probe: &ProbeHandle<u64>,
+    answers_probe: &ProbeHandle<u64>,
+    rows: AnswerRows,
+    counters: Arc<Counters>,
+) -> QueryParts {
+    let (input, queries) = records.scope().new_collection();
+    let analytics = records.market_analytics(alerts, queries, spec);
+    analytics.late.inspect(move |_| counters.metrics.analytics_late.inc()).probe_with(probe);
+    analytics.max_time_progress.probe_with(probe);
+    collect_answers(analytics.answers, rows, answers_probe);
+    (input, analytics.max_time)
+}
+
 /// Runs the pipeline to completion (or forever for endless sources), updating `counters`.
 pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error> {
     let mut config = config.clone();
@@ -292,6 +319,21 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
         std::fs::File::create(p).map_err(|e| Error::Io(format!("{}: {e}", p.display())))?;
     }
 
+    // The query API: its requests reach this process's first worker through the hub.
+    let hub = Arc::new(crate::api::QueryHub::default());
+    let _api = match &config.analytics {
+        Some(a) => {
+            let server =
+                crate::api::ApiServer::start(a.address, hub.clone(), counters.clone(), a.spec, a.query_timeout)?;
+            eprintln!("lobsentry: analytics API on http://{}/v1/ (see /v1/openapi.json)", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
+    let webhook = match &config.webhook {
+        Some(w) => Some(Arc::new(Webhook::start(w.clone(), counters.clone())?)),
+        None => None,
+    };
     let shared = (
         config.clone(),
         counters.clone(),
@@ -304,7 +346,7 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
         late_writer.clone(),
         alerts_writer.clone(),
         alerts_keep.clone(),
-        (scores_writer.clone(), ort_env.clone(), checkpoint.clone()),
+        (scores_writer.clone(), ort_env.clone(), checkpoint.clone(), hub.clone(), webhook.clone()),
     );
     let communication = match &config.cluster {
         None => timely::CommunicationConfig::Process(config.workers),
@@ -330,8 +372,12 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
             late_writer,
             alerts_writer,
             alerts_keep,
-            (scores_writer, ort_env, checkpoint),
+            (scores_writer, ort_env, checkpoint, hub, webhook),
         ) = shared.clone();
+        let side_files: Vec<SharedWriter> =
+            [&dead_letter, &late_writer, &alerts_writer, &scores_writer].into_iter().flatten().cloned().collect();
+        let answers_probe = ProbeHandle::new();
+        let answer_rows = AnswerRows::default();
         let local = worker.index() % config.workers;
         let probe = ProbeHandle::new();
         // Checkpoints: each stateful operator registers its state (restored from the checkpoint, if any).
@@ -355,7 +401,7 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
             checkpointed_writer("features-sink", &config.kafka_sinks.features, &sink_counters, &registry);
         let writers: Vec<SharedKafkaWriter> =
             [&kafka_alerts, &kafka_scores, &kafka_dlq, &kafka_features].into_iter().flatten().cloned().collect();
-        worker.dataflow::<u64, _, _>(|scope| {
+        let query_parts: Option<QueryParts> = worker.dataflow::<u64, _, _>(|scope| {
             let (events, errors): (StreamVec<'_, u64, Timed<LobEvent>>, StreamVec<'_, u64, Rejected>) = match &config.source {
                 SourceConfig::Files(spec) => file_source(scope, spec.clone(), Some(probe.clone())),
                 SourceConfig::Synthetic(spec) => {
@@ -412,14 +458,22 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                     }
                 }
             };
+            let mut analytics_books = None;
+            let mut analytics_events = None;
             let features: StreamVec<'_, u64, WindowFeatures> = if config.book {
                 let spec =
                     ReconstructBookSpec { book: config.book_config, stats: Some(book_stats.clone()), state: registry.clone() };
-                let (features, late) =
-                    events.reconstruct_book_with(spec).extract_features_with(config.window, registry.clone());
+                let books = events.reconstruct_book_with(spec);
+                if config.analytics.is_some() {
+                    analytics_books = Some(books.clone());
+                }
+                let (features, late) = books.extract_features_with(config.window, registry.clone());
                 late.inspect(move |b| count_late(&b.timed.event)).probe_with(&probe);
                 features
             } else {
+                if config.analytics.is_some() {
+                    analytics_events = Some(events.clone());
+                }
                 let (features, late) = events.extract_features_with(config.window, registry.clone());
                 late.inspect(move |t| count_late(&t.event)).probe_with(&probe);
                 features
@@ -498,13 +552,15 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                 // differently on one worker than on another.
                 scores.push(features.clone().score_with_model(spec).expect("model checked at start-up"));
             }
+            let mut analytics_alerts = None;
             if !scores.is_empty() {
                 let detect_counter = counters.clone();
+                let webhook = webhook.clone();
                 let (alerts_writer, alerts_keep, scores_writer) =
                     (alerts_writer.clone(), alerts_keep.clone(), scores_writer.clone());
                 let (kafka_alerts, kafka_scores) = (kafka_alerts.clone(), kafka_scores.clone());
                 let primary = if config.model.is_some() { "model" } else { "baseline" };
-                scope
+                let scored = scope
                     .concatenate(scores)
                     .inspect_core(move |batch| {
                         let Ok((_, data)) = batch else { return };
@@ -535,6 +591,9 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                                 if let Ok(mut keep) = alerts_keep.lock() {
                                     keep.push(s.clone());
                                 }
+                                if let Some(w) = &webhook {
+                                    w.offer(s);
+                                }
                             }
                             if let Some(w) = &alerts_writer {
                                 if let Ok(mut guard) = w.lock() {
@@ -544,10 +603,30 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                                 }
                             }
                         }
-                    })
-                    .probe_with(&probe);
+                    });
+                scored.clone().probe_with(&probe);
+                if config.analytics.is_some() {
+                    analytics_alerts = Some(scored.flat_map(move |s| {
+                        (s.is_anomaly && detector_label(&s) == primary).then(|| AlertRecord {
+                            window_end: s.window.end,
+                            instrument: s.instrument,
+                            body: alert_json(&s).to_string(),
+                        })
+                    }));
+                }
             }
             features.probe_with(&probe);
+            let spec = config.analytics.as_ref().map(|a| a.spec)?;
+            let (rows, probes) = (answer_rows.clone(), (&probe, &answers_probe));
+            match (analytics_books, analytics_events) {
+                (Some(books), _) => {
+                    Some(attach_analytics(books, analytics_alerts, spec, probes.0, probes.1, rows, counters.clone()))
+                }
+                (None, Some(events)) => {
+                    Some(attach_analytics(events, analytics_alerts, spec, probes.0, probes.1, rows, counters.clone()))
+                }
+                (None, None) => None,
+            }
         });
         if let Some(registry) = &registry {
             let unclaimed = registry.unclaimed();
@@ -585,8 +664,53 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                 }
             }
         };
-        let park = if coordinator.is_some() || !writers.is_empty() { 5 } else { 100 };
+        let mut driver = query_parts.map(|(input, max_time)| {
+            QueryDriver::new(worker.index(), input, answers_probe.clone(), answer_rows.clone(), max_time)
+        });
+        let mut replies: std::collections::HashMap<u64, std::sync::mpsc::Sender<crate::api::Reply>> =
+            std::collections::HashMap::new();
+        let mut input_ended: Option<Instant> = None;
+        let serve_after_input = config.analytics.as_ref().and_then(|a| a.serve_after_input);
+        let park = if coordinator.is_some() || !writers.is_empty() || driver.is_some() { 5 } else { 100 };
         while worker.step_or_park(Some(Duration::from_millis(park))) {
+            if let Some(d) = driver.as_mut() {
+                if local == 0 {
+                    for request in hub.drain() {
+                        replies.insert(d.submit(request.query), request.reply);
+                    }
+                }
+                let frontier = probe.with_frontier(|f| f.first().copied());
+                for (id, answer) in d.step(frontier) {
+                    if let Some(tx) = replies.remove(&id) {
+                        let _ = tx.send(crate::api::Reply::Answer(answer));
+                    }
+                }
+                if frontier.is_none() {
+                    if input_ended.is_none() && local == 0 {
+                        // The input is done: make the side files complete while the API keeps serving.
+                        for w in &side_files {
+                            if let Ok(mut guard) = w.lock() {
+                                if let Some(out) = guard.as_mut() {
+                                    let _ = out.flush();
+                                }
+                            }
+                        }
+                    }
+                    let since = *input_ended.get_or_insert_with(Instant::now);
+                    if serve_after_input.is_some_and(|s| since.elapsed() >= s) {
+                        // Serving is over: refuse new queries, fail the waiting ones, let the dataflow end.
+                        if local == 0 {
+                            hub.close();
+                        }
+                        for (_, tx) in replies.drain() {
+                            let _ = tx.send(crate::api::Reply::Stopped);
+                        }
+                        if let Some(d) = driver.take() {
+                            d.close();
+                        }
+                    }
+                }
+            }
             for w in &writers {
                 w.borrow_mut().pump();
             }
@@ -633,6 +757,10 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
     let started = Instant::now();
     for result in guards.join() {
         result.map_err(Error::Timely)?;
+    }
+    hub.close();
+    if let Some(w) = &webhook {
+        w.finish();
     }
     for w in [&dead_letter, &late_writer, &alerts_writer, &scores_writer].into_iter().flatten() {
         if let Ok(mut guard) = w.lock() {

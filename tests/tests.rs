@@ -8,10 +8,13 @@
 //! * `model`: the shipped ONNX model through the real ONNX Runtime, and `lobsentry eval`.
 //! * `kafka`: the Kafka source and writers against librdkafka's mock cluster and the tansu broker;
 //!   SIGKILL and restart with checkpoints.
+//! * `analytics`: the query API against a naive oracle (1 and 2 workers, a 2-process cluster), bad
+//!   requests, the webhook sink against a local server.
 //! * `observability`: metrics, a real Prometheus scraping a 2-process cluster, cluster output.
 
 mod util;
 
+mod analytics;
 mod cli;
 mod inputs;
 mod kafka;

@@ -16,6 +16,8 @@
 //!   (ONNX Runtime through `ort`, loaded dynamically).
 //! * [`generator`]: a synthetic market with labelled anomalies.
 //! * [`checkpoint`]: aligned event-time checkpoints of operator state (serde + bincode 1.3).
+//! * [`analytics`]: market analytics on differential dataflow (volumes per minute/hour, sliding
+//!   top-volume, latest prices, anomalies) and the query protocol that answers from them.
 //!
 //! The frontier is the watermark: a source holds a capability at `max event time seen - bound`, a
 //! window fires when the frontier reaches its end, and a record that arrives after its window fired is
@@ -23,6 +25,7 @@
 //! workers.
 #![forbid(missing_docs)]
 
+pub mod analytics;
 pub mod book;
 pub mod checkpoint;
 pub mod detect;

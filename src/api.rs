@@ -1,0 +1,412 @@
+//! The HTTP JSON query API over the analytics dataflow.
+//!
+//! A request is parsed and validated here, then handed to this process's first worker through the
+//! [`QueryHub`]; the worker inserts it into the dataflow's query collection
+//! ([`QueryDriver`](lobsentry_operators::analytics::queries::QueryDriver)), and the rows the dataflow
+//! computes come back here to be rendered. Every answer states the market clock and logical time it
+//! reflects. Any process of a cluster answers for every instrument: the query travels through the
+//! dataflow to whichever worker holds the data.
+
+use crate::error::Error;
+use crate::http::{read_request, respond, HttpServer};
+use crate::pipeline::Counters;
+use lobsentry_operators::analytics::queries::Answer;
+use lobsentry_operators::analytics::{
+    stat_hours, trade_minutes, AnalyticsSpec, Query, Row, Volume, NS_PER_HOUR, NS_PER_MINUTE,
+};
+use lobsentry_operators::event::{InstrumentId, Price, Qty};
+use serde_json::{json, Value};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a worker sends back for a query.
+#[derive(Debug)]
+pub enum Reply {
+    /// The dataflow's answer.
+    Answer(Answer),
+    /// The run stopped before answering.
+    Stopped,
+}
+
+/// A query waiting for a worker.
+#[derive(Debug)]
+pub struct Request {
+    /// The query.
+    pub query: Query,
+    /// Where the reply goes.
+    pub reply: Sender<Reply>,
+}
+
+/// Queries of this process on their way to its first worker.
+#[derive(Debug, Default)]
+pub struct QueryHub {
+    inbox: Mutex<Vec<Request>>,
+    closed: AtomicBool,
+}
+
+impl QueryHub {
+    /// Takes the waiting queries.
+    pub fn drain(&self) -> Vec<Request> {
+        self.inbox.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
+    }
+
+    /// Refuses new queries from now on and fails the waiting ones.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        for r in self.drain() {
+            let _ = r.reply.send(Reply::Stopped);
+        }
+    }
+
+    fn submit(&self, query: Query) -> Option<std::sync::mpsc::Receiver<Reply>> {
+        if self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let (tx, rx) = channel();
+        self.inbox.lock().ok()?.push(Request { query, reply: tx });
+        Some(rx)
+    }
+}
+
+/// The running API server; stops when dropped.
+#[derive(Debug)]
+pub struct ApiServer(HttpServer);
+
+struct Shared {
+    hub: Arc<QueryHub>,
+    counters: Arc<Counters>,
+    spec: AnalyticsSpec,
+    timeout: Duration,
+}
+
+impl ApiServer {
+    /// Binds `addr` and serves queries through `hub`; each connection waits on its own thread.
+    pub fn start(
+        addr: SocketAddr,
+        hub: Arc<QueryHub>,
+        counters: Arc<Counters>,
+        spec: AnalyticsSpec,
+        timeout: Duration,
+    ) -> Result<ApiServer, Error> {
+        let shared = Shared { hub, counters, spec, timeout };
+        let handler = Arc::new(move |stream: TcpStream| {
+            let _ = handle(stream, &shared);
+        });
+        HttpServer::start(addr, "lobsentry-api", true, handler).map(ApiServer).map_err(|e| {
+            Error::Io(format!("analytics API: cannot listen on {addr}: {e} (set analytics.address or --api-addr)"))
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.0.addr()
+    }
+}
+
+/// An HTTP error answer.
+#[derive(Debug, PartialEq)]
+pub struct ApiError {
+    /// Status line, e.g. "400 Bad Request".
+    pub status: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError { status: "400 Bad Request", message: message.into() }
+}
+
+/// Percent-decodes a URL component (`%20` -> space); malformed escapes stay as they are.
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn param(query: &str, name: &str) -> Option<String> {
+    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| decode(k) == name).map(|(_, v)| decode(v))
+}
+
+fn number(query: &str, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ApiError> {
+    let Some(text) = param(query, name) else { return Ok(default) };
+    let value: u64 = text.parse().map_err(|_| bad(format!("{name}={text:?} is not a non-negative integer")))?;
+    if !range.contains(&value) {
+        return Err(bad(format!("{name}={value} is out of range {}..={}", range.start(), range.end())));
+    }
+    Ok(value)
+}
+
+/// Parses a request line's method and target into a query (or the OpenAPI document).
+pub fn route(method: &str, target: &str, spec: &AnalyticsSpec) -> Result<Option<Query>, ApiError> {
+    if method != "GET" {
+        return Err(ApiError {
+            status: "405 Method Not Allowed",
+            message: format!("{method} is not supported: use GET"),
+        });
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let retention_minutes = (spec.retention_ns / NS_PER_MINUTE).max(1);
+    let retention_hours = spec.retention_ns.div_ceil(NS_PER_HOUR).max(1);
+    let instrument = |sym: &str| {
+        let sym = decode(sym);
+        InstrumentId::new(&sym).map_err(|e| bad(format!("instrument {sym:?}: {e}")))
+    };
+    match segments.as_slice() {
+        ["v1", "openapi.json"] => Ok(None),
+        ["v1", "instruments", sym, "price"] => Ok(Some(Query::Price { instrument: instrument(sym)? })),
+        ["v1", "instruments", sym, "trades"] => Ok(Some(Query::Trades {
+            instrument: instrument(sym)?,
+            minutes: number(query, "minutes", 5, 1..=retention_minutes)?,
+        })),
+        ["v1", "top-volume"] => {
+            Ok(Some(Query::TopVolume { n: number(query, "n", 10, 1..=spec.top_max as u64)? as usize }))
+        }
+        ["v1", "hourly-stats"] => Ok(Some(Query::HourlyStats {
+            hours: number(query, "hours", retention_hours.min(24), 1..=retention_hours)?,
+        })),
+        ["v1", "anomalies"] => Ok(Some(Query::Anomalies { since_ns: number(query, "since", 0, 0..=u64::MAX)? })),
+        _ => Err(ApiError {
+            status: "404 Not Found",
+            message: format!("no such endpoint {path:?}: see /v1/openapi.json"),
+        }),
+    }
+}
+
+fn dollars(p: Price) -> f64 {
+    p.as_f64()
+}
+
+fn level(l: Option<(Price, Qty)>) -> Value {
+    match l {
+        Some((p, q)) => json!({"price": dollars(p), "price_ticks": p.0, "size": q}),
+        None => Value::Null,
+    }
+}
+
+fn volume(v: &Volume) -> Value {
+    json!({
+        "trades": v.trades,
+        "shares": v.shares,
+        "vwap": v.vwap_ticks().map(|t| t / 10_000.0),
+    })
+}
+
+/// Renders an answer as the endpoint's JSON (or a 404 for an instrument without data).
+pub fn render(query: &Query, answer: &Answer, target: &str) -> Result<Value, ApiError> {
+    let clock = answer.rows.iter().find_map(|r| if let Row::Clock(c) = r { Some(*c) } else { None });
+    let watermark = json!({
+        "market_clock_ns": clock,
+        "query_time_ns": answer.time,
+        "input_complete": answer.input_complete,
+    });
+    let body = match query {
+        Query::Price { instrument } => {
+            let Some(p) = answer.rows.iter().find_map(|r| if let Row::Price(p) = r { Some(*p) } else { None }) else {
+                return Err(ApiError {
+                    status: "404 Not Found",
+                    message: format!("no data for instrument {} (as of market clock {clock:?})", instrument.as_str()),
+                });
+            };
+            json!({
+                "instrument": instrument.as_str(),
+                "price": p.trade.and_then(|(_, v)| v.vwap_ticks()).map(|t| t / 10_000.0),
+                "last_trade_tick_end_ns": p.trade.map(|(t, _)| t),
+                "last_trade_tick": p.trade.map(|(_, v)| volume(&v)),
+                "bid": p.quote.map_or(Value::Null, |(_, (b, _))| level(b)),
+                "ask": p.quote.map_or(Value::Null, |(_, (_, a))| level(a)),
+                "quote_tick_end_ns": p.quote.map(|(t, _)| t),
+                "watermark": watermark,
+            })
+        }
+        Query::Trades { instrument, minutes } => {
+            let range = trade_minutes(clock.unwrap_or(0), *minutes);
+            let mut total = Volume::default();
+            let mut per_minute = Vec::new();
+            for r in &answer.rows {
+                if let Row::Minute(m, v) = r {
+                    total.trades += v.trades;
+                    total.shares += v.shares;
+                    total.notional += v.notional;
+                    per_minute
+                        .push(json!({"minute_start_ns": m * NS_PER_MINUTE, "trades": v.trades, "shares": v.shares}));
+                }
+            }
+            json!({
+                "instrument": instrument.as_str(),
+                "minutes": minutes,
+                "from_ns": range.start * NS_PER_MINUTE,
+                "to_ns": range.end * NS_PER_MINUTE,
+                "trades": total.trades,
+                "shares": total.shares,
+                "vwap": total.vwap_ticks().map(|t| t / 10_000.0),
+                "per_minute": per_minute,
+                "watermark": watermark,
+            })
+        }
+        Query::TopVolume { n } => {
+            let mut rows: Vec<(usize, InstrumentId, Volume)> = answer
+                .rows
+                .iter()
+                .filter_map(|r| if let Row::Top(k, i, v) = r { Some((*k, *i, *v)) } else { None })
+                .collect();
+            rows.sort();
+            json!({
+                "n": n,
+                "instruments": rows.iter().map(|(rank, i, v)| json!({
+                    "rank": rank + 1, "instrument": i.as_str(), "trades": v.trades, "shares": v.shares,
+                    "vwap": v.vwap_ticks().map(|t| t / 10_000.0),
+                })).collect::<Vec<_>>(),
+                "watermark": watermark,
+            })
+        }
+        Query::HourlyStats { hours } => {
+            let c = clock.unwrap_or(0);
+            let present: std::collections::BTreeMap<u64, Volume> = answer
+                .rows
+                .iter()
+                .filter_map(|r| if let Row::Hour(h, v) = r { Some((*h, *v)) } else { None })
+                .collect();
+            let list: Vec<Value> = if clock.is_none() {
+                Vec::new()
+            } else {
+                stat_hours(c, *hours)
+                    .map(|h| {
+                        let start = h * NS_PER_HOUR;
+                        let complete = start + NS_PER_HOUR <= c;
+                        match present.get(&h) {
+                            Some(v) => json!({"hour_start_ns": start, "missing": false, "complete": complete,
+                                "trades": v.trades, "shares": v.shares, "vwap": v.vwap_ticks().map(|t| t / 10_000.0)}),
+                            None => json!({"hour_start_ns": start, "missing": true, "complete": complete,
+                                "trades": 0, "shares": 0, "vwap": null}),
+                        }
+                    })
+                    .collect()
+            };
+            json!({"hours": list, "watermark": watermark})
+        }
+        Query::Anomalies { since_ns } => {
+            let limit = param(target.split_once('?').map_or("", |(_, q)| q), "limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(100);
+            let mut list: Vec<&lobsentry_operators::analytics::AlertRecord> =
+                answer.rows.iter().filter_map(|r| if let Row::Anomaly(a) = r { Some(a) } else { None }).collect();
+            list.sort();
+            let skip = list.len().saturating_sub(limit);
+            let items: Vec<Value> =
+                list[skip..].iter().map(|a| serde_json::from_str(&a.body).unwrap_or(Value::Null)).collect();
+            json!({"since_ns": since_ns, "count": list.len(), "anomalies": items, "watermark": watermark})
+        }
+    };
+    Ok(body)
+}
+
+/// The OpenAPI 3 description of the API.
+pub fn openapi() -> Value {
+    let watermark = json!({"type": "object", "description": "What the answer reflects: the market clock (end of the latest analytics tick with any event, ns), the logical time of the query, and whether the input had ended.", "properties": {
+        "market_clock_ns": {"type": ["integer", "null"]}, "query_time_ns": {"type": "integer"}, "input_complete": {"type": "boolean"}}});
+    let error = json!({"description": "Bad request (4xx) or no answer in time (503)", "content": {"application/json": {"schema": {"type": "object", "properties": {"error": {"type": "string"}}}}}});
+    let ok = |description: &str| json!({"200": {"description": description, "content": {"application/json": {"schema": {"type": "object", "properties": {"watermark": watermark.clone()}}}}}, "400": error.clone(), "404": error.clone(), "503": error.clone()});
+    let int = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "integer", "minimum": 0}});
+    let sym = json!({"name": "sym", "in": "path", "required": true, "schema": {"type": "string"}});
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "lobsentry analytics", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Market analytics maintained by differential dataflow. Prices in dollars; times in ns of event time."},
+        "paths": {
+            "/v1/instruments/{sym}/price": {"get": {"summary": "Latest price (VWAP of the last tick with trades) and best bid/ask",
+                "parameters": [sym.clone()], "responses": ok("Latest price")}},
+            "/v1/instruments/{sym}/trades": {"get": {"summary": "Trades over the last N minutes, the current minute excluded",
+                "parameters": [sym, int("minutes", "N (default 5)")], "responses": ok("Trades and volume, per minute")}},
+            "/v1/top-volume": {"get": {"summary": "Top N instruments by shares traded over the sliding window (1 h)",
+                "parameters": [int("n", "N (default 10)")], "responses": ok("Ranking")}},
+            "/v1/hourly-stats": {"get": {"summary": "Market-wide totals of the last H hours, hours without data listed as missing",
+                "parameters": [int("hours", "H (default 24)")], "responses": ok("Hours")}},
+            "/v1/anomalies": {"get": {"summary": "Anomalies whose window ended at or after `since` (ns of event time)",
+                "parameters": [int("since", "event time, ns (default 0)"), int("limit", "most recent L (default 100)")], "responses": ok("Anomalies")}},
+            "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3"}}}},
+        }
+    })
+}
+
+fn handle(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+    let (method, target) = read_request(&mut stream)?;
+    let (method, target) = (method.as_str(), target.as_str());
+    let started = Instant::now();
+    let metrics = &shared.counters.metrics;
+    let result = route(method, target, &shared.spec).and_then(|query| {
+        let Some(query) = query else { return Ok(openapi()) };
+        let rx = shared.hub.submit(query.clone()).ok_or_else(|| ApiError {
+            status: "503 Service Unavailable",
+            message: "the run has ended and no longer answers queries".into(),
+        })?;
+        match rx.recv_timeout(shared.timeout) {
+            Ok(Reply::Answer(answer)) => {
+                metrics.api_query.observe(started.elapsed().as_secs_f64());
+                render(&query, &answer, target)
+            }
+            Ok(Reply::Stopped) | Err(_) => Err(ApiError {
+                status: "503 Service Unavailable",
+                message: format!(
+                    "no answer within {:?}: the watermark has not passed the query (a stalled source?) or the run stopped",
+                    shared.timeout
+                ),
+            }),
+        }
+    });
+    let (status, body) = match result {
+        Ok(body) => ("200 OK", body),
+        Err(e) => (e.status, json!({"error": e.message})),
+    };
+    let class = format!("{}xx", &status[..1]);
+    metrics.api_requests.with_label_values(&[class.as_str()]).inc();
+    respond(&mut stream, status, "application/json", &body.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_rejects() {
+        let spec = AnalyticsSpec::default();
+        let x = InstrumentId::new("GOOG").unwrap();
+        assert_eq!(route("GET", "/v1/instruments/GOOG/price", &spec).unwrap(), Some(Query::Price { instrument: x }));
+        assert_eq!(
+            route("GET", "/v1/instruments/GOOG/trades?minutes=15", &spec).unwrap(),
+            Some(Query::Trades { instrument: x, minutes: 15 })
+        );
+        assert_eq!(route("GET", "/v1/top-volume?n=3", &spec).unwrap(), Some(Query::TopVolume { n: 3 }));
+        assert_eq!(route("GET", "/v1/openapi.json", &spec).unwrap(), None);
+        assert_eq!(route("GET", "/v1/top-volume?n=0", &spec).unwrap_err().status, "400 Bad Request");
+        assert_eq!(route("GET", "/v1/top-volume?n=abc", &spec).unwrap_err().status, "400 Bad Request");
+        assert_eq!(
+            route("GET", "/v1/instruments/WAY-TOO-LONG-SYMBOL/price", &spec).unwrap_err().status,
+            "400 Bad Request"
+        );
+        assert_eq!(route("GET", "/v2/nothing", &spec).unwrap_err().status, "404 Not Found");
+        assert_eq!(route("POST", "/v1/top-volume", &spec).unwrap_err().status, "405 Method Not Allowed");
+        assert!(openapi()["paths"]["/v1/top-volume"]["get"].is_object());
+    }
+}

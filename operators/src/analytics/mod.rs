@@ -206,26 +206,92 @@ pub struct TickAcc {
     quote: Option<((EventTime, u64), Quote)>,
 }
 
-/// Folds events into [`TickStats`]: executions into volume, the last book top into the quote.
+impl TickAcc {
+    fn add_record<R: AnalyticsRecord>(&mut self, record: &R) {
+        let e = record.lob_event();
+        if e.kind.is_execution() && !e.is_seed() {
+            self.volume.plus_equals(&Volume::trade(e.price, e.size));
+        }
+        if let Some(top) = record.top() {
+            self.merge_quote(Some(((record.order_ts(), record.seq()), (top.bid, top.ask))));
+        }
+    }
+
+    fn merge_quote(&mut self, quote: Option<((EventTime, u64), Quote)>) {
+        if let Some((key, q)) = quote {
+            if self.quote.is_none_or(|(k, _)| k < key) {
+                self.quote = Some((key, q));
+            }
+        }
+    }
+}
+
+/// Events of one instrument and tick combined before they are exchanged (a combiner, as in
+/// MapReduce): what [`TickAggregate`] folds. Only records that their tick still accepts are combined
+/// (`order_ts < tick end`), so lateness is decided exactly as for single records.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct TickPartial {
+    /// The instrument.
+    pub instrument: InstrumentId,
+    /// Start of the tick, ns.
+    pub tick_start: EventTime,
+    /// Largest `order_ts` of the combined records.
+    pub order_ts: EventTime,
+    /// Largest `seq` of the combined records.
+    pub seq: u64,
+    acc: TickAcc,
+}
+
+impl TickPartial {
+    /// A partial holding `record` alone.
+    pub fn of<R: AnalyticsRecord>(record: &R, tick_ns: u64) -> TickPartial {
+        let ts = record.event_ts();
+        let mut p = TickPartial {
+            instrument: record.instrument(),
+            tick_start: ts - ts % tick_ns,
+            order_ts: record.order_ts(),
+            seq: record.seq(),
+            acc: TickAcc::default(),
+        };
+        p.acc.add_record(record);
+        p
+    }
+
+    /// Adds a record of the same instrument and tick.
+    pub fn add<R: AnalyticsRecord>(&mut self, record: &R) {
+        self.order_ts = self.order_ts.max(record.order_ts());
+        self.seq = self.seq.max(record.seq());
+        self.acc.add_record(record);
+    }
+}
+
+impl WindowRecord for TickPartial {
+    fn instrument(&self) -> InstrumentId {
+        self.instrument
+    }
+    fn event_ts(&self) -> EventTime {
+        self.tick_start
+    }
+    fn order_ts(&self) -> EventTime {
+        self.order_ts
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// Folds [`TickPartial`]s into [`TickStats`]: executions into volume, the last book top into the quote.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TickAggregate;
 
-impl<R: AnalyticsRecord> Aggregate<R> for TickAggregate {
+impl Aggregate<TickPartial> for TickAggregate {
     type Acc = TickAcc;
     type Output = TickStats;
     const ORDERED: bool = false;
 
-    fn add(&self, acc: &mut TickAcc, record: &R) {
-        let e = record.lob_event();
-        if e.kind.is_execution() && !e.is_seed() {
-            acc.volume.plus_equals(&Volume::trade(e.price, e.size));
-        }
-        if let Some(top) = record.top() {
-            let key = (record.order_ts(), record.seq());
-            if acc.quote.is_none_or(|(k, _)| k < key) {
-                acc.quote = Some((key, (top.bid, top.ask)));
-            }
-        }
+    fn add(&self, acc: &mut TickAcc, partial: &TickPartial) {
+        acc.volume.plus_equals(&partial.acc.volume);
+        acc.merge_quote(partial.acc.quote);
     }
 
     fn finish(&self, instrument: InstrumentId, window: Window, acc: TickAcc) -> TickStats {

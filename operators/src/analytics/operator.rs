@@ -2,8 +2,9 @@
 
 use super::{
     query_worker, stat_hours, trade_minutes, AlertRecord, AnalyticsRecord, AnalyticsSpec, LatestPrice, Query, Row,
-    TickAggregate, TickStats,
+    TickAggregate, TickPartial, TickStats,
 };
+use crate::event::InstrumentId;
 use crate::window::{WindowAggregate, WindowSpec};
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::{AsCollection, VecCollection};
@@ -19,12 +20,12 @@ use timely::dataflow::StreamVec;
 use timely::ExchangeData;
 
 /// What [`MarketAnalytics::market_analytics`] returns.
-pub struct Analytics<'scope, R> {
+pub struct Analytics<'scope> {
     /// Answer updates `((query id, row), time, diff)`, each on the worker that issued the query; the
     /// answer to a query asked at `q` is [`answer_rows`] of its updates at `q`.
     pub answers: StreamVec<'scope, u64, AnswerUpdate>,
-    /// Records that arrived after their tick closed (not in the analytics).
-    pub late: StreamVec<'scope, u64, R>,
+    /// Records that arrived after their tick closed (not in the analytics), one partial each.
+    pub late: StreamVec<'scope, u64, TickPartial>,
     /// The largest logical time of any analytics update seen by any worker (shared with the worker's
     /// [`QueryDriver`](super::queries::QueryDriver): once the input has ended, queries are asked just
     /// after it, so sliding windows still cover the end of the data).
@@ -76,7 +77,7 @@ pub trait MarketAnalytics<'scope, R: AnalyticsRecord> {
         alerts: Option<StreamVec<'scope, u64, AlertRecord>>,
         queries: VecCollection<'scope, u64, (u64, Query)>,
         spec: AnalyticsSpec,
-    ) -> Analytics<'scope, R>;
+    ) -> Analytics<'scope>;
 }
 
 impl<'scope, R: AnalyticsRecord> MarketAnalytics<'scope, R> for StreamVec<'scope, u64, R> {
@@ -85,9 +86,9 @@ impl<'scope, R: AnalyticsRecord> MarketAnalytics<'scope, R> for StreamVec<'scope
         alerts: Option<StreamVec<'scope, u64, AlertRecord>>,
         queries: VecCollection<'scope, u64, (u64, Query)>,
         spec: AnalyticsSpec,
-    ) -> Analytics<'scope, R> {
+    ) -> Analytics<'scope> {
         let tick_ns = spec.tick_ns;
-        let (ticks, late) = self.window_aggregate(WindowSpec::tumbling(tick_ns), TickAggregate);
+        let (ticks, late) = combine_ticks(self, tick_ns).window_aggregate(WindowSpec::tumbling(tick_ns), TickAggregate);
 
         // Logical times seen, broadcast: the queries' anchor once the input has ended.
         let max_time = Rc::new(Cell::new(0u64));
@@ -225,6 +226,42 @@ impl<'scope, R: AnalyticsRecord> MarketAnalytics<'scope, R> for StreamVec<'scope
     }
 }
 
+/// Combines each batch's records per (instrument, tick) before the exchange; records their tick no
+/// longer accepts stay alone (and are found late by the window operator).
+fn combine_ticks<'scope, R: AnalyticsRecord>(
+    stream: StreamVec<'scope, u64, R>,
+    tick_ns: u64,
+) -> StreamVec<'scope, u64, TickPartial> {
+    stream.unary(Pipeline, "CombineTicks", move |_, _| {
+        let mut partials: FxHashMap<(InstrumentId, u64), TickPartial> = FxHashMap::default();
+        move |input, output| {
+            input.for_each_stamp(|cap, data| {
+                let Some(cap) = cap.retain_least(output.output_index()) else { return };
+                let mut session = output.session(&cap);
+                for batch in data {
+                    for r in batch.iter() {
+                        let ts = r.event_ts();
+                        let start = ts - ts % tick_ns;
+                        if r.order_ts() >= start + tick_ns {
+                            session.give(TickPartial::of(r, tick_ns));
+                            continue;
+                        }
+                        match partials.entry((r.instrument(), start)) {
+                            std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().add(r),
+                            std::collections::hash_map::Entry::Vacant(e) => {
+                                e.insert(TickPartial::of(r, tick_ns));
+                            }
+                        }
+                    }
+                }
+                for (_, p) in partials.drain() {
+                    session.give(p);
+                }
+            });
+        }
+    })
+}
+
 /// An update of an answer: `((query id, row), time, diff)`.
 pub type AnswerUpdate = ((u64, Row), u64, isize);
 
@@ -360,7 +397,7 @@ mod tests {
     use crate::event::{EventKind, InstrumentId, LobEvent, Price, Side, Timed};
     use crate::testing::captured;
     use differential_dataflow::input::Input;
-    use timely::dataflow::operators::{Capture, ToStream};
+    use timely::dataflow::operators::{Capture, Inspect, ToStream};
 
     fn trade(sym: &str, ts: u64, size: u64) -> Timed<LobEvent> {
         Timed {
@@ -389,6 +426,62 @@ mod tests {
             a.answers.capture()
         });
         answer_rows(captured(answers).into_iter().map(|((_, r), t, d)| (r, t, d)), at)
+    }
+
+    proptest::proptest! {
+        /// Combining per batch before the exchange gives what a per-record oracle gives: each tick's
+        /// volume from the records it accepted (`order_ts < end`), the rest late.
+        #[test]
+        fn combined_ticks_match_a_per_record_oracle(
+            records in proptest::collection::vec((0u64..5_000, 0u64..3_000, 0usize..3, 1u64..50), 1..200),
+            workers in 1usize..3,
+        ) {
+            let ms = 1_000_000u64;
+            let events: Vec<Timed<LobEvent>> = records
+                .iter()
+                .enumerate()
+                .map(|(i, (ts, delay, sym, size))| {
+                    let mut t = trade(["A", "B", "C"][*sym], ts * ms, *size);
+                    t.order_ts = (ts + delay) * ms;
+                    t.seq = i as u64;
+                    t
+                })
+                .collect();
+            let mut want: BTreeMap<(String, u64), i64> = BTreeMap::new();
+            let mut late = 0usize;
+            for e in &events {
+                let end = (e.event.ts_ns / 1_000_000_000 + 1) * 1_000_000_000;
+                if e.order_ts < end {
+                    *want.entry((e.event.instrument.as_str().to_string(), end)).or_default() += e.event.size as i64;
+                } else {
+                    late += 1;
+                }
+            }
+            let shared = std::sync::Arc::new(std::sync::Mutex::new((BTreeMap::new(), 0usize)));
+            let (got, got_late) = {
+                let inner = shared.clone();
+                timely::execute(timely::Config::process(workers), move |worker| {
+                    let index = worker.index();
+                    let mine: Vec<Timed<LobEvent>> = events.iter().enumerate().filter(|(i, _)| i % workers == index).map(|(_, e)| *e).collect();
+                    let inner = inner.clone();
+                    let inner2 = inner.clone();
+                    worker.dataflow::<u64, _, _>(move |scope| {
+                        let (ticks, late) = combine_ticks(mine.to_stream(scope), 1_000_000_000)
+                            .window_aggregate(WindowSpec::tumbling(1_000_000_000), TickAggregate);
+                        ticks.inspect(move |t: &TickStats| {
+                            let mut g = inner.lock().unwrap();
+                            *g.0.entry((t.instrument.as_str().to_string(), t.tick_end)).or_insert(0) += t.volume.shares;
+                        });
+                        late.inspect(move |_| inner2.lock().unwrap().1 += 1);
+                    });
+                })
+                .unwrap();
+                let g = shared.lock().unwrap();
+                (g.0.clone(), g.1)
+            };
+            proptest::prop_assert_eq!(got, want);
+            proptest::prop_assert_eq!(got_late, late);
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TRAIN := target/train
 
-.PHONY: demo test fmt clippy doc build bench bench-memory real-data clean onnxruntime model eval kafka-tools
+.PHONY: demo test fmt clippy doc build bench bench-kafka bench-memory real-data clean onnxruntime model eval kafka-tools
 
 ## demo: the embedded default: synthetic market -> books -> 1 s windows -> features -> printed summary.
 demo: onnxruntime
@@ -29,6 +29,10 @@ build:
 ## bench: events/s for 1 and 2 workers, full pipeline and W1, on 5M events / 100 instruments.
 bench: build
 	./target/release/lobsentry bench
+
+## bench-kafka: Kafka (tansu, 2 partitions) -> pipeline events/s with 1 and 2 workers (scripts/bench-kafka.sh).
+bench-kafka: build kafka-tools
+	scripts/bench-kafka.sh
 
 ## bench-memory: peak RSS at 5M and 20M events (bounded by instruments and open windows).
 bench-memory: build

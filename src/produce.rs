@@ -1,5 +1,7 @@
 //! `lobsentry produce`: loads an event file (LOBSTER, interchange CSV or JSON lines) into a Kafka
-//! topic, one event per message, keyed (and so partitioned) by instrument, for demos and benchmarks.
+//! topic, keyed (and so partitioned) by instrument, one event per message or up to
+//! `--lines-per-message` events of one instrument per message (one per line), for demos and
+//! benchmarks.
 
 use crate::error::Error;
 use clap::Args;
@@ -7,6 +9,7 @@ use lobsentry_operators::source::decode::{write_csv_line, write_json_line};
 use lobsentry_operators::source::{FileReader, InputFile, ReaderSpec};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -31,6 +34,10 @@ pub struct ProduceArgs {
     /// Stop after this many events (0 = the whole file).
     #[arg(long, default_value_t = 0)]
     pub limit: u64,
+    /// Events of one instrument per message, one per line (1 to 1024); a message goes out when full,
+    /// every 20 ms, and at the end.
+    #[arg(long, default_value_t = 1)]
+    pub lines_per_message: usize,
 }
 
 /// Runs `produce`.
@@ -40,6 +47,9 @@ pub fn run(args: ProduceArgs) -> Result<(), Error> {
         "csv" => true,
         other => return Err(Error::Config(vec![format!("--format: {other:?} is neither json-lines nor csv")])),
     };
+    if !(1..=1024).contains(&args.lines_per_message) {
+        return Err(Error::Config(vec![format!("--lines-per-message: {} is not in 1..=1024", args.lines_per_message)]));
+    }
     let input = InputFile::guess(&args.input).map_err(|e| Error::Config(vec![e]))?;
     let mut reader = FileReader::open(input, ReaderSpec::whole(0, 0)).map_err(|e| Error::Io(e.to_string()))?;
     let producer: BaseProducer = ClientConfig::new()
@@ -55,6 +65,9 @@ pub fn run(args: ProduceArgs) -> Result<(), Error> {
     let (mut sent, mut rejected) = (0u64, 0u64);
     let (mut events, mut errors) = (Vec::new(), Vec::new());
     let mut line = String::new();
+    // Per instrument: the lines of its next message and how many.
+    let mut buffers: HashMap<String, (String, usize)> = HashMap::new();
+    let mut last_flush = Instant::now();
     'outer: while !reader.is_done() {
         reader.read_batch(4096, &mut events, &mut errors);
         rejected += errors.len() as u64;
@@ -75,14 +88,16 @@ pub fn run(args: ProduceArgs) -> Result<(), Error> {
                 write_json_line(&timed.event, &mut line);
             }
             let key = timed.event.instrument.as_str().to_string();
-            loop {
-                match producer.send(BaseRecord::<str, str>::to(&args.topic).key(&key).payload(&line)) {
-                    Ok(()) => break,
-                    Err((e, _)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
-                        producer.poll(Duration::from_millis(10));
-                    }
-                    Err((e, _)) => return Err(Error::Io(format!("producing to {:?}: {e}", args.topic))),
-                }
+            let pending = buffers.entry(key).or_insert_with(|| (String::new(), 0));
+            if pending.1 > 0 {
+                pending.0.push('\n');
+            }
+            pending.0.push_str(&line);
+            pending.1 += 1;
+            if pending.1 >= args.lines_per_message {
+                let full = std::mem::take(pending);
+                let key = timed.event.instrument.as_str();
+                send(&producer, &args.topic, key, &full.0)?;
             }
             sent += 1;
             if args.rate > 0.0 {
@@ -95,8 +110,13 @@ pub fn run(args: ProduceArgs) -> Result<(), Error> {
             } else if sent.is_multiple_of(10_000) {
                 producer.poll(Duration::ZERO);
             }
+            if last_flush.elapsed() >= Duration::from_millis(20) {
+                flush_buffers(&producer, &args.topic, &mut buffers)?;
+                last_flush = Instant::now();
+            }
         }
     }
+    flush_buffers(&producer, &args.topic, &mut buffers)?;
     producer.flush(Duration::from_secs(120)).map_err(|e| Error::Io(format!("flushing to {:?}: {e}", args.topic)))?;
     let secs = started.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
@@ -104,5 +124,32 @@ pub fn run(args: ProduceArgs) -> Result<(), Error> {
         args.topic,
         sent as f64 / secs
     );
+    Ok(())
+}
+
+fn send(producer: &BaseProducer, topic: &str, key: &str, payload: &str) -> Result<(), Error> {
+    loop {
+        match producer.send(BaseRecord::<str, str>::to(topic).key(key).payload(payload)) {
+            Ok(()) => return Ok(()),
+            Err((e, _)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(Error::Io(format!("producing to {topic:?}: {e}"))),
+        }
+    }
+}
+
+fn flush_buffers(
+    producer: &BaseProducer,
+    topic: &str,
+    buffers: &mut HashMap<String, (String, usize)>,
+) -> Result<(), Error> {
+    for (key, (payload, n)) in buffers.iter_mut() {
+        if *n > 0 {
+            send(producer, topic, key, payload)?;
+            payload.clear();
+            *n = 0;
+        }
+    }
     Ok(())
 }

@@ -162,6 +162,55 @@ fn mock_cluster_matches_files_and_survives_an_outage() {
     assert!(alerts.iter().all(|(h, body)| h.contains_key("id") && body.contains("\"is_anomaly\":true")));
 }
 
+/// Messages of many lines (`produce --lines-per-message`) give the same windows as the file; each bad
+/// line of a message is its own dead letter, numbered.
+#[test]
+fn multi_line_messages_give_the_same_windows_and_dead_letter_each_bad_line() {
+    let dir = TempDir::new("kafka-lines");
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("lob", 2, 1).unwrap();
+    cluster.create_topic("dlq", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let events = util::events(&util::market(20_000, 5, 9), 0, 0.0);
+    let csv = dir.path("events.csv");
+    util::write_csv(&csv, &events);
+    let out = cmd()
+        .args(["produce", "--brokers", &brokers, "--topic", "lob", "--lines-per-message", "64", "--input"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    producer.send(BaseRecord::<str, str>::to("lob").key("junk").payload("not json\n{\"ts_ns\": 1}\n")).unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let read = read_topic(&brokers, "lob", 2);
+    assert!(read.len() < events.len() / 10, "{} messages for {} events", read.len(), events.len());
+
+    let env = vec![("LOBSENTRY__METRICS__ENABLED", "false"), ("LOBSENTRY__MODEL__PATH", "\"\"")];
+    let file_out = dir.path("file.csv");
+    let file_report = util::run(&util::config(None, 2, vec![csv], &file_out, env.clone()));
+    let brokers_toml = format!("\"{brokers}\"");
+    let mut env = env;
+    env.extend([
+        ("LOBSENTRY__SOURCE__KIND", "\"kafka\""),
+        ("LOBSENTRY__KAFKA__BROKERS", brokers_toml.as_str()),
+        ("LOBSENTRY__KAFKA__TOPIC", "\"lob\""),
+        ("LOBSENTRY__KAFKA__STOP_AT_END", "true"),
+        ("LOBSENTRY__KAFKA__DEAD_LETTER_TOPIC", "\"dlq\""),
+    ]);
+    let kafka_out = dir.path("kafka.csv");
+    let report = util::run(&util::config(None, 2, Vec::new(), &kafka_out, env));
+    assert_eq!(report.events, file_report.events);
+    assert_eq!(sorted_lines(&kafka_out), sorted_lines(&file_out), "same windows as from the file");
+    assert_eq!(report.rejected, 2);
+    let mut dlq: Vec<(String, String)> =
+        read_topic(&brokers, "dlq", 1).into_iter().map(|(h, p)| (h["reason"].clone(), p)).collect();
+    dlq.sort();
+    assert_eq!(dlq.len(), 2, "{dlq:?}");
+    assert!(dlq[0].0.starts_with("line 1:") && dlq[0].1 == "not json", "{dlq:?}");
+    assert!(dlq[1].0.starts_with("line 2:") && dlq[1].1 == "{\"ts_ns\": 1}", "{dlq:?}");
+}
+
 /// An unreachable broker at start is a clear error after the configured attempts.
 #[test]
 fn unreachable_broker_is_a_clear_error() {

@@ -6,8 +6,9 @@
 //!   capability) is the minimum over the partitions that are not idle. A partition with no message
 //!   for [`KafkaSourceSpec::idle_timeout`] stops holding the watermark back until it delivers again;
 //!   its late records are then ordered at the current watermark (and may be late downstream).
-//! * Payloads are JSON lines (or interchange CSV lines); a record that does not decode goes to the
-//!   error stream with its partition and offset, whole.
+//! * Payloads are JSON lines (or interchange CSV lines): one event per line, one or several lines per
+//!   message (`lobsentry produce --lines-per-message`). A line that does not decode goes to the error
+//!   stream with its partition, offset and line number, whole.
 //! * With [`crate::checkpoint`] barriers, the source emits only records ordered before the next
 //!   barrier, holds the rest, and checkpoints its offsets, watermarks and held records. Offsets are
 //!   committed to Kafka (the consumer group in [`KafkaSourceSpec::group_id`]) once a checkpoint is
@@ -167,6 +168,11 @@ struct PartitionState {
     last_message: Option<Instant>,
 }
 
+/// Bits of an event's position that number the lines of its message (`seq` is (offset, line)); a
+/// message's lines past [`MAX_LINE`] share the last number (and keep their order by arrival).
+const LINE_BITS: u32 = 10;
+const MAX_LINE: u64 = (1 << LINE_BITS) - 1;
+
 /// A bounded partition is done once it has reached its end offset and then been quiet this long:
 /// some Kafka-compatible brokers report end offsets that lag behind what a fetch returns.
 const DRAIN: Duration = Duration::from_millis(500);
@@ -323,6 +329,7 @@ pub fn kafka_source<'scope>(
                         Some(Ok(msg)) => {
                             polled += 1;
                             let (partition, offset) = (msg.partition(), msg.offset());
+                            let st = &mut *st;
                             let Some(p) = st.partitions.iter_mut().find(|p| p.partition == partition) else { continue };
                             if offset < p.next {
                                 continue; // already read (a re-fetch after a reconnect)
@@ -330,28 +337,41 @@ pub fn kafka_source<'scope>(
                             p.next = offset + 1;
                             p.last_message = Some(Instant::now());
                             let payload = msg.payload().unwrap_or(&[]);
-                            let decoded = match spec.format {
-                                Format::Csv => decode_csv_line(payload),
-                                _ => decode_json_line(payload),
-                            };
-                            match decoded {
-                                Ok(event) => {
-                                    let order_ts = p.watermark.observe(event.ts_ns).max(cap_time);
-                                    let timed = Timed {
-                                        order_ts,
-                                        seq: make_seq(spec.source_index * 4096 + partition as u32, offset as u64),
-                                        event,
-                                    };
-                                    if order_ts >= next_barrier {
-                                        st.held.push(timed);
-                                    } else {
-                                        batch.push(timed);
+                            if payload.iter().all(|b| b.is_ascii_whitespace()) {
+                                rejected.push(reject(&origin_prefix, partition, offset, "empty message", payload));
+                                continue;
+                            }
+                            // A message holds one event or several, one per line (JSON lines / CSV).
+                            let lines = payload.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+                            let lines = lines.filter(|l| !l.iter().all(|b| b.is_ascii_whitespace()));
+                            for (index, line) in (0u64..).zip(lines) {
+                                let decoded = match spec.format {
+                                    Format::Csv => decode_csv_line(line),
+                                    _ => decode_json_line(line),
+                                };
+                                match decoded {
+                                    Ok(event) => {
+                                        let order_ts = p.watermark.observe(event.ts_ns).max(cap_time);
+                                        let position = ((offset as u64) << LINE_BITS) | index.min(MAX_LINE);
+                                        let timed = Timed {
+                                            order_ts,
+                                            seq: make_seq(spec.source_index * 4096 + partition as u32, position),
+                                            event,
+                                        };
+                                        if order_ts >= next_barrier {
+                                            st.held.push(timed);
+                                        } else {
+                                            batch.push(timed);
+                                        }
                                     }
-                                }
-                                Err(e) => {
-                                    let reason =
-                                        if payload.is_empty() { "empty message".to_string() } else { e.to_string() };
-                                    rejected.push(reject(&origin_prefix, partition, offset, &reason, payload));
+                                    Err(e) => {
+                                        let reason = if index == 0 && !payload.contains(&b'\n') {
+                                            e.to_string()
+                                        } else {
+                                            format!("line {}: {e}", index + 1)
+                                        };
+                                        rejected.push(reject(&origin_prefix, partition, offset, &reason, line));
+                                    }
                                 }
                             }
                         }

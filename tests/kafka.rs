@@ -312,28 +312,7 @@ fn sigkill_and_restart_lose_and_duplicate_no_alert() {
     tansu.create_topic("lob", 4);
     tansu.create_topic("alerts-ref", 2);
     tansu.create_topic("alerts", 2);
-    let csv = dir.path("market.csv");
-    let status = cmd()
-        .args(["generate", "--events", "300000", "--instruments", "8", "--rate", "4000", "--seed", "9"])
-        .args(["--out", csv.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let status = cmd()
-        .args(["produce", "--brokers", &tansu.brokers, "--topic", "lob", "--input", csv.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let config = dir.path("kafka.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[source]\nkind = \"kafka\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"lob\"\nstop-at-end = true\n\
-             [checkpoint]\ninterval = \"5s\"\n[detect]\nthreshold = 4.0\n[model]\nthreshold = 40.0\n",
-            tansu.brokers
-        ),
-    )
-    .unwrap();
+    let config = market_topic(&tansu, &dir, "1");
     let run = |alerts: &str, ckpt: &Path| -> Child {
         cmd()
             .args(["run", "-w", "2", "-c", config.to_str().unwrap()])
@@ -378,17 +357,102 @@ fn sigkill_and_restart_lose_and_duplicate_no_alert() {
     let mut last = run("alerts", &ckpt);
     assert!(last.wait().unwrap().success());
 
+    assert_same_alerts(&tansu, "alerts-ref", "alerts");
+}
+
+/// A synthetic market (300k events, 8 instruments) loaded into topic `lob` of `tansu`, `lines` events
+/// per message; returns a configuration that reads it to the end with checkpoints every 5 s.
+fn market_topic(tansu: &Tansu, dir: &TempDir, lines: &str) -> PathBuf {
+    let csv = dir.path("market.csv");
+    let status = cmd()
+        .args(["generate", "--events", "300000", "--instruments", "8", "--rate", "4000", "--seed", "9"])
+        .args(["--out", csv.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = cmd()
+        .args(["produce", "--brokers", &tansu.brokers, "--topic", "lob", "--lines-per-message", lines, "--input"])
+        .arg(&csv)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let config = dir.path("kafka.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"kafka\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"lob\"\nstop-at-end = true\n\
+             [checkpoint]\ninterval = \"5s\"\n[detect]\nthreshold = 4.0\n[model]\nthreshold = 40.0\n",
+            tansu.brokers
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Topic `got` holds exactly the alert ids of topic `want`, each once.
+fn assert_same_alerts(tansu: &Tansu, want: &str, got: &str) {
     let ids = |topic: &str| -> Vec<String> {
         let mut ids: Vec<String> =
             read_topic(&tansu.brokers, topic, 2).into_iter().map(|(h, _)| h["id"].clone()).collect();
         ids.sort();
         ids
     };
-    let want = ids("alerts-ref");
-    let got = ids("alerts");
+    let (want, got) = (ids(want), ids(got));
     assert!(want.len() >= 5, "the reference run raised alerts ({})", want.len());
     let mut unique = got.clone();
     unique.dedup();
     assert_eq!(unique.len(), got.len(), "an alert was written twice");
     assert_eq!(got, want, "the killed and restarted runs wrote exactly the uninterrupted run's alerts");
+}
+
+/// A 2-process cluster (one worker each) shares the partitions and the checkpoint directory: killed
+/// twice mid-stream and restarted, it writes exactly the alerts of an uninterrupted single-process run.
+#[test]
+fn a_two_process_cluster_checkpoints_and_restarts_exactly_once() {
+    let dir = TempDir::new("kafka-cluster");
+    let tansu = Tansu::start();
+    tansu.create_topic("lob", 4);
+    tansu.create_topic("alerts-ref", 2);
+    tansu.create_topic("alerts", 2);
+    let config = market_topic(&tansu, &dir, "10");
+    let run = |args: &[&str], alerts: &str, ckpt: &Path| -> Child {
+        cmd()
+            .args(args)
+            .args(["-c", config.to_str().unwrap()])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("LOBSENTRY__KAFKA__ALERTS_TOPIC", format!("\"{alerts}\""))
+            .env("LOBSENTRY__CHECKPOINT__DIR", format!("\"{}\"", ckpt.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut reference = run(&["run", "-w", "2"], "alerts-ref", &dir.path("ckpt-ref"));
+    assert!(reference.wait().unwrap().success());
+    let cluster = ["launch", "-n", "2", "-w", "1", "--"];
+    let ckpt = dir.path("ckpt");
+    let mut kills = 0;
+    for _ in 0..2 {
+        let before = latest_checkpoint(&ckpt);
+        let mut child = run(&cluster, "alerts", &ckpt);
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none()
+            && latest_checkpoint(&ckpt) < before + 5_000_000_000
+            && started.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL the launcher; its processes die with it (PDEATHSIG)
+            kills += 1;
+        }
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(kills >= 1, "the cluster was killed mid-stream");
+    let parts = std::fs::read_dir(ckpt.join(format!("ckpt-{:020}", latest_checkpoint(&ckpt)))).unwrap().count();
+    assert!(parts >= 3, "a complete checkpoint holds both workers' parts and COMPLETE ({parts} files)");
+    let mut last = run(&cluster, "alerts", &ckpt);
+    assert!(last.wait().unwrap().success());
+    assert_same_alerts(&tansu, "alerts-ref", "alerts");
 }

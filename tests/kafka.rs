@@ -307,23 +307,9 @@ fn latest_checkpoint(dir: &Path) -> u64 {
 /// uninterrupted run, each once.
 #[test]
 fn sigkill_and_restart_lose_and_duplicate_no_alert() {
-    let dir = TempDir::new("kafka-kill");
-    let tansu = Tansu::start();
-    tansu.create_topic("lob", 4);
-    tansu.create_topic("alerts-ref", 2);
-    tansu.create_topic("alerts", 2);
+    let (dir, tansu) = (TempDir::new("kafka-kill"), Tansu::start());
     let config = market_topic(&tansu, &dir, "1");
-    let run = |alerts: &str, ckpt: &Path| -> Child {
-        cmd()
-            .args(["run", "-w", "2", "-c", config.to_str().unwrap()])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("LOBSENTRY__KAFKA__ALERTS_TOPIC", format!("\"{alerts}\""))
-            .env("LOBSENTRY__CHECKPOINT__DIR", format!("\"{}\"", ckpt.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let run = |alerts: &str, ckpt: &Path| spawn_run(&["run", "-w", "2"], &config, alerts, ckpt);
     let mut reference = run("alerts-ref", &dir.path("ckpt-ref"));
     assert!(reference.wait().unwrap().success());
 
@@ -360,9 +346,28 @@ fn sigkill_and_restart_lose_and_duplicate_no_alert() {
     assert_same_alerts(&tansu, "alerts-ref", "alerts");
 }
 
-/// A synthetic market (300k events, 8 instruments) loaded into topic `lob` of `tansu`, `lines` events
-/// per message; returns a configuration that reads it to the end with checkpoints every 5 s.
+/// Starts `lobsentry ARGS -c config`, writing alerts to topic `alerts`, checkpoints to `ckpt`.
+fn spawn_run(args: &[&str], config: &Path, alerts: &str, ckpt: &Path) -> Child {
+    cmd()
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("LOBSENTRY__KAFKA__ALERTS_TOPIC", format!("\"{alerts}\""))
+        .env("LOBSENTRY__CHECKPOINT__DIR", format!("\"{}\"", ckpt.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Topics `lob` (4 partitions), `alerts-ref` and `alerts` on `tansu`, and a synthetic market (300k
+/// events, 8 instruments) loaded into `lob`, `lines` events per message; returns a configuration that
+/// reads it to the end with checkpoints every 5 s.
 fn market_topic(tansu: &Tansu, dir: &TempDir, lines: &str) -> PathBuf {
+    tansu.create_topic("lob", 4);
+    tansu.create_topic("alerts-ref", 2);
+    tansu.create_topic("alerts", 2);
     let csv = dir.path("market.csv");
     let status = cmd()
         .args(["generate", "--events", "300000", "--instruments", "8", "--rate", "4000", "--seed", "9"])
@@ -409,24 +414,9 @@ fn assert_same_alerts(tansu: &Tansu, want: &str, got: &str) {
 /// twice mid-stream and restarted, it writes exactly the alerts of an uninterrupted single-process run.
 #[test]
 fn a_two_process_cluster_checkpoints_and_restarts_exactly_once() {
-    let dir = TempDir::new("kafka-cluster");
-    let tansu = Tansu::start();
-    tansu.create_topic("lob", 4);
-    tansu.create_topic("alerts-ref", 2);
-    tansu.create_topic("alerts", 2);
+    let (dir, tansu) = (TempDir::new("kafka-cluster"), Tansu::start());
     let config = market_topic(&tansu, &dir, "10");
-    let run = |args: &[&str], alerts: &str, ckpt: &Path| -> Child {
-        cmd()
-            .args(args)
-            .args(["-c", config.to_str().unwrap()])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("LOBSENTRY__KAFKA__ALERTS_TOPIC", format!("\"{alerts}\""))
-            .env("LOBSENTRY__CHECKPOINT__DIR", format!("\"{}\"", ckpt.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    };
+    let run = |args: &[&str], alerts: &str, ckpt: &Path| spawn_run(args, &config, alerts, ckpt);
     let mut reference = run(&["run", "-w", "2"], "alerts-ref", &dir.path("ckpt-ref"));
     assert!(reference.wait().unwrap().success());
     let cluster = ["launch", "-n", "2", "-w", "1", "--"];

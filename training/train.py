@@ -199,7 +199,7 @@ def main():
     ap.add_argument("--out", required=True, help="package directory to write")
     ap.add_argument("--name", default="lobsentry-ae")
     ap.add_argument("--seq-len", type=int, default=12)
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=7)
@@ -211,11 +211,16 @@ def main():
     ap.add_argument("--forecast", action="store_true", help="train the LSTM forecaster instead")
     ap.add_argument("--context-floor", type=float, default=0.1, help="floor of the per-sequence context std")
     ap.add_argument("--no-context", action="store_true", help="global normalisation only")
-    # Returns and realized volatility are left out by default: in quiet instruments they are mostly
-    # exactly zero, so their running deviation is tiny and every tick move looks extreme.
-    ap.add_argument("--drop", nargs="*", default=["log_return", "realized_vol"], help="input features to leave out")
+    # Adds and top-of-book depth are left out by default: they are the noisiest inputs (their
+    # reconstruction errors are the widest on held-out normal data) and add false alarms through the
+    # max over features. Returns and realized volatility stay in (price moves carry flash crashes and
+    # liquidity withdrawals); the running floor keeps their mostly-zero history from making every
+    # tick move look extreme.
+    ap.add_argument("--drop", nargs="*", default=["adds", "bid_depth1", "ask_depth1"], help="input features to leave out")
     ap.add_argument("--running-span", type=float, default=60.0, help="per-instrument running standardisation span (0 = off)")
-    ap.add_argument("--running-floor", type=float, default=0.01)
+    ap.add_argument("--running-floor", type=float, default=0.05)
+    ap.add_argument("--running-floor-for", nargs="*", default=[], metavar="NAME=FLOOR",
+                    help="per-feature running floors overriding --running-floor (e.g. log_return=0.25)")
     ap.add_argument("--log-counts", action="store_true", help="log-transform counts, volumes and depths (default: raw, the running standardisation scales them)")
     args = ap.parse_args()
     global INPUTS
@@ -240,13 +245,18 @@ def main():
     mean = np.where(np.isfinite(mean), mean, 0.0)
 
     floor = None if args.no_context or args.running_span > 0 else args.context_floor
+    overrides = dict(kv.split("=", 1) for kv in args.running_floor_for)
+    unknown = set(overrides) - {n for n, _ in INPUTS}
+    if unknown:
+        sys.exit(f"--running-floor-for: {sorted(unknown)} are not input features")
+    floors = np.array([float(overrides.get(n, args.running_floor)) for n, _ in INPUTS])
 
     def prep(p):
         """Encoded windows of one instrument's whole series (running statistics carry across the cut)."""
         z = encode(p, mean, std)
         if args.running_span > 0:
             missing = ~np.isfinite((p - mean) / std)
-            z = running(z.astype(np.float64), missing, args.running_span, args.running_floor)
+            z = running(z.astype(np.float64), missing, args.running_span, floors)
         return z
 
     encoded = [(prep(t), cut) for t, cut in series]
@@ -357,7 +367,10 @@ def main():
         "reduction": args.reduction,
         "error_scales": [float(v) for v in scales] if args.reduction == "max_scaled" else None,
         "context_std_floor": floor,
-        "running": {"span": args.running_span, "floor": args.running_floor} if args.running_span > 0 else None,
+        "running": (
+            {"span": args.running_span, "floor": args.running_floor}
+            | ({"floors": [float(v) for v in floors]} if overrides else {})
+        ) if args.running_span > 0 else None,
         "calibration": {
             "method": "quantile of held-out normal last-step scores",
             "quantile": q,

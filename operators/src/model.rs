@@ -86,12 +86,16 @@ pub enum Reduction {
 }
 
 /// Per-instrument running standardisation (see [`ModelMeta::running`]).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunningNorm {
     /// Span of the exponentially weighted statistics, in windows.
     pub span: f64,
     /// Floor of the running standard deviation (in globally normalised units).
     pub floor: f64,
+    /// Per-feature floors, in input order, overriding `floor` (for features that are mostly exactly
+    /// zero in quiet instruments, such as returns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floors: Option<Vec<f64>>,
 }
 
 /// Running statistics of one instrument's encoded features.
@@ -108,7 +112,7 @@ impl RunningState {
     ///
     /// ```
     /// use lobsentry_operators::model::{RunningNorm, RunningState};
-    /// let norm = RunningNorm { span: 3.0, floor: 0.5 };
+    /// let norm = RunningNorm { span: 3.0, floor: 0.5, floors: None };
     /// let mut state = RunningState::default();
     /// let mut first = vec![2.0f32];
     /// state.apply(&norm, &mut first, &[false]);
@@ -116,6 +120,13 @@ impl RunningState {
     /// let mut second = vec![3.0f32];
     /// state.apply(&norm, &mut second, &[false]);
     /// assert_eq!(second, vec![2.0], "(3 - 2) / floor 0.5");
+    /// // Per-feature floors override the common one.
+    /// let norm = RunningNorm { span: 3.0, floor: 0.5, floors: Some(vec![0.5, 4.0]) };
+    /// let mut state = RunningState::default();
+    /// state.apply(&norm, &mut vec![2.0f32, 2.0], &[false, false]);
+    /// let mut next = vec![3.0f32, 3.0];
+    /// state.apply(&norm, &mut next, &[false, false]);
+    /// assert_eq!(next, vec![2.0, 0.25]);
     /// ```
     pub fn apply(&mut self, norm: &RunningNorm, row: &mut [f32], missing: &[bool]) {
         if self.mean.len() != row.len() {
@@ -135,7 +146,8 @@ impl RunningState {
                 *value = 0.0;
             } else {
                 let d = x - self.mean[j];
-                *value = (d / self.var[j].sqrt().max(norm.floor)) as f32;
+                let floor = norm.floors.as_ref().and_then(|f| f.get(j).copied()).unwrap_or(norm.floor);
+                *value = (d / self.var[j].sqrt().max(floor)) as f32;
                 self.mean[j] += alpha * d;
                 self.var[j] = (1.0 - alpha) * (self.var[j] + alpha * d * d);
             }

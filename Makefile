@@ -96,41 +96,29 @@ LOBSTER_DAYS := GOOG_2012-06-21_34200000_57600000_message_10 AMZN_2012-06-21_342
 SCORE = LOBSENTRY__METRICS__ENABLED=false LOBSENTRY__DETECT__SCORES="\"$(EVAL)/$(1).scores.jsonl\"" \
 	  ./target/release/lobsentry run --input $(EVAL)/$(1).csv > /dev/null && \
 	  ./target/release/lobsentry eval --scores $(EVAL)/$(1).scores.jsonl --labels $(EVAL)/$(1).labels.csv
+# One group: $(1) name prefix, $(2)/$(3) seeds of the 1M/5M-event synthetic markets, $(4) injection seed.
+define EVAL_GROUP
+	mkdir -p $(EVAL)/$(1)days
+	./target/release/lobsentry generate --events 1000000 --instruments 20 --rate 5000 --anomalies-per-hour 30 \
+	  --seed $(2) --out $(EVAL)/$(1)synthetic.csv
+	$(call SCORE,$(1)synthetic)
+	./target/release/lobsentry generate --events 5000000 --instruments 20 --rate 5000 --anomalies-per-hour 30 \
+	  --seed $(3) --out $(EVAL)/$(1)synthetic5m.csv
+	$(call SCORE,$(1)synthetic5m)
+	for f in $(LOBSTER_DAYS); do \
+	  ./target/release/lobsentry generate --inject-into target/lobster/$$f.csv --inject-every 300 --seed $(4) \
+	    --out $(EVAL)/$(1)days/$$f.csv && $(call SCORE,$(1)days/$$f); done
+endef
 eval: build onnxruntime
 	mkdir -p $(EVAL) target/lobster
 	unzip -qo $(SHARED)/lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip -d target/lobster
 	unzip -qo $(SHARED)/lobster/LOBSTER_SampleFile_AMZN_2012-06-21_5.zip -d target/lobster
-	./target/release/lobsentry generate --events 1000000 --instruments 20 --rate 5000 --anomalies-per-hour 30 \
-	  --seed 7 --out $(EVAL)/synthetic.csv
-	$(call SCORE,synthetic)
-	./target/release/lobsentry generate --events 5000000 --instruments 20 --rate 5000 --anomalies-per-hour 30 \
-	  --seed 7 --out $(EVAL)/synthetic5m.csv
-	$(call SCORE,synthetic5m)
-	for f in $(LOBSTER_DAYS); do \
-	  ./target/release/lobsentry generate --inject-into target/lobster/$$f.csv --inject-every 300 --seed 11 \
-	    --out $(EVAL)/$$f.csv && $(call SCORE,$$f); done
+	@echo "== the README's first column (seeds 7, 7, 11)"
+	$(call EVAL_GROUP,,7,7,11)
 	@echo "== fresh inputs (seeds 8, 9, 12)"
-	mkdir -p $(EVAL)/fresh
-	./target/release/lobsentry generate --events 1000000 --instruments 20 --rate 5000 --anomalies-per-hour 30 \
-	  --seed 8 --out $(EVAL)/fresh1m.csv
-	$(call SCORE,fresh1m)
-	./target/release/lobsentry generate --events 5000000 --instruments 20 --rate 5000 --anomalies-per-hour 30 \
-	  --seed 9 --out $(EVAL)/fresh5m.csv
-	$(call SCORE,fresh5m)
-	for f in $(LOBSTER_DAYS); do \
-	  ./target/release/lobsentry generate --inject-into target/lobster/$$f.csv --inject-every 300 --seed 12 \
-	    --out $(EVAL)/fresh/$$f.csv && $(call SCORE,fresh/$$f); done
+	$(call EVAL_GROUP,fresh-,8,9,12)
 	@echo "== untouched inputs (seeds 10, 13, 14)"
-	mkdir -p $(EVAL)/untouched
-	./target/release/lobsentry generate --events 1000000 --instruments 20 --rate 5000 --anomalies-per-hour 30 \
-	  --seed 10 --out $(EVAL)/untouched1m.csv
-	$(call SCORE,untouched1m)
-	./target/release/lobsentry generate --events 5000000 --instruments 20 --rate 5000 --anomalies-per-hour 30 \
-	  --seed 13 --out $(EVAL)/untouched5m.csv
-	$(call SCORE,untouched5m)
-	for f in $(LOBSTER_DAYS); do \
-	  ./target/release/lobsentry generate --inject-into target/lobster/$$f.csv --inject-every 300 --seed 14 \
-	    --out $(EVAL)/untouched/$$f.csv && $(call SCORE,untouched/$$f); done
+	$(call EVAL_GROUP,untouched-,10,13,14)
 
 clean:
 	$(CARGO) clean

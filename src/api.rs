@@ -185,6 +185,11 @@ pub fn route(method: &str, target: &str, spec: &AnalyticsSpec) -> Result<Option<
         }
         ["v1", "hourly-stats"] => Ok(Some(Query::HourlyStats {
             hours: number(query, "hours", retention_hours.min(24), 1..=retention_hours)?,
+            instrument: None,
+        })),
+        ["v1", "instruments", sym, "hourly-stats"] => Ok(Some(Query::HourlyStats {
+            hours: number(query, "hours", retention_hours.min(24), 1..=retention_hours)?,
+            instrument: Some(instrument(sym)?),
         })),
         ["v1", "anomalies"] => Ok(Some(Query::Anomalies { since_ns: number(query, "since", 0, 0..=u64::MAX)? })),
         _ => Err(ApiError {
@@ -281,7 +286,7 @@ pub fn render(query: &Query, answer: &Answer, target: &str) -> Result<Value, Api
                 "watermark": watermark,
             })
         }
-        Query::HourlyStats { hours } => {
+        Query::HourlyStats { hours, instrument } => {
             let c = clock.unwrap_or(0);
             let present: std::collections::BTreeMap<u64, Volume> = answer
                 .rows
@@ -304,7 +309,11 @@ pub fn render(query: &Query, answer: &Answer, target: &str) -> Result<Value, Api
                     })
                     .collect()
             };
-            json!({"hours": list, "watermark": watermark})
+            let mut body = json!({"hours": list, "watermark": watermark});
+            if let Some(i) = instrument {
+                body["instrument"] = json!(i.as_str());
+            }
+            body
         }
         Query::Anomalies { since_ns } => {
             let limit = param(target.split_once('?').map_or("", |(_, q)| q), "limit")
@@ -343,6 +352,8 @@ pub fn openapi() -> Value {
                 "parameters": [int("n", "N (default 10)")], "responses": ok("Ranking")}},
             "/v1/hourly-stats": {"get": {"summary": "Market-wide totals of the last H hours, hours without data listed as missing",
                 "parameters": [int("hours", "H (default 24)")], "responses": ok("Hours")}},
+            "/v1/instruments/{sym}/hourly-stats": {"get": {"summary": "One instrument's totals of the last H hours, hours without trades listed as missing",
+                "parameters": [sym.clone(), int("hours", "H (default 24)")], "responses": ok("Hours")}},
             "/v1/anomalies": {"get": {"summary": "Anomalies whose window ended at or after `since` (ns of event time)",
                 "parameters": [int("since", "event time, ns (default 0)"), int("limit", "most recent L (default 100)")], "responses": ok("Anomalies")}},
             "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3"}}}},

@@ -75,14 +75,15 @@ impl Oracle {
         v
     }
 
-    /// (hour start, trades, shares) for the last `h` hours, the current one included; None = missing.
-    fn hours(&self, h: u64) -> Vec<(u64, Option<(i64, i64)>)> {
+    /// (hour start, trades, shares) for the last `h` hours, the current one included, market-wide or
+    /// of one instrument; None = missing.
+    fn hours(&self, h: u64, sym: Option<&str>) -> Vec<(u64, Option<(i64, i64)>)> {
         let current = self.clock / HOUR;
         ((current + 1).saturating_sub(h)..=current)
             .map(|hour| {
                 let mut t = (0, 0);
-                for (_, ts, size, _) in &self.trades {
-                    if ts / HOUR == hour {
+                for (s, ts, size, _) in &self.trades {
+                    if ts / HOUR == hour && sym.is_none_or(|sym| sym == s) {
                         t.0 += 1;
                         t.1 += *size as i64;
                     }
@@ -161,9 +162,9 @@ fn check_against_oracle(port: u16, oracle: &Oracle, alerts: &[&Path]) {
             .collect();
         assert_eq!(got, oracle.top(n), "top {n}");
     }
-    for h in [1, 2, 4] {
-        let (_, v) = get_json(port, &format!("/v1/hourly-stats?hours={h}"));
-        let got: Vec<(u64, Option<(i64, i64)>)> = v["hours"]
+    let hourly = |path: String| -> Vec<(u64, Option<(i64, i64)>)> {
+        let (_, v) = get_json(port, &path);
+        v["hours"]
             .as_array()
             .unwrap()
             .iter()
@@ -172,8 +173,14 @@ fn check_against_oracle(port: u16, oracle: &Oracle, alerts: &[&Path]) {
                 let missing = x["missing"].as_bool().unwrap();
                 (start, (!missing).then(|| (x["trades"].as_i64().unwrap(), x["shares"].as_i64().unwrap())))
             })
-            .collect();
-        assert_eq!(got, oracle.hours(h), "hourly stats over {h} hours");
+            .collect()
+    };
+    for h in [1, 2, 4] {
+        assert_eq!(hourly(format!("/v1/hourly-stats?hours={h}")), oracle.hours(h, None), "hourly stats over {h} hours");
+    }
+    for sym in &symbols {
+        let got = hourly(format!("/v1/instruments/{sym}/hourly-stats?hours=3"));
+        assert_eq!(got, oracle.hours(3, Some(sym)), "{sym}: hourly stats");
     }
     let (_, v) = get_json(port, "/v1/anomalies?since=0&limit=100000");
     let got: BTreeSet<(String, u64)> = v["anomalies"]

@@ -354,10 +354,13 @@ pub enum Query {
         /// How many.
         n: usize,
     },
-    /// Market-wide totals of the last `hours` hours, the current (partial) hour included.
+    /// Totals of the last `hours` hours, the current (partial) hour included: market-wide, or of one
+    /// instrument.
     HourlyStats {
         /// How many hours.
         hours: u64,
+        /// The instrument (`None`: the whole market).
+        instrument: Option<InstrumentId>,
     },
     /// Anomalies whose window ended at or after `since_ns`.
     Anomalies {

@@ -129,6 +129,12 @@ impl<'scope, R: AnalyticsRecord> MarketAnalytics<'scope, R> for StreamVec<'scope
             .count_total()
             .map(|((instrument, minute), v)| (instrument, (minute, v)))
             .arrange_by_key();
+        let instrument_hours = kept
+            .clone()
+            .explode(move |t| Some(((t.instrument, t.hour(tick_ns)), t.volume)))
+            .count_total()
+            .map(|((instrument, hour), v)| (instrument, (hour, v)))
+            .arrange_by_key();
         let hours = kept
             .explode(move |t| Some((t.hour(tick_ns), t.volume)))
             .count_total()
@@ -193,14 +199,28 @@ impl<'scope, R: AnalyticsRecord> MarketAnalytics<'scope, R> for StreamVec<'scope
         );
         answers.push(
             with_clock
+                .clone()
                 .flat_map(|(id, q, clock)| match q {
-                    Query::HourlyStats { hours } => {
+                    Query::HourlyStats { hours, instrument: None } => {
                         let r = stat_hours(clock, hours);
                         Some(((), (id, *r.start(), *r.end())))
                     }
                     _ => None,
                 })
                 .join_core(hours, |_, (id, lo, hi), (hour, v)| {
+                    (lo <= hour && hour <= hi).then_some((*id, Row::Hour(*hour, *v)))
+                }),
+        );
+        answers.push(
+            with_clock
+                .flat_map(|(id, q, clock)| match q {
+                    Query::HourlyStats { hours, instrument: Some(instrument) } => {
+                        let r = stat_hours(clock, hours);
+                        Some((instrument, (id, *r.start(), *r.end())))
+                    }
+                    _ => None,
+                })
+                .join_core(instrument_hours, |_, (id, lo, hi), (hour, v)| {
                     (lo <= hour && hour <= hi).then_some((*id, Row::Hour(*hour, *v)))
                 }),
         );
@@ -506,7 +526,7 @@ mod tests {
     fn hourly_stats_and_price() {
         let input = vec![trade("A", 1, 10), trade("A", NS_PER_HOUR + 5, 4), trade("B", 2 * NS_PER_HOUR + 7, 1)];
         let at = 2 * NS_PER_HOUR + NS_PER_MINUTE;
-        let rows = ask(input.clone(), at, Query::HourlyStats { hours: 3 });
+        let rows = ask(input.clone(), at, Query::HourlyStats { hours: 3, instrument: None });
         let hours: Vec<(u64, i64)> = rows
             .iter()
             .filter_map(|r| match r {
@@ -515,6 +535,16 @@ mod tests {
             })
             .collect();
         assert_eq!(hours, vec![(0, 10), (1, 4), (2, 1)]);
+        let a = Some(InstrumentId::new("A").unwrap());
+        let rows = ask(input.clone(), at, Query::HourlyStats { hours: 3, instrument: a });
+        let hours: Vec<(u64, i64)> = rows
+            .iter()
+            .filter_map(|r| match r {
+                Row::Hour(h, v) => Some((*h, v.shares)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(hours, vec![(0, 10), (1, 4)], "instrument A only");
         let rows = ask(input, at, Query::Price { instrument: InstrumentId::new("A").unwrap() });
         let price = rows.iter().find_map(|r| match r {
             Row::Price(p) => Some(*p),

@@ -526,25 +526,17 @@ mod tests {
     fn hourly_stats_and_price() {
         let input = vec![trade("A", 1, 10), trade("A", NS_PER_HOUR + 5, 4), trade("B", 2 * NS_PER_HOUR + 7, 1)];
         let at = 2 * NS_PER_HOUR + NS_PER_MINUTE;
-        let rows = ask(input.clone(), at, Query::HourlyStats { hours: 3, instrument: None });
-        let hours: Vec<(u64, i64)> = rows
-            .iter()
-            .filter_map(|r| match r {
-                Row::Hour(h, v) => Some((*h, v.shares)),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(hours, vec![(0, 10), (1, 4), (2, 1)]);
-        let a = Some(InstrumentId::new("A").unwrap());
-        let rows = ask(input.clone(), at, Query::HourlyStats { hours: 3, instrument: a });
-        let hours: Vec<(u64, i64)> = rows
-            .iter()
-            .filter_map(|r| match r {
-                Row::Hour(h, v) => Some((*h, v.shares)),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(hours, vec![(0, 10), (1, 4)], "instrument A only");
+        let hour_shares = |instrument| -> Vec<(u64, i64)> {
+            let rows = ask(input.clone(), at, Query::HourlyStats { hours: 3, instrument });
+            rows.iter()
+                .filter_map(|r| match r {
+                    Row::Hour(h, v) => Some((*h, v.shares)),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(hour_shares(None), vec![(0, 10), (1, 4), (2, 1)]);
+        assert_eq!(hour_shares(Some(InstrumentId::new("A").unwrap())), vec![(0, 10), (1, 4)], "instrument A only");
         let rows = ask(input, at, Query::Price { instrument: InstrumentId::new("A").unwrap() });
         let price = rows.iter().find_map(|r| match r {
             Row::Price(p) => Some(*p),

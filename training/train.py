@@ -208,6 +208,9 @@ def main():
     ap.add_argument("--alerts-per-instrument-hour", type=float, default=1.0)
     ap.add_argument("--reduction", choices=["max_scaled", "mean"], default="max_scaled",
                     help="score = max over features of squared error / its held-out mean (default), or the mean squared error")
+    ap.add_argument("--scale-power", type=float, default=0.7,
+                    help="max_scaled divides each feature's squared error by (its held-out mean) ** this: 1 weighs "
+                         "every feature by its own typical error, 0 not at all (the noisiest features then dominate)")
     ap.add_argument("--forecast", action="store_true", help="train the LSTM forecaster instead")
     ap.add_argument("--context-floor", type=float, default=0.1, help="floor of the per-sequence context std")
     ap.add_argument("--no-context", action="store_true", help="global normalisation only")
@@ -316,8 +319,9 @@ def main():
     else:
         errors = last_step_errors(model, hold, False)
     # Typical squared error per feature on held-out normal data (floored so a feature the network
-    # reconstructs perfectly cannot make every tiny error infinite).
-    scales = np.maximum(errors.mean(axis=0), 1e-3).astype(np.float64)
+    # reconstructs perfectly cannot make every tiny error infinite), raised to --scale-power: a partial
+    # correction, so that features whose held-out errors are wide (heavy-tailed real days) still count.
+    scales = (np.maximum(errors.mean(axis=0), 1e-3) ** args.scale_power).astype(np.float64)
     scores = reduce_errors(errors, args.reduction, scales)
     windows_per_hour = 3600.0 / args.window_seconds
     q = 1.0 - args.alerts_per_instrument_hour / windows_per_hour

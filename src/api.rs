@@ -157,6 +157,11 @@ fn number(query: &str, name: &str, default: u64, range: std::ops::RangeInclusive
     Ok(value)
 }
 
+/// The `limit` of `/v1/anomalies`: the most recent anomalies to return (default 100).
+fn anomaly_limit(query: &str) -> Result<usize, ApiError> {
+    Ok(number(query, "limit", 100, 1..=u64::MAX)? as usize)
+}
+
 /// Parses a request line's method and target into a query (or the OpenAPI document).
 pub fn route(method: &str, target: &str, spec: &AnalyticsSpec) -> Result<Option<Query>, ApiError> {
     if method != "GET" {
@@ -191,7 +196,10 @@ pub fn route(method: &str, target: &str, spec: &AnalyticsSpec) -> Result<Option<
             hours: number(query, "hours", retention_hours.min(24), 1..=retention_hours)?,
             instrument: Some(instrument(sym)?),
         })),
-        ["v1", "anomalies"] => Ok(Some(Query::Anomalies { since_ns: number(query, "since", 0, 0..=u64::MAX)? })),
+        ["v1", "anomalies"] => {
+            anomaly_limit(query)?;
+            Ok(Some(Query::Anomalies { since_ns: number(query, "since", 0, 0..=u64::MAX)? }))
+        }
         _ => Err(ApiError {
             status: "404 Not Found",
             message: format!("no such endpoint {path:?}: see /v1/openapi.json"),
@@ -316,9 +324,7 @@ pub fn render(query: &Query, answer: &Answer, target: &str) -> Result<Value, Api
             body
         }
         Query::Anomalies { since_ns } => {
-            let limit = param(target.split_once('?').map_or("", |(_, q)| q), "limit")
-                .and_then(|l| l.parse::<usize>().ok())
-                .unwrap_or(100);
+            let limit = anomaly_limit(target.split_once('?').map_or("", |(_, q)| q)).unwrap_or(100);
             let mut list: Vec<&lobsentry_operators::analytics::AlertRecord> =
                 answer.rows.iter().filter_map(|r| if let Row::Anomaly(a) = r { Some(a) } else { None }).collect();
             list.sort();
@@ -412,6 +418,11 @@ mod tests {
         assert_eq!(route("GET", "/v1/openapi.json", &spec).unwrap(), None);
         assert_eq!(route("GET", "/v1/top-volume?n=0", &spec).unwrap_err().status, "400 Bad Request");
         assert_eq!(route("GET", "/v1/top-volume?n=abc", &spec).unwrap_err().status, "400 Bad Request");
+        assert_eq!(route("GET", "/v1/anomalies?since=5&limit=x", &spec).unwrap_err().status, "400 Bad Request");
+        assert_eq!(
+            route("GET", "/v1/anomalies?since=5&limit=3", &spec).unwrap(),
+            Some(Query::Anomalies { since_ns: 5 })
+        );
         assert_eq!(
             route("GET", "/v1/instruments/WAY-TOO-LONG-SYMBOL/price", &spec).unwrap_err().status,
             "400 Bad Request"

@@ -236,8 +236,7 @@ fn attach_analytics<'scope, R: AnalyticsRecord>(
     records: StreamVec<'scope, u64, R>,
     alerts: Option<StreamVec<'scope, u64, AlertRecord>>,
     spec: AnalyticsSpec,
-    probe: &ProbeHandle<u64>,
-    answers_probe: &ProbeHandle<u64>,
+    (probe, answers_probe): (&ProbeHandle<u64>, &ProbeHandle<u64>),
     rows: AnswerRows,
     counters: Arc<Counters>,
 ) -> QueryParts {
@@ -617,14 +616,10 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
             }
             features.probe_with(&probe);
             let spec = config.analytics.as_ref().map(|a| a.spec)?;
-            let (rows, probes) = (answer_rows.clone(), (&probe, &answers_probe));
+            let (alerts, rows, probes) = (analytics_alerts, answer_rows.clone(), (&probe, &answers_probe));
             match (analytics_books, analytics_events) {
-                (Some(books), _) => {
-                    Some(attach_analytics(books, analytics_alerts, spec, probes.0, probes.1, rows, counters.clone()))
-                }
-                (None, Some(events)) => {
-                    Some(attach_analytics(events, analytics_alerts, spec, probes.0, probes.1, rows, counters.clone()))
-                }
+                (Some(books), _) => Some(attach_analytics(books, alerts, spec, probes, rows, counters.clone())),
+                (None, Some(events)) => Some(attach_analytics(events, alerts, spec, probes, rows, counters.clone())),
                 (None, None) => None,
             }
         });

@@ -5,6 +5,7 @@
 
 use crate::error::Error;
 use clap::Args;
+use lobsentry_operators::event::InstrumentId;
 use lobsentry_operators::source::decode::{write_csv_line, write_json_line};
 use lobsentry_operators::source::{FileReader, InputFile, ReaderSpec};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -66,7 +67,7 @@ pub fn run(args: ProduceArgs) -> Result<(), Error> {
     let (mut events, mut errors) = (Vec::new(), Vec::new());
     let mut line = String::new();
     // Per instrument: the lines of its next message and how many.
-    let mut buffers: HashMap<String, (String, usize)> = HashMap::new();
+    let mut buffers: HashMap<InstrumentId, (String, usize)> = HashMap::new();
     let mut last_flush = Instant::now();
     'outer: while !reader.is_done() {
         reader.read_batch(4096, &mut events, &mut errors);
@@ -87,17 +88,15 @@ pub fn run(args: ProduceArgs) -> Result<(), Error> {
             } else {
                 write_json_line(&timed.event, &mut line);
             }
-            let key = timed.event.instrument.as_str().to_string();
-            let pending = buffers.entry(key).or_insert_with(|| (String::new(), 0));
+            let instrument = timed.event.instrument;
+            let pending = buffers.entry(instrument).or_default();
             if pending.1 > 0 {
                 pending.0.push('\n');
             }
             pending.0.push_str(&line);
             pending.1 += 1;
             if pending.1 >= args.lines_per_message {
-                let full = std::mem::take(pending);
-                let key = timed.event.instrument.as_str();
-                send(&producer, &args.topic, key, &full.0)?;
+                send_buffer(&producer, &args.topic, &instrument, pending)?;
             }
             sent += 1;
             if args.rate > 0.0 {
@@ -139,17 +138,28 @@ fn send(producer: &BaseProducer, topic: &str, key: &str, payload: &str) -> Resul
     }
 }
 
+/// Sends an instrument's buffered lines as one message and empties the buffer (keeping its capacity).
+fn send_buffer(
+    producer: &BaseProducer,
+    topic: &str,
+    key: &InstrumentId,
+    buffer: &mut (String, usize),
+) -> Result<(), Error> {
+    if buffer.1 > 0 {
+        send(producer, topic, key.as_str(), &buffer.0)?;
+        buffer.0.clear();
+        buffer.1 = 0;
+    }
+    Ok(())
+}
+
 fn flush_buffers(
     producer: &BaseProducer,
     topic: &str,
-    buffers: &mut HashMap<String, (String, usize)>,
+    buffers: &mut HashMap<InstrumentId, (String, usize)>,
 ) -> Result<(), Error> {
-    for (key, (payload, n)) in buffers.iter_mut() {
-        if *n > 0 {
-            send(producer, topic, key, payload)?;
-            payload.clear();
-            *n = 0;
-        }
+    for (key, buffer) in buffers.iter_mut() {
+        send_buffer(producer, topic, key, buffer)?;
     }
     Ok(())
 }

@@ -136,7 +136,7 @@ struct Job {
 /// A running webhook sink.
 pub struct Webhook {
     config: WebhookConfig,
-    metrics: Arc<Counters>,
+    counters: Arc<Counters>,
     tx: Mutex<Option<SyncSender<Job>>>,
     last: Mutex<HashMap<InstrumentId, u64>>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -150,16 +150,16 @@ impl std::fmt::Debug for Webhook {
 
 impl Webhook {
     /// Starts the delivery thread.
-    pub fn start(config: WebhookConfig, metrics: Arc<Counters>) -> Result<Webhook, crate::Error> {
+    pub fn start(config: WebhookConfig, counters: Arc<Counters>) -> Result<Webhook, crate::Error> {
         let (tx, rx) = sync_channel::<Job>(config.queue);
-        let (c, m) = (config.clone(), metrics.clone());
+        let (c, m) = (config.clone(), counters.clone());
         let thread = std::thread::Builder::new()
             .name("lobsentry-webhook".into())
             .spawn(move || deliver(c, m, rx))
             .map_err(|e| crate::Error::Io(format!("webhook: cannot start its thread: {e}")))?;
         Ok(Webhook {
             config,
-            metrics,
+            counters,
             tx: Mutex::new(Some(tx)),
             last: Mutex::new(HashMap::new()),
             thread: Mutex::new(Some(thread)),
@@ -172,7 +172,7 @@ impl Webhook {
             let Ok(mut last) = self.last.lock() else { return };
             match last.get(&alert.instrument) {
                 Some(&end) if alert.window.end < end.saturating_add(self.config.interval_ns) => {
-                    self.metrics.metrics.webhook_suppressed.inc();
+                    self.counters.metrics.webhook_suppressed.inc();
                     return;
                 }
                 _ => {
@@ -186,7 +186,7 @@ impl Webhook {
             _ => false,
         };
         if !sent {
-            self.metrics.metrics.webhook_dropped.inc();
+            self.counters.metrics.webhook_dropped.inc();
         }
     }
 
@@ -202,7 +202,7 @@ impl Webhook {
     }
 }
 
-fn deliver(config: WebhookConfig, metrics: Arc<Counters>, rx: std::sync::mpsc::Receiver<Job>) {
+fn deliver(config: WebhookConfig, counters: Arc<Counters>, rx: std::sync::mpsc::Receiver<Job>) {
     let agent = ureq::AgentBuilder::new().timeout(config.timeout).build();
     let mut retry: VecDeque<Job> = VecDeque::new();
     let mut open = true;
@@ -236,19 +236,19 @@ fn deliver(config: WebhookConfig, metrics: Arc<Counters>, rx: std::sync::mpsc::R
         }
         let retryable = match request.send_string(&job.body) {
             Ok(_) => {
-                metrics.metrics.webhook_sent.inc();
+                counters.metrics.webhook_sent.inc();
                 continue;
             }
             Err(ureq::Error::Status(code, _)) => code >= 500 || code == 408 || code == 429,
             Err(ureq::Error::Transport(_)) => true,
         };
         if retryable && job.attempts < config.max_attempts {
-            metrics.metrics.webhook_retries.inc();
+            counters.metrics.webhook_retries.inc();
             let pause = config.backoff.saturating_mul(1 << (job.attempts - 1).min(16)).min(Duration::from_secs(30));
             job.due = Instant::now() + pause;
             retry.push_back(job);
         } else {
-            metrics.metrics.webhook_failed.inc();
+            counters.metrics.webhook_failed.inc();
         }
     }
 }

@@ -2,11 +2,13 @@
 
 use super::{
     query_worker, stat_hours, trade_minutes, AlertRecord, AnalyticsRecord, AnalyticsSpec, LatestPrice, Query, Row,
-    TickAggregate, TickPartial, TickStats,
+    TickAggregate, TickPartial, TickStats, Volume,
 };
 use crate::event::InstrumentId;
 use crate::window::{WindowAggregate, WindowSpec};
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::operators::CountTotal;
+use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::FxHashMap;
 use std::cell::Cell;
@@ -123,23 +125,9 @@ impl<'scope, R: AnalyticsRecord> MarketAnalytics<'scope, R> for StreamVec<'scope
         let sliding = spec.sliding_ns;
         let recent = trades.clone().concat(trades.negate().delay(move |t| t.saturating_add(sliding)));
 
-        let minutes = kept
-            .clone()
-            .explode(move |t| Some(((t.instrument, t.minute(tick_ns)), t.volume)))
-            .count_total()
-            .map(|((instrument, minute), v)| (instrument, (minute, v)))
-            .arrange_by_key();
-        let instrument_hours = kept
-            .clone()
-            .explode(move |t| Some(((t.instrument, t.hour(tick_ns)), t.volume)))
-            .count_total()
-            .map(|((instrument, hour), v)| (instrument, (hour, v)))
-            .arrange_by_key();
-        let hours = kept
-            .explode(move |t| Some((t.hour(tick_ns), t.volume)))
-            .count_total()
-            .map(|(hour, v)| ((), (hour, v)))
-            .arrange_by_key();
+        let minutes = volume_by(kept.clone(), move |t| (t.instrument, t.minute(tick_ns)));
+        let instrument_hours = volume_by(kept.clone(), move |t| (t.instrument, t.hour(tick_ns)));
+        let hours = volume_by(kept, move |t| ((), t.hour(tick_ns)));
         let top_max = spec.top_max;
         let top = recent
             .explode(|t| Some((t.instrument, t.volume)))
@@ -244,6 +232,25 @@ impl<'scope, R: AnalyticsRecord> MarketAnalytics<'scope, R> for StreamVec<'scope
         let answers = all.inner.exchange(|((id, _), _, _): &((u64, Row), u64, isize)| query_worker(*id));
         Analytics { answers, late, max_time, max_time_progress }
     }
+}
+
+/// Volume per key and time bucket, arranged by key: values are (bucket, volume).
+type VolumeArrangement<'scope, K> = Arranged<'scope, TraceAgent<ValSpine<K, (u64, Volume), u64, isize>>>;
+
+/// Volume per (key, time bucket) of `ticks`, arranged by key with values (bucket, volume): the volume
+/// is the difference type, so `count_total` keeps each bucket's sum up to date in O(1) per tick.
+fn volume_by<'scope, K>(
+    ticks: VecCollection<'scope, u64, TickStats, isize>,
+    bucket: impl Fn(&TickStats) -> (K, u64) + 'static,
+) -> VolumeArrangement<'scope, K>
+where
+    K: differential_dataflow::ExchangeData + Hash,
+{
+    ticks
+        .explode(move |t| Some((bucket(&t), t.volume)))
+        .count_total()
+        .map(|((key, bucket), v)| (key, (bucket, v)))
+        .arrange_by_key()
 }
 
 /// Combines each batch's records per (instrument, tick) before the exchange; records their tick no

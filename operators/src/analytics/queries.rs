@@ -87,11 +87,6 @@ impl QueryDriver {
         id
     }
 
-    /// Queries asked and not yet answered.
-    pub fn pending(&self) -> usize {
-        self.pending.len() + self.queued.len()
-    }
-
     /// Advances the query input given the data's frontier (`None` once the input has ended), inserts
     /// the queued queries, and returns the answers that completed.
     pub fn step(&mut self, data_frontier: Option<u64>) -> Vec<(u64, Answer)> {
@@ -103,10 +98,8 @@ impl QueryDriver {
             }
         };
         let q = (*self.input.time()).max(target);
-        if self.queued.is_empty() {
-            self.input.advance_to(q);
-        } else {
-            self.input.advance_to(q);
+        self.input.advance_to(q);
+        if !self.queued.is_empty() {
             for (id, query) in self.queued.drain(..) {
                 self.input.update_at((id, query.clone()), q, 1);
                 self.input.update_at((id, query), q + 1, -1);
@@ -115,32 +108,20 @@ impl QueryDriver {
             self.input.advance_to(q + 1);
         }
         self.input.flush();
-        let mut done = Vec::new();
-        if self.pending.is_empty() {
-            self.rows.borrow_mut().clear();
-            return done;
-        }
         let probe = &self.probe;
-        let finished: Vec<u64> =
-            self.pending.iter().filter(|(_, (t, _))| !probe.less_equal(t)).map(|(id, _)| *id).collect();
         let mut rows = self.rows.borrow_mut();
-        for id in finished {
-            if let Some((time, input_complete)) = self.pending.remove(&id) {
+        let done = self
+            .pending
+            .extract_if(|_, (t, _)| !probe.less_equal(t))
+            .map(|(id, (time, input_complete))| {
                 let updates = rows.remove(&id).unwrap_or_default();
-                done.push((id, Answer { rows: answer_rows(updates, time), time, input_complete }));
-            }
-        }
+                (id, Answer { rows: answer_rows(updates, time), time, input_complete })
+            })
+            .collect();
         // Updates of answered queries (their retraction) are not needed.
         let pending = &self.pending;
         rows.retain(|id, _| pending.contains_key(id));
         done
-    }
-
-    /// Ids of the queries still waiting (to fail them when the run stops).
-    pub fn abandon(&mut self) -> Vec<u64> {
-        let mut ids: Vec<u64> = self.pending.drain().map(|(id, _)| id).collect();
-        ids.extend(self.queued.drain(..).map(|(id, _)| id));
-        ids
     }
 
     /// Closes the query input: the dataflow can then complete.

@@ -337,14 +337,12 @@ pub fn kafka_source<'scope>(
                             p.next = offset + 1;
                             p.last_message = Some(Instant::now());
                             let payload = msg.payload().unwrap_or(&[]);
-                            if payload.iter().all(|b| b.is_ascii_whitespace()) {
-                                rejected.push(reject(&origin_prefix, partition, offset, "empty message", payload));
-                                continue;
-                            }
                             // A message holds one event or several, one per line (JSON lines / CSV).
                             let lines = payload.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
                             let lines = lines.filter(|l| !l.iter().all(|b| b.is_ascii_whitespace()));
+                            let mut read = 0;
                             for (index, line) in (0u64..).zip(lines) {
+                                read += 1;
                                 let decoded = match spec.format {
                                     Format::Csv => decode_csv_line(line),
                                     _ => decode_json_line(line),
@@ -373,6 +371,9 @@ pub fn kafka_source<'scope>(
                                         rejected.push(reject(&origin_prefix, partition, offset, &reason, line));
                                     }
                                 }
+                            }
+                            if read == 0 {
+                                rejected.push(reject(&origin_prefix, partition, offset, "empty message", payload));
                             }
                         }
                     }

@@ -205,7 +205,8 @@ fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
     if config.output == config::Output::None {
         println!("{}", report.summary.render(&report.labels));
         if config.detect.is_some() {
-            println!("{}", crate::summary::render_anomalies(&report.anomalies, &report.labels, 25));
+            let hours = report.summary.instrument_hours();
+            println!("{}", crate::summary::render_anomalies(&report.anomalies, &report.labels, 25, hours));
         }
         if !report.labels.is_empty() {
             println!("injected episodes: {}", report.labels.len());

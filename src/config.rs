@@ -205,6 +205,23 @@ pub struct RawDetect {
     pub alerts: String,
     /// Scores path.
     pub scores: String,
+    /// Expected false alarms per instrument-hour of the calibrated ensemble (0 = no calibration).
+    pub alarms_per_hour: f64,
+    /// Window lengths the detectors run on.
+    pub scales: Vec<String>,
+    /// Scores of history per (instrument, detector) in the calibration.
+    pub calibration_history: i64,
+    /// Scores a calibration needs before it decides.
+    pub calibration_warmup: i64,
+}
+
+/// The detection time scales and the calibrated ensemble over them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectScales {
+    /// Window lengths (ns) the detectors run on, each with its label (`""` for `window.size`).
+    pub scales: Vec<(u64, String)>,
+    /// The ensemble (`None`: each detector decides alone with its raw threshold).
+    pub ensemble: Option<lobsentry_operators::ensemble::EnsembleSpec>,
 }
 
 /// `[model]`.
@@ -475,6 +492,8 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// The baseline detector (`None`: disabled).
     pub detect: Option<lobsentry_operators::detect::ZScoreSpec>,
+    /// Time scales and the calibrated ensemble.
+    pub scales: DetectScales,
     /// Where anomalies go (JSON lines).
     pub alerts: Option<PathBuf>,
     /// Where every score goes (JSON lines).
@@ -863,6 +882,41 @@ impl RawConfig {
             threshold: d.threshold,
             top: 3,
         });
+        let mut scales: Vec<(u64, String)> = Vec::new();
+        let scale_texts: Vec<String> =
+            if d.scales.is_empty() { vec![self.window.size.clone()] } else { d.scales.clone() };
+        for text in &scale_texts {
+            match parse_duration(text) {
+                Ok(dur) if dur.as_nanos() > 0 => {
+                    let ns = dur.as_nanos() as u64;
+                    let primary = window.size_ns == ns && window.slide_ns == ns;
+                    if scales.iter().any(|(s, _)| *s == ns) {
+                        errors.push(format!("detect.scales: {text:?} is listed twice"));
+                    } else {
+                        scales.push((ns, if primary { String::new() } else { text.trim().to_string() }));
+                    }
+                }
+                Ok(_) => errors.push(format!("detect.scales: {text:?} is not a positive duration")),
+                Err(e) => errors.push(format!("detect.scales: {e}")),
+            }
+        }
+        if !(d.alarms_per_hour >= 0.0 && d.alarms_per_hour.is_finite()) {
+            errors.push(format!("detect.alarms-per-hour: {} is not a non-negative number", d.alarms_per_hour));
+        }
+        let tail = lobsentry_operators::calibrate::TailSpec {
+            history: d.calibration_history.max(0) as usize,
+            warmup: d.calibration_warmup.max(0) as usize,
+            ..Default::default()
+        };
+        for e in tail.validate() {
+            errors.push(format!("detect.calibration-{e}"));
+        }
+        let ensemble = (d.alarms_per_hour > 0.0).then(|| lobsentry_operators::ensemble::EnsembleSpec {
+            alarms_per_hour: d.alarms_per_hour,
+            scales: scales.len(),
+            tail,
+            labels: scales.clone(),
+        });
         let m = &self.model;
         if m.intra_threads < 1 {
             errors.push(format!("model.intra-threads: {} is not positive", m.intra_threads));
@@ -881,6 +935,17 @@ impl RawConfig {
                 .map_err(|e| errors.push(format!("model.path: {e}")))
                 .ok();
             let lib = find_onnxruntime(&m.onnxruntime).map_err(|e| errors.push(e)).ok();
+            if let Some(meta) = &meta {
+                if !scales.is_empty() && !scales.iter().any(|(s, _)| *s == meta.window_ns) {
+                    errors.push(format!(
+                        "model.path: {} was trained on {} windows, and the detectors run on {} (detect.scales): add {:?} to detect.scales or use a model trained for them",
+                        meta.name,
+                        lobsentry_operators::features::human_len(meta.window_ns),
+                        scales.iter().map(|(s, _)| lobsentry_operators::features::human_len(*s)).collect::<Vec<_>>().join(", "),
+                        lobsentry_operators::features::human_len(meta.window_ns)
+                    ));
+                }
+            }
             match (meta, lib) {
                 (Some(meta), Some(onnxruntime)) => Some(ModelConfig {
                     dir,
@@ -1001,6 +1066,7 @@ impl RawConfig {
             cluster,
             metrics_addr,
             detect,
+            scales: DetectScales { scales, ensemble },
             alerts: optional(&self.detect.alerts),
             scores: optional(&self.detect.scores),
             model,

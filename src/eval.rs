@@ -217,6 +217,70 @@ pub fn read_labels(path: &PathBuf) -> Result<Vec<Episode>, Error> {
     Ok(out)
 }
 
+/// The decision as a desk meets it: episodes with at least one alerted window, and false alarms
+/// (alerted windows outside every episode) per instrument-hour.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decision {
+    /// Episodes with at least one alerted window.
+    pub detected: usize,
+    /// Episodes.
+    pub episodes: usize,
+    /// Alerted windows outside every episode.
+    pub false_alarms: usize,
+    /// Instrument-hours covered by the windows.
+    pub instrument_hours: f64,
+    /// Median detection delay (end of the first alerted window minus the episode start), seconds.
+    pub median_delay_s: f64,
+}
+
+impl Decision {
+    /// False alarms per instrument-hour.
+    pub fn false_alarm_rate(&self) -> f64 {
+        self.false_alarms as f64 / self.instrument_hours.max(1e-9)
+    }
+}
+
+/// Scores a decision (alerts of any window length) against `episodes`; `all_episodes` decide what
+/// is outside every episode.
+pub fn decide(windows: &[Scored], episodes: &[&Episode], all_episodes: &[Episode]) -> Decision {
+    let all_refs: Vec<&Episode> = all_episodes.iter().collect();
+    let any = by_instrument(&all_refs);
+    let false_alarms = windows
+        .iter()
+        .filter(|w| w.alert && !any.get(w.instrument.as_str()).is_some_and(|es| es.iter().any(|e| overlaps(w, e))))
+        .count();
+    let mut span: HashMap<&str, (u64, u64)> = HashMap::new();
+    for w in windows {
+        let e = span.entry(w.instrument.as_str()).or_insert((w.start, w.end));
+        e.0 = e.0.min(w.start);
+        e.1 = e.1.max(w.end);
+    }
+    let instrument_hours = span.values().map(|(a, b)| (b - a) as f64 / 3600e9).sum();
+    let mut delays = Vec::new();
+    for e in episodes {
+        if let Some(end) = windows.iter().filter(|w| w.alert && overlaps(w, e)).map(|w| w.end).min() {
+            delays.push(end.saturating_sub(e.start) as f64 / 1e9);
+        }
+    }
+    delays.sort_by(f64::total_cmp);
+    Decision {
+        detected: delays.len(),
+        episodes: episodes.len(),
+        false_alarms,
+        instrument_hours,
+        median_delay_s: delays.get(delays.len() / 2).copied().unwrap_or(f64::NAN),
+    }
+}
+
+/// The window length of a detector's windows (the most common one).
+fn scale_of(windows: &[Scored]) -> u64 {
+    let mut count: HashMap<u64, usize> = HashMap::new();
+    for w in windows {
+        *count.entry(w.end - w.start).or_default() += 1;
+    }
+    count.into_iter().max_by_key(|(len, n)| (*n, *len)).map_or(0, |(len, _)| len)
+}
+
 /// Runs `eval`.
 pub fn run(args: EvalArgs) -> Result<(), Error> {
     let by_model = read_scores(&args.scores)?;
@@ -224,48 +288,69 @@ pub fn run(args: EvalArgs) -> Result<(), Error> {
     if by_model.is_empty() {
         return Err(Error::Data(format!("{}: no scores", args.scores.display())));
     }
-    // The last window of each instrument is cut short by the end of the input: left out.
-    let mut last: HashMap<String, u64> = HashMap::new();
+    // The last window of each instrument and scale is cut short by the end of the input: left out.
+    let mut last: HashMap<(String, u64), u64> = HashMap::new();
     for w in by_model.values().flatten() {
-        let e = last.entry(w.instrument.clone()).or_insert(0);
+        let e = last.entry((w.instrument.clone(), w.end - w.start)).or_insert(0);
         *e = (*e).max(w.start);
     }
-    // The windows every detector scored.
-    let keys: Vec<HashSet<(String, u64)>> = by_model
-        .values()
-        .map(|ws| {
-            ws.iter()
-                .filter(|w| last.get(&w.instrument) != Some(&w.start))
-                .map(|w| (w.instrument.clone(), w.start))
-                .collect()
-        })
-        .collect();
-    let common: HashSet<(String, u64)> =
-        keys.iter().skip(1).fold(keys[0].clone(), |acc, k| acc.intersection(k).cloned().collect());
+    let complete = |w: &Scored| last.get(&(w.instrument.clone(), w.end - w.start)) != Some(&w.start);
+    // Detectors are compared on the windows every detector of the same window length scored.
+    let scales: BTreeMap<&str, u64> = by_model.iter().map(|(m, ws)| (m.as_str(), scale_of(ws))).collect();
+    let mut common: HashMap<u64, HashSet<(String, u64)>> = HashMap::new();
+    for (model, windows) in &by_model {
+        let scale = scales[model.as_str()];
+        let keys: HashSet<(String, u64)> = windows
+            .iter()
+            .filter(|w| complete(w) && w.end - w.start == scale)
+            .map(|w| (w.instrument.clone(), w.start))
+            .collect();
+        match common.get_mut(&scale) {
+            Some(c) => c.retain(|k| keys.contains(k)),
+            None => {
+                common.insert(scale, keys);
+            }
+        }
+    }
     let mut kinds: Vec<&str> = episodes.iter().map(|e| e.kind.as_str()).collect();
     kinds.sort_unstable();
     kinds.dedup();
+    let mut lengths: Vec<String> = common.iter().map(|(s, c)| format!("{} of {} ns", c.len(), s)).collect();
+    lengths.sort();
     println!(
-        "{} episodes, {} windows scored by every detector ({} detectors)",
+        "{} episodes; windows scored by every detector of their length: {} ({} detectors)",
         episodes.len(),
-        common.len(),
+        lengths.join(", "),
         by_model.len()
     );
     println!(
-        "{:<26} {:<22} {:>8} {:>6} {:>8} {:>8} {:>9} {:>7} {:>9} {:>10}",
-        "detector", "episodes", "windows", "pos", "ROC-AUC", "PR-AUC", "precision", "recall", "detected", "delay p50"
+        "{:<26} {:<22} {:>8} {:>6} {:>8} {:>8} {:>9} {:>7} {:>9} {:>10} {:>7} {:>9}",
+        "detector",
+        "episodes",
+        "windows",
+        "pos",
+        "ROC-AUC",
+        "PR-AUC",
+        "precision",
+        "recall",
+        "detected",
+        "delay p50",
+        "FA",
+        "FA/inst-h"
     );
+    let mut rows: Vec<(String, Vec<&Episode>)> = vec![("all".into(), episodes.iter().collect())];
+    for kind in &kinds {
+        rows.push((kind.to_string(), episodes.iter().filter(|e| e.kind == *kind).collect()));
+    }
     for (model, windows) in &by_model {
+        let set = &common[&scales[model.as_str()]];
         let windows: Vec<Scored> =
-            windows.iter().filter(|w| common.contains(&(w.instrument.clone(), w.start))).cloned().collect();
-        let mut rows: Vec<(String, Vec<&Episode>)> = vec![("all".into(), episodes.iter().collect())];
-        for kind in &kinds {
-            rows.push((kind.to_string(), episodes.iter().filter(|e| e.kind == *kind).collect()));
-        }
-        for (name, list) in rows {
-            let m = evaluate(&windows, &list, &episodes);
+            windows.iter().filter(|w| set.contains(&(w.instrument.clone(), w.start))).cloned().collect();
+        for (name, list) in &rows {
+            let m = evaluate(&windows, list, &episodes);
+            let d = decide(&windows, list, &episodes);
             println!(
-                "{:<26} {:<22} {:>8} {:>6} {:>8.4} {:>8.4} {:>9.3} {:>7.3} {:>9} {:>9.2}s",
+                "{:<26} {:<22} {:>8} {:>6} {:>8.4} {:>8.4} {:>9.3} {:>7.3} {:>9} {:>9.2}s {:>7} {:>9.2}",
                 model,
                 name,
                 m.windows,
@@ -275,7 +360,32 @@ pub fn run(args: EvalArgs) -> Result<(), Error> {
                 m.precision,
                 m.recall,
                 format!("{}/{}", m.detected, m.episodes),
-                m.median_delay_s
+                m.median_delay_s,
+                d.false_alarms,
+                d.false_alarm_rate()
+            );
+        }
+    }
+    // The run's decision: the ensemble's alerts on every scale together.
+    let decision: Vec<Scored> = by_model
+        .iter()
+        .filter(|(m, _)| m.starts_with("ensemble"))
+        .flat_map(|(_, ws)| ws.iter().filter(|w| complete(w)).cloned())
+        .collect();
+    if !decision.is_empty() {
+        println!("decision (ensemble alerts, all scales)");
+        for (name, list) in &rows {
+            let d = decide(&decision, list, &episodes);
+            println!(
+                "  {:<22} detected {:>4}/{:<4} ({:>5.1}%)  false alarms {:>5} in {:.1} instrument-hours = {:.2}/instrument-hour  delay p50 {:.2}s",
+                name,
+                d.detected,
+                d.episodes,
+                100.0 * d.detected as f64 / d.episodes.max(1) as f64,
+                d.false_alarms,
+                d.instrument_hours,
+                d.false_alarm_rate(),
+                d.median_delay_s
             );
         }
     }

@@ -14,6 +14,7 @@ use lobsentry_operators::analytics::{AlertRecord, AnalyticsRecord, AnalyticsSpec
 use lobsentry_operators::book::{BookStats, ReconstructBook, ReconstructBookSpec};
 use lobsentry_operators::checkpoint::{decode, encode, Barrier, CheckpointStore, Coordinator, Part, StateRegistry};
 use lobsentry_operators::detect::{ScoreWindows, WindowScore};
+use lobsentry_operators::ensemble::Ensemble;
 use lobsentry_operators::event::{LobEvent, Timed};
 use lobsentry_operators::features::{ExtractFeatures, WindowFeatures};
 use lobsentry_operators::generator::AnomalyLabel;
@@ -22,6 +23,7 @@ use lobsentry_operators::sink::kafka::{read_ids, KafkaSinkCounters, KafkaWriter,
 use lobsentry_operators::sink::{WriteWindows, WriterFactory};
 use lobsentry_operators::source::kafka::{kafka_source, partition_count, KafkaSourceCounters};
 use lobsentry_operators::source::{file_source, synthetic_source, Rejected};
+use lobsentry_operators::window::WindowSpec;
 use prometheus::Registry;
 use std::cell::Cell;
 use std::cell::RefCell;
@@ -108,10 +110,36 @@ pub struct RunReport {
 
 /// The `detector` label of a score: "model" for ONNX models, "baseline" for the z-score baseline.
 pub fn detector_label(s: &WindowScore) -> &'static str {
-    if s.model == "zscore-baseline" {
+    if s.model.starts_with("zscore") {
         "baseline"
+    } else if s.model.starts_with("ensemble") {
+        "ensemble"
     } else {
         "model"
+    }
+}
+
+/// Names a detector's scores on a scale other than the output windows' (`zscore-baseline/10s`).
+fn rename<'s>(stream: StreamVec<'s, u64, WindowScore>, label: &str) -> StreamVec<'s, u64, WindowScore> {
+    if label.is_empty() {
+        return stream;
+    }
+    let suffix = format!("/{label}");
+    stream.map(move |mut s: WindowScore| {
+        s.model.push_str(&suffix);
+        s
+    })
+}
+
+/// The detector whose decisions are the run's alerts (alerts file, Kafka alerts topic, webhook, API,
+/// summary): the calibrated ensemble when it is on, else the model, else the baseline.
+pub fn primary_detector(config: &Config) -> &'static str {
+    if config.scales.ensemble.is_some() {
+        "ensemble"
+    } else if config.model.is_some() {
+        "model"
+    } else {
+        "baseline"
     }
 }
 
@@ -123,6 +151,8 @@ pub fn alert_json(s: &WindowScore) -> serde_json::Value {
         "window_end_ns": s.window.end,
         "score": s.score,
         "threshold": s.threshold,
+        "p_value": s.p_value,
+        "detectors": s.detectors.iter().map(|(n, l)| serde_json::json!({"name": n, "log10_p": -l})).collect::<Vec<_>>(),
         "is_anomaly": s.is_anomaly,
         "top_features": s.top_features.iter().map(|(n, z)| serde_json::json!({"name": n, "z": z})).collect::<Vec<_>>(),
         "model": s.model,
@@ -459,6 +489,12 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
             };
             let mut analytics_books = None;
             let mut analytics_events = None;
+            let detecting = config.detect.is_some() || config.model.is_some();
+            // The detection scales other than the output windows get their own tumbling windows,
+            // from the same books (or events); their late events are the output windows' too, so
+            // only the output windows count them.
+            let mut scale_features: Vec<(u64, String, StreamVec<'_, u64, WindowFeatures>)> = Vec::new();
+            let primary_scale = config.scales.scales.iter().any(|(_, label)| label.is_empty());
             let features: StreamVec<'_, u64, WindowFeatures> = if config.book {
                 let spec =
                     ReconstructBookSpec { book: config.book_config, stats: Some(book_stats.clone()), state: registry.clone() };
@@ -466,12 +502,22 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                 if config.analytics.is_some() {
                     analytics_books = Some(books.clone());
                 }
+                for (ns, label) in config.scales.scales.iter().filter(|(_, l)| detecting && !l.is_empty()) {
+                    let (f, late) = books.clone().extract_features_with(WindowSpec::tumbling(*ns), registry.clone());
+                    late.probe_with(&probe);
+                    scale_features.push((*ns, label.clone(), f));
+                }
                 let (features, late) = books.extract_features_with(config.window, registry.clone());
                 late.inspect(move |b| count_late(&b.timed.event)).probe_with(&probe);
                 features
             } else {
                 if config.analytics.is_some() {
                     analytics_events = Some(events.clone());
+                }
+                for (ns, label) in config.scales.scales.iter().filter(|(_, l)| detecting && !l.is_empty()) {
+                    let (f, late) = events.clone().extract_features_with(WindowSpec::tumbling(*ns), registry.clone());
+                    late.probe_with(&probe);
+                    scale_features.push((*ns, label.clone(), f));
                 }
                 let (features, late) = events.extract_features_with(config.window, registry.clone());
                 late.inspect(move |t| count_late(&t.event)).probe_with(&probe);
@@ -521,12 +567,20 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                     features.write_windows(config.output_format, factory, output_error.clone())
                 }
             };
-            // Detectors: the z-score baseline and the ONNX model, side by side on the same windows.
-            let mut scores: Vec<StreamVec<'_, u64, WindowScore>> = Vec::new();
-            if let Some(spec) = config.detect {
-                scores.push(features.clone().score_zscore_with(spec, registry.clone()));
+            // Detectors: the z-score baseline on every scale and the ONNX model on the scale it was
+            // trained for, side by side; then the calibrated ensemble over all of them.
+            if primary_scale && detecting {
+                scale_features.insert(0, (config.window.size_ns, String::new(), features.clone()));
             }
-            if let (Some(model), Some(env)) = (&config.model, &ort_env) {
+            let mut scores: Vec<StreamVec<'_, u64, WindowScore>> = Vec::new();
+            for (ns, label, scale) in scale_features {
+                if let Some(spec) = config.detect {
+                    scores.push(rename(scale.clone().score_zscore_with(spec, registry.clone()), &label));
+                }
+                let (Some(model), Some(env)) = (&config.model, &ort_env) else { continue };
+                if model.meta.window_ns != ns {
+                    continue;
+                }
                 let m = counters.clone();
                 let n = counters.clone();
                 let spec = InferenceSpec {
@@ -549,7 +603,10 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                 };
                 // The model was opened and checked before the workers started; this cannot fail
                 // differently on one worker than on another.
-                scores.push(features.clone().score_with_model(spec).expect("model checked at start-up"));
+                scores.push(rename(scale.score_with_model(spec).expect("model checked at start-up"), &label));
+            }
+            if let (Some(spec), false) = (&config.scales.ensemble, scores.is_empty()) {
+                scores = vec![scope.concatenate(scores).ensemble(spec.clone(), registry.clone())];
             }
             let mut analytics_alerts = None;
             if !scores.is_empty() {
@@ -558,7 +615,7 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                 let (alerts_writer, alerts_keep, scores_writer) =
                     (alerts_writer.clone(), alerts_keep.clone(), scores_writer.clone());
                 let (kafka_alerts, kafka_scores) = (kafka_alerts.clone(), kafka_scores.clone());
-                let primary = if config.model.is_some() { "model" } else { "baseline" };
+                let primary = primary_detector(&config);
                 let scored = scope
                     .concatenate(scores)
                     .inspect_core(move |batch| {
@@ -567,7 +624,8 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                         for s in data.iter() {
                             let detector = detector_label(s);
                             m.scored_windows.with_label_values(&[detector]).inc();
-                            let to_kafka = [kafka_scores.as_ref(), kafka_alerts.as_ref().filter(|_| s.is_anomaly)];
+                            let alert = s.is_anomaly && detector == primary;
+                            let to_kafka = [kafka_scores.as_ref(), kafka_alerts.as_ref().filter(|_| alert)];
                             if to_kafka.iter().any(Option::is_some) {
                                 let (id, body) = (score_id(s), alert_json(s).to_string().into_bytes());
                                 for w in to_kafka.into_iter().flatten() {
@@ -586,13 +644,14 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                                 continue;
                             }
                             m.anomalies.with_label_values(&[detector]).inc();
-                            if detector == primary {
-                                if let Ok(mut keep) = alerts_keep.lock() {
-                                    keep.push(s.clone());
-                                }
-                                if let Some(w) = &webhook {
-                                    w.offer(s);
-                                }
+                            if !alert {
+                                continue;
+                            }
+                            if let Ok(mut keep) = alerts_keep.lock() {
+                                keep.push(s.clone());
+                            }
+                            if let Some(w) = &webhook {
+                                w.offer(s);
                             }
                             if let Some(w) = &alerts_writer {
                                 if let Ok(mut guard) = w.lock() {
@@ -781,7 +840,7 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
         first_rejected: take(&rejected_keep),
         labels,
         summary: summary.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default(),
-        scored: ["baseline", "model"].iter().map(|d| m.scored_windows.with_label_values(&[d]).get()).sum(),
+        scored: m.scored_windows.with_label_values(&[primary_detector(config)]).get(),
         anomalies: {
             let mut a = alerts_keep.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
             a.sort_by_key(|x| (x.window.end, x.instrument));

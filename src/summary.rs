@@ -4,7 +4,7 @@
 use lobsentry_operators::event::InstrumentId;
 use lobsentry_operators::features::WindowFeatures;
 use lobsentry_operators::generator::AnomalyLabel;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
 /// Criteria a window is ranked by: (title, feature, use the absolute value).
@@ -29,6 +29,7 @@ pub struct Summary {
     /// Windows seen.
     pub windows: u64,
     instruments: HashSet<InstrumentId>,
+    span: HashMap<InstrumentId, (u64, u64)>,
     top: [Vec<(f64, InstrumentId, u64, u64)>; CRITERIA.len()],
 }
 
@@ -37,6 +38,9 @@ impl Summary {
     pub fn observe(&mut self, w: &WindowFeatures) {
         self.windows += 1;
         self.instruments.insert(w.instrument);
+        let span = self.span.entry(w.instrument).or_insert((w.window.start, w.window.end));
+        span.0 = span.0.min(w.window.start);
+        span.1 = span.1.max(w.window.end);
         for (i, (_, feature, abs)) in CRITERIA.iter().enumerate() {
             let Some(mut v) = w.get(feature) else { continue };
             if !v.is_finite() {
@@ -52,6 +56,12 @@ impl Summary {
                 top.truncate(TOP);
             }
         }
+    }
+
+    /// Instrument-hours of event time the windows cover (first window start to last window end, per
+    /// instrument).
+    pub fn instrument_hours(&self) -> f64 {
+        self.span.values().map(|(a, b)| (b - a) as f64 / 3600e9).sum()
     }
 
     /// Renders the summary; windows overlapping an injected episode name it.
@@ -83,6 +93,7 @@ pub fn render_anomalies(
     anomalies: &[lobsentry_operators::detect::WindowScore],
     labels: &[AnomalyLabel],
     limit: usize,
+    instrument_hours: f64,
 ) -> String {
     let mut out = String::new();
     let overlaps = |l: &AnomalyLabel, a: &lobsentry_operators::detect::WindowScore| {
@@ -92,14 +103,20 @@ pub fn render_anomalies(
     let _ = writeln!(out, "anomalies ({detector}): {}", anomalies.len());
     for a in anomalies.iter().take(limit) {
         let label: Vec<&str> = labels.iter().filter(|l| overlaps(l, a)).map(|l| l.kind.name()).collect();
-        let features: Vec<String> = a.top_features.iter().map(|(n, z)| format!("{n} {z:+.1}")).collect();
+        let mut features: Vec<String> = a.top_features.iter().map(|(n, z)| format!("{n} {z:+.1}")).collect();
+        if !a.detectors.is_empty() {
+            let by: Vec<String> =
+                a.detectors.iter().take(2).map(|(d, l)| format!("{d} p={:.0e}", 10f64.powf(-l))).collect();
+            features.insert(0, by.join(" "));
+        }
         let tag =
             if label.is_empty() { "  (no injected episode)".to_string() } else { format!("  <- {}", label.join(", ")) };
         let _ = writeln!(
             out,
-            "  {:<10} {}  score {:>7.1}  [{}]{tag}",
+            "  {:<10} {} {:>4}  score {:>7.1}  [{}]{tag}",
             a.instrument.as_str(),
             clock(a.window.start),
+            lobsentry_operators::features::human_len(a.window.end - a.window.start),
             a.score,
             features.join(", ")
         );
@@ -109,7 +126,18 @@ pub fn render_anomalies(
     }
     if !labels.is_empty() {
         let found = labels.iter().filter(|l| anomalies.iter().any(|a| overlaps(l, a))).count();
-        let _ = writeln!(out, "injected episodes with at least one anomalous window: {found}/{}", labels.len());
+        let false_alarms = anomalies.iter().filter(|a| !labels.iter().any(|l| overlaps(l, a))).count();
+        let _ = writeln!(
+            out,
+            "injected episodes with at least one anomalous window: {found}/{} ({:.0}%)",
+            labels.len(),
+            100.0 * found as f64 / labels.len() as f64
+        );
+        let _ = writeln!(
+            out,
+            "false alarms (anomalous windows outside every episode): {false_alarms} in {instrument_hours:.1} instrument-hours = {:.2} per instrument-hour",
+            false_alarms as f64 / instrument_hours.max(1e-9)
+        );
     }
     out
 }

@@ -120,6 +120,8 @@ pub fn check_template(template: &str) -> Result<(), String> {
         is_anomaly: true,
         top_features: vec![("spread \"mean\"".into(), 3.0)],
         model: "m".into(),
+        p_value: Some(1e-6),
+        detectors: vec![("zscore-baseline".into(), 5.0)],
     };
     let body = render(template, &sample);
     serde_json::from_str::<serde_json::Value>(&body)

@@ -210,6 +210,7 @@ fn start(args: &[&str], alerts: &Path) -> Guard {
         .args(args)
         .env("LOBSENTRY__METRICS__ENABLED", "false")
         .env("LOBSENTRY__DETECT__ALERTS", format!("{:?}", alerts.display().to_string()))
+        .envs(util::BUSY_ALERTS)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -323,6 +324,7 @@ fn webhook_retries_rate_limits_per_instrument_and_sends_the_secret() {
         .arg(&input)
         .env("LOBSENTRY__METRICS__ENABLED", "false")
         .env("LOBSENTRY__DETECT__ALERTS", format!("{:?}", alerts.display().to_string()))
+        .env("LOBSENTRY__DETECT__ALARMS_PER_HOUR", "0")
         .env("LOBSENTRY__WEBHOOK__URL", format!("\"http://127.0.0.1:{port}/hook\""))
         .env(
             "LOBSENTRY__WEBHOOK__TEMPLATE",

@@ -38,7 +38,7 @@ fn embedded_default_prints_a_summary() {
     let output = util::cmd().args(["run"]).env("LOBSENTRY__GENERATOR__EVENTS", "30000").output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("windows over 20 instruments"), "{stdout}");
+    assert!(stdout.contains("windows over 10 instruments"), "{stdout}");
     assert!(stdout.contains("busiest windows"), "{stdout}");
 }
 

@@ -111,6 +111,9 @@ fn mock_cluster_matches_files_and_survives_an_outage() {
         ("LOBSENTRY__KAFKA__FEATURES_TOPIC", "\"features\""),
         ("LOBSENTRY__DETECT__THRESHOLD", "3.0"),
         ("LOBSENTRY__DETECT__WARMUP", "5"),
+        // Uncalibrated: the baseline alerts at its raw threshold from the sixth window on (this
+        // market is too short for the calibration's warm-up).
+        ("LOBSENTRY__DETECT__ALARMS_PER_HOUR", "0"),
     ]);
     let mut config = util::config(None, 2, Vec::new(), &kafka_out, env);
     if let SourceConfig::Kafka(k) = &mut config.source {
@@ -386,7 +389,7 @@ fn market_topic(tansu: &Tansu, dir: &TempDir, lines: &str) -> PathBuf {
         &config,
         format!(
             "[source]\nkind = \"kafka\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"lob\"\nstop-at-end = true\n\
-             [checkpoint]\ninterval = \"5s\"\n[detect]\nthreshold = 4.0\n[model]\nthreshold = 40.0\n",
+             [checkpoint]\ninterval = \"5s\"\n[detect]\nthreshold = 4.0\nalarms-per-hour = 300.0\ncalibration-warmup = 20\n[model]\nthreshold = 40.0\n",
             tansu.brokers
         ),
     )

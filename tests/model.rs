@@ -168,3 +168,34 @@ fn eval_reports_both_detectors_per_anomaly_type() {
     }
     let _ = SourceConfig::kind; // the config API used by embedding callers stays public
 }
+
+#[test]
+fn a_model_trained_for_other_windows_is_a_start_up_error() {
+    // The shipped model records 1 s windows: detectors on 5 s windows only cannot use it.
+    let out = util::cmd().args(["check-config"]).env("LOBSENTRY__DETECT__SCALES", r#"["5s"]"#).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("was trained on 1s windows") && stderr.contains("5s"), "{stderr}");
+    // The same with the output windows at 5 s and no scales listed: the detectors run on 5 s.
+    let out = util::cmd()
+        .args(["check-config"])
+        .env("LOBSENTRY__WINDOW__SIZE", "5s")
+        .env("LOBSENTRY__WINDOW__SLIDE", "5s")
+        .env("LOBSENTRY__DETECT__SCALES", "[]")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was trained on 1s windows"));
+    // A package that does not record its window length is refused, saying what is missing.
+    let dir = TempDir::new("model-window");
+    let pkg = dir.path("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::copy(repo("models/lobsentry-ae/model.onnx"), pkg.join("model.onnx")).unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("models/lobsentry-ae/model.json")).unwrap()).unwrap();
+    meta.as_object_mut().unwrap().remove("window_ns");
+    std::fs::write(pkg.join("model.json"), meta.to_string()).unwrap();
+    let out = util::cmd().args(["check-config"]).env("LOBSENTRY__MODEL__PATH", model_env(&pkg)).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("window_ns"));
+}

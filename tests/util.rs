@@ -108,6 +108,11 @@ pub fn shared_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data")
 }
 
+/// A calibration that alerts often, for tests of where alerts go (not of how good they are): 300
+/// expected false alarms per instrument-hour after 20 windows of warm-up.
+pub const BUSY_ALERTS: [(&str, &str); 2] =
+    [("LOBSENTRY__DETECT__ALARMS_PER_HOUR", "300.0"), ("LOBSENTRY__DETECT__CALIBRATION_WARMUP", "20")];
+
 /// The lobsentry binary as a command, with the metrics endpoint off (tests run in parallel and must
 /// not compete for the default port).
 pub fn cmd() -> std::process::Command {

@@ -363,6 +363,7 @@ def main():
             {"name": n, "transform": k, "mean": float(m), "std": float(s)} for (n, k), m, s in zip(INPUTS, mean, std)
         ],
         "sequence_length": args.seq_len,
+        "window_ns": int(round(args.window_seconds * 1e9)),
         "input_name": "features",
         "output_name": output_name,
         "mode": "forecast" if args.forecast else "reconstruction",

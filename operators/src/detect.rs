@@ -68,6 +68,14 @@ pub struct WindowScore {
     pub top_features: Vec<(String, f64)>,
     /// The scorer's name.
     pub model: String,
+    /// The calibrated tail probability `P(score >= this score)` against the instrument's own recent
+    /// scores of this scorer ([`crate::ensemble`]); `None` before calibration (or during its warm-up).
+    #[serde(default)]
+    pub p_value: Option<f64>,
+    /// Ensemble scores: the detectors that scored the window, most significant first, each with its
+    /// `-log10` tail probability (multiplied by the number of detectors). Empty for single detectors.
+    #[serde(default)]
+    pub detectors: Vec<(String, f64)>,
 }
 
 /// Rolling statistics of one instrument.
@@ -148,6 +156,8 @@ impl ZScoreState {
             is_anomaly: score > spec.threshold,
             top_features: zs.iter().take(spec.top).map(|(k, z)| (SCORED_FEATURES[*k].to_string(), *z)).collect(),
             model: "zscore-baseline".into(),
+            p_value: None,
+            detectors: Vec::new(),
         })
     }
 }

@@ -67,6 +67,18 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "msg_rate",
 ];
 
+/// A window length in ns the way the configuration writes durations ("1s", "250ms", "10s").
+pub fn human_len(ns: u64) -> String {
+    for (unit, per) in
+        [("h", 3_600_000_000_000u64), ("m", 60_000_000_000), ("s", 1_000_000_000), ("ms", 1_000_000), ("us", 1_000)]
+    {
+        if ns >= per && ns.is_multiple_of(per) {
+            return format!("{}{unit}", ns / per);
+        }
+    }
+    format!("{ns}ns")
+}
+
 /// The features of one (instrument, window).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WindowFeatures {

@@ -305,6 +305,8 @@ impl<'scope> ScoreWithModel<'scope> for StreamVec<'scope, u64, WindowFeatures> {
                                 is_anomaly: score > threshold,
                                 top_features: named,
                                 model: model_name.clone(),
+                                p_value: None,
+                                detectors: Vec::new(),
                             });
                         }
                     }

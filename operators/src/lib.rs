@@ -11,6 +11,7 @@
 //!   a late side output.
 //! * [`features`]: the versioned window feature vector and [`features::ExtractFeatures`].
 //! * [`sink`]: CSV / JSON-lines window writers and the [`sink::WriteWindows`] operator.
+//! * [`calibrate`]: online per-instrument calibration of scores into tail probabilities (SPOT).
 //! * [`detect`]: the rolling z-score baseline detector and the [`detect::ScoreWindows`] operator.
 //! * [`model`] and [`inference`]: ONNX model packages and the [`inference::ScoreWithModel`] operator
 //!   (ONNX Runtime through `ort`, loaded dynamically).
@@ -27,8 +28,10 @@
 
 pub mod analytics;
 pub mod book;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod detect;
+pub mod ensemble;
 pub mod event;
 pub mod features;
 pub mod generator;

@@ -197,6 +197,10 @@ pub struct ModelMeta {
     /// sees how unusual each window is for that instrument.
     #[serde(default)]
     pub running: Option<RunningNorm>,
+    /// Length (ns) of the windows the network was trained on. Required: a model only scores windows of
+    /// this length, and a run whose time scales do not include it refuses to start.
+    #[serde(default)]
+    pub window_ns: u64,
     /// How the threshold was chosen (free-form, for people).
     #[serde(default)]
     pub calibration: serde_json::Value,
@@ -260,6 +264,12 @@ impl ModelMeta {
                 self.feature_schema_version
             ));
         }
+        if self.window_ns == 0 {
+            return Err(
+                "does not record `window_ns`, the window length (ns) the model was trained on (1 s = 1000000000)"
+                    .into(),
+            );
+        }
         if self.features.is_empty() || self.sequence_length == 0 {
             return Err("no features or an empty sequence".into());
         }
@@ -303,7 +313,7 @@ impl ModelMeta {
     /// let meta = ModelMeta { name: "m".into(), version: "1".into(), feature_schema_version: 1,
     ///     features: vec![InputFeature { name: "events".into(), transform: Transform::Log1p, mean: 1.0, std: 2.0 }],
     ///     sequence_length: 2, input_name: "x".into(), output_name: "y".into(), mode: ScoringMode::Reconstruction,
-    ///     score_on: ScoreOn::LastStep, threshold: 1.0, reduction: Default::default(), error_scales: None, context_std_floor: None, running: None, calibration: Default::default(),
+    ///     score_on: ScoreOn::LastStep, threshold: 1.0, reduction: Default::default(), error_scales: None, context_std_floor: None, running: None, window_ns: 1_000_000_000, calibration: Default::default(),
     ///     training: Default::default(), metrics: Default::default() };
     /// let mut values = [f64::NAN; FEATURE_COUNT];
     /// values[0] = std::f64::consts::E - 1.0; // ln(1 + x) = 1
@@ -436,6 +446,7 @@ mod tests {
             error_scales: None,
             context_std_floor: None,
             running: None,
+            window_ns: 1_000_000_000,
             calibration: Default::default(),
             training: Default::default(),
             metrics: Default::default(),

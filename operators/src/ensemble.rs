@@ -1,0 +1,357 @@
+//! The `Ensemble` operator: every detector's scores, on every time scale, calibrated per instrument
+//! into tail probabilities ([`crate::calibrate`]) and combined into one alert decision with reasons.
+//!
+//! For each (instrument, detector) the raw score becomes `p = P(score >= x)` against that
+//! instrument's own recent scores of that detector. The windows of one scale that end together are
+//! combined: `p_ensemble = min(1, K * min_i p_i)` over the K detectors that scored the window (a
+//! Bonferroni bound, so correlated detectors cannot add false alarms). A window is an alert when
+//! `p_ensemble <= N * size / 1 h / S`: with S scales, at most N expected false alarms per
+//! instrument-hour in all. The ensemble's score is `-log10 p_ensemble` (its threshold
+//! `-log10` of the bound), its reasons name each detector at fault with its `-log10 p`, and its top
+//! features are those of the most significant detector.
+//!
+//! Each detector's own score is passed on with its `p_value` and its own decision at the same bound
+//! (without the factor K). When the ensemble flags a window its scores enter the calibration history
+//! capped at the alarm level ([`TailCalibrator::observe_flagged`]), so an episode does not teach the
+//! calibration that episodes are normal.
+//!
+//! [`EnsembleState::combine`] can leave a window cut short by the end of the input undecided; the
+//! operator does not yet tell such windows apart (every rule tried depended on when the frontier
+//! moved, which would break exactly-once alerts across restarts), so it decides every window.
+
+use crate::calibrate::{TailCalibrator, TailSpec};
+use crate::detect::WindowScore;
+use crate::event::InstrumentId;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use timely::dataflow::channels::pact::Exchange as ExchangePact;
+use timely::dataflow::operators::{Capability, Operator};
+use timely::dataflow::StreamVec;
+
+/// The name of the ensemble's scores on the scale `scale` (`""` for the primary scale).
+pub fn ensemble_name(scale: &str) -> String {
+    if scale.is_empty() {
+        "ensemble".into()
+    } else {
+        format!("ensemble/{scale}")
+    }
+}
+
+/// Options of the ensemble.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnsembleSpec {
+    /// Expected false alarms per instrument-hour, all scales together.
+    pub alarms_per_hour: f64,
+    /// Number of time scales the budget is shared by.
+    pub scales: usize,
+    /// The calibration.
+    pub tail: TailSpec,
+    /// Window lengths (ns) mapped to their scale label (`""` for the primary scale), for names; with
+    /// no labels every scale's ensemble is named `ensemble`.
+    pub labels: Vec<(u64, String)>,
+}
+
+impl EnsembleSpec {
+    /// The per-window bound on `p` for windows of `size_ns`.
+    pub fn bound(&self, size_ns: u64) -> f64 {
+        (self.alarms_per_hour * size_ns as f64 / 3600e9 / self.scales.max(1) as f64).min(1.0)
+    }
+
+    fn label(&self, size_ns: u64) -> String {
+        match self.labels.iter().find(|(s, _)| *s == size_ns) {
+            Some((_, label)) => label.clone(),
+            None if self.labels.is_empty() => String::new(),
+            None => crate::features::human_len(size_ns),
+        }
+    }
+}
+
+/// Per-instrument calibration state: one calibrator per detector name.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct EnsembleState {
+    calibrators: BTreeMap<String, TailCalibrator>,
+}
+
+impl EnsembleState {
+    /// Calibrates and combines the scores of one (instrument, window) from every detector. Returns
+    /// the detectors' scores with their `p_value` and own decision, then the ensemble's score (when at
+    /// least one detector is past its warm-up). `complete = false` (a window cut short by the end of
+    /// the input): nothing is flagged or learnt.
+    ///
+    /// ```
+    /// use lobsentry_operators::calibrate::TailSpec;
+    /// use lobsentry_operators::detect::WindowScore;
+    /// use lobsentry_operators::ensemble::{EnsembleSpec, EnsembleState};
+    /// use lobsentry_operators::event::InstrumentId;
+    /// use lobsentry_operators::window::Window;
+    /// let spec = EnsembleSpec { alarms_per_hour: 1.0, scales: 1, tail: TailSpec::default(), labels: vec![] };
+    /// let score = |i: u64, model: &str, x: f64| WindowScore {
+    ///     instrument: InstrumentId::new("X").unwrap(), window: Window { start: i * 1_000_000_000, end: (i + 1) * 1_000_000_000 },
+    ///     score: x, threshold: 8.0, is_anomaly: false, top_features: vec![("events".into(), x)],
+    ///     model: model.into(), p_value: None, detectors: vec![] };
+    /// let mut state = EnsembleState::default();
+    /// for i in 0..500 {
+    ///     let x = 1.0 + (i % 10) as f64 / 10.0;
+    ///     state.combine(vec![score(i, "a", x), score(i, "b", x)], &spec, true);
+    /// }
+    /// let out = state.combine(vec![score(500, "a", 1.5), score(500, "b", 9.0)], &spec, true);
+    /// let ensemble = out.last().unwrap();
+    /// assert!(ensemble.is_anomaly);
+    /// assert_eq!(ensemble.detectors[0].0, "b", "the detector at fault comes first");
+    /// ```
+    pub fn combine(&mut self, mut scores: Vec<WindowScore>, spec: &EnsembleSpec, complete: bool) -> Vec<WindowScore> {
+        let Some(first) = scores.first() else { return scores };
+        let (instrument, window) = (first.instrument, first.window);
+        let bound = spec.bound(window.end - window.start);
+        let mut ps: Vec<Option<f64>> = Vec::with_capacity(scores.len());
+        for s in scores.iter_mut() {
+            let cal = self.calibrators.entry(s.model.clone()).or_default();
+            let p = if complete { cal.tail_probability(s.score, &spec.tail) } else { None };
+            s.p_value = p;
+            s.is_anomaly = p.is_some_and(|p| p <= bound);
+            ps.push(p);
+        }
+        let k = ps.iter().flatten().count();
+        let mut ensemble = None;
+        if complete && k > 0 {
+            let p_min = ps.iter().flatten().copied().fold(1.0, f64::min);
+            let p = (p_min * k as f64).min(1.0);
+            let flagged = p <= bound;
+            let mut detectors: Vec<(String, f64, usize)> = scores
+                .iter()
+                .zip(&ps)
+                .enumerate()
+                .filter_map(|(i, (s, p))| p.map(|p| (s.model.clone(), -(p * k as f64).min(1.0).log10(), i)))
+                .collect();
+            detectors.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let lead = detectors[0].2;
+            ensemble = Some(WindowScore {
+                instrument,
+                window,
+                score: -p.log10(),
+                threshold: -bound.log10(),
+                is_anomaly: flagged,
+                top_features: scores[lead].top_features.clone(),
+                model: ensemble_name(&spec.label(window.end - window.start)),
+                p_value: Some(p),
+                detectors: detectors.into_iter().map(|(name, s, _)| (name, s)).collect(),
+            });
+        }
+        if complete {
+            let flagged = ensemble.as_ref().is_some_and(|e| e.is_anomaly);
+            for s in &scores {
+                if let Some(cal) = self.calibrators.get_mut(&s.model) {
+                    if flagged {
+                        cal.observe_flagged(s.score, bound / k.max(1) as f64, &spec.tail);
+                    } else {
+                        cal.observe(s.score, &spec.tail);
+                    }
+                }
+            }
+        }
+        scores.extend(ensemble);
+        scores
+    }
+}
+
+/// Combines detector scores into ensemble decisions.
+pub trait Ensemble<'scope> {
+    /// Routes scores by instrument, waits until the frontier passes a window's end (so every
+    /// detector's score of it is in), then calibrates and combines them with
+    /// [`EnsembleState::combine`]. Emits every detector's score (with `p_value`) and the ensemble's.
+    /// The calibration state is checkpointed in `state`.
+    fn ensemble(
+        self,
+        spec: EnsembleSpec,
+        state: Option<crate::checkpoint::StateRegistry>,
+    ) -> StreamVec<'scope, u64, WindowScore>;
+}
+
+type Key = (u64, InstrumentId, u64, u64);
+
+impl<'scope> Ensemble<'scope> for StreamVec<'scope, u64, WindowScore> {
+    fn ensemble(
+        self,
+        spec: EnsembleSpec,
+        registry: Option<crate::checkpoint::StateRegistry>,
+    ) -> StreamVec<'scope, u64, WindowScore> {
+        use crate::checkpoint::{decode, encode};
+        let pact = ExchangePact::new(|s: &WindowScore| s.instrument.route());
+        self.unary_frontier(pact, "Ensemble", move |_cap, _info| {
+            let states: std::rc::Rc<std::cell::RefCell<FxHashMap<InstrumentId, EnsembleState>>> = Default::default();
+            let mut restore_error = None;
+            if let Some(registry) = &registry {
+                let saved = states.clone();
+                if let Some(bytes) = registry.register("ensemble", move || encode(&*saved.borrow())) {
+                    match decode(&bytes) {
+                        Ok(s) => *states.borrow_mut() = s,
+                        Err(e) => restore_error = Some(e),
+                    }
+                }
+            }
+            if let Some(e) = restore_error {
+                panic!("checkpoint: ensemble state does not decode: {e}");
+            }
+            let mut stash: BTreeMap<u64, (Capability<u64>, Vec<WindowScore>)> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    let Some(cap) = cap.retain_least(0) else { return };
+                    let entry = stash.entry(*cap.time()).or_insert_with(|| (cap, Vec::new()));
+                    for batch in data {
+                        entry.1.append(batch);
+                    }
+                });
+                let bound = frontier.frontier().iter().next().copied();
+                let mut states = states.borrow_mut();
+                while let Some(entry) = stash.first_entry() {
+                    let time = *entry.key();
+                    if bound.is_some_and(|b| b <= time) {
+                        break;
+                    }
+                    let (cap, mut scores) = entry.remove();
+                    let mut session = output.session(&cap);
+                    scores.sort_by(|a, b| {
+                        let ka: Key = (a.window.end, a.instrument, a.window.start, a.window.end - a.window.start);
+                        let kb: Key = (b.window.end, b.instrument, b.window.start, b.window.end - b.window.start);
+                        ka.cmp(&kb).then_with(|| a.model.cmp(&b.model))
+                    });
+                    let mut group: Vec<WindowScore> = Vec::new();
+                    let mut flush = |group: &mut Vec<WindowScore>| {
+                        if group.is_empty() {
+                            return;
+                        }
+                        let first = &group[0];
+                        let state = states.entry(first.instrument).or_default();
+                        for s in state.combine(std::mem::take(group), &spec, true) {
+                            session.give(s);
+                        }
+                    };
+                    for s in scores {
+                        if group.first().is_some_and(|g| g.instrument != s.instrument || g.window != s.window) {
+                            flush(&mut group);
+                        }
+                        group.push(s);
+                    }
+                    flush(&mut group);
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generator::Rng;
+    use crate::window::Window;
+    use timely::dataflow::operators::{Capture, Input, Probe};
+
+    fn score(i: u64, model: &str, x: f64) -> WindowScore {
+        WindowScore {
+            instrument: InstrumentId::new("X").unwrap(),
+            window: Window { start: i * 1_000_000_000, end: (i + 1) * 1_000_000_000 },
+            score: x,
+            threshold: 1.0,
+            is_anomaly: false,
+            top_features: vec![("events".into(), x)],
+            model: model.into(),
+            p_value: None,
+            detectors: vec![],
+        }
+    }
+
+    fn s_end(i: u64) -> u64 {
+        (i + 1) * 1_000_000_000 + 1
+    }
+
+    fn spec(alarms_per_hour: f64) -> EnsembleSpec {
+        EnsembleSpec { alarms_per_hour, scales: 1, tail: TailSpec::default(), labels: vec![] }
+    }
+
+    #[test]
+    fn stationary_detectors_alarm_at_most_at_the_budget() {
+        // 36 alarms an hour on 1 s windows: a bound of 1% per window; two independent detectors.
+        let spec = spec(36.0);
+        let mut rng = Rng::new(17);
+        let mut state = EnsembleState::default();
+        let (mut scored, mut alarms) = (0, 0);
+        for i in 0..60_000 {
+            let out = state.combine(vec![score(i, "a", rng.exp(1.0)), score(i, "b", rng.unit())], &spec, true);
+            if let Some(e) = out.iter().find(|s| s.model == "ensemble") {
+                scored += 1;
+                alarms += usize::from(e.is_anomaly);
+            }
+        }
+        let rate = alarms as f64 / scored as f64;
+        assert!(rate > 0.003 && rate < 0.02, "alarm rate {rate} for a bound of 0.01");
+    }
+
+    #[test]
+    fn an_alert_names_the_detector_at_fault_and_its_features() {
+        let spec = spec(1.0);
+        let mut rng = Rng::new(4);
+        let mut state = EnsembleState::default();
+        for i in 0..1000 {
+            state.combine(vec![score(i, "a", rng.exp(1.0)), score(i, "b", rng.exp(1.0))], &spec, true);
+        }
+        let mut burst = score(1000, "a", 40.0);
+        burst.top_features = vec![("cancels".into(), 40.0)];
+        let out = state.combine(vec![burst, score(1000, "b", 0.5)], &spec, true);
+        let e = out.iter().find(|s| s.model == "ensemble").unwrap();
+        assert!(e.is_anomaly && e.score > e.threshold);
+        assert_eq!(e.detectors.iter().map(|d| d.0.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(e.detectors[0].1 > e.threshold && e.detectors[1].1 < 1.0, "{:?}", e.detectors);
+        assert_eq!(e.top_features[0].0, "cancels");
+        let a = out.iter().find(|s| s.model == "a").unwrap();
+        assert!(a.is_anomaly && a.p_value.unwrap() < spec.bound(1_000_000_000));
+    }
+
+    #[test]
+    fn warm_up_and_cut_windows_are_not_decided() {
+        let spec = spec(3600.0);
+        let mut state = EnsembleState::default();
+        let out = state.combine(vec![score(0, "a", 1e9)], &spec, true);
+        assert_eq!(out.len(), 1, "no ensemble score before the calibration is warm");
+        for i in 1..200 {
+            state.combine(vec![score(i, "a", (i % 7) as f64)], &spec, true);
+        }
+        let out = state.combine(vec![score(200, "a", 1e9)], &spec, false);
+        assert_eq!(out.len(), 1, "a window cut by the end of the input gets no ensemble score");
+        assert!(!out[0].is_anomaly && out[0].p_value.is_none());
+        let out = state.combine(vec![score(201, "a", 1e9)], &spec, true);
+        assert!(out[1].is_anomaly, "the same score in a complete window is an alert");
+    }
+
+    #[test]
+    fn the_operator_waits_for_the_frontier_and_decides_every_window() {
+        let spec = spec(36.0);
+        let captured = timely::execute_directly(move |worker| {
+            let probe = timely::dataflow::ProbeHandle::new();
+            let (mut input, rx) = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<Vec<WindowScore>>();
+                let out = stream.ensemble(spec, None);
+                let rx = out.clone().capture();
+                out.probe_with(&probe);
+                (input, rx)
+            });
+            for i in 0..300u64 {
+                let s = score(i, "a", if i == 250 { 1e6 } else { (i % 5) as f64 });
+                input.advance_to(s.window.end);
+                input.send(s);
+                input.advance_to(s_end(i));
+                worker.step_while(|| probe.less_than(input.time()));
+            }
+            drop(input);
+            worker.step_while(|| !probe.done());
+            rx
+        });
+        let scores = crate::testing::captured(captured);
+        let ensemble: Vec<&WindowScore> = scores.iter().filter(|s| s.model == "ensemble").collect();
+        assert_eq!(ensemble.len(), 300 - TailSpec::default().warmup);
+        let alerts: Vec<u64> =
+            ensemble.iter().filter(|s| s.is_anomaly).map(|s| s.window.start / 1_000_000_000).collect();
+        assert!(alerts.contains(&250), "{alerts:?}");
+        assert!(alerts.len() < 20, "{alerts:?}");
+    }
+}

@@ -490,6 +490,9 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
             let mut analytics_books = None;
             let mut analytics_events = None;
             let detecting = config.detect.is_some() || config.model.is_some();
+            // The input's event times, for the ensemble to tell the windows cut by the end of the input.
+            let mut input_times = (detecting && config.scales.ensemble.is_some())
+                .then(|| lobsentry_operators::ensemble::input_end(events.clone()));
             // The detection scales other than the output windows get their own tumbling windows,
             // from the same books (or events); their late events are the output windows' too, so
             // only the output windows count them.
@@ -606,7 +609,8 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                 scores.push(rename(scale.score_with_model(spec).expect("model checked at start-up"), &label));
             }
             if let (Some(spec), false) = (&config.scales.ensemble, scores.is_empty()) {
-                scores = vec![scope.concatenate(scores).ensemble(spec.clone(), registry.clone())];
+                let times = input_times.take();
+                scores = vec![scope.concatenate(scores).ensemble(times, spec.clone(), registry.clone())];
             }
             let mut analytics_alerts = None;
             if !scores.is_empty() {

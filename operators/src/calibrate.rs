@@ -10,8 +10,8 @@
 //!   [`TailSpec::quantile`];
 //! - the excesses over `t` are fitted with a generalised Pareto distribution (probability-weighted
 //!   moments, Hosking & Wallis 1987; the shape is clamped to [`XI_MIN`]..[`XI_MAX`], and with fewer
-//!   than [`MIN_PEAKS_FOR_SHAPE`] excesses an exponential tail is fitted to their median, which a few
-//!   anomalous peaks cannot drag);
+//!   than [`MIN_PEAKS_FOR_SHAPE`] excesses a heavy shape ([`FEW_PEAKS_XI`]) is assumed and the scale
+//!   fitted to their median, which a few anomalous peaks cannot drag);
 //! - above `t`, `p = (excesses / n) * GPD survival(x - t)`; below it, the empirical tail fraction;
 //! - a score the caller flags as an anomaly enters the history capped at the alarm level
 //!   ([`TailCalibrator::observe_flagged`]): SPOT leaves flagged scores out, which on a stationary
@@ -28,8 +28,10 @@ use serde::{Deserialize, Serialize};
 pub const XI_MIN: f64 = -0.3;
 /// Largest GPD shape the fit may take (heavy tails).
 pub const XI_MAX: f64 = 0.6;
-/// Fewer excesses than this: an exponential tail (shape 0) fitted to their median.
+/// Fewer excesses than this: a tail of shape [`FEW_PEAKS_XI`] fitted to their median.
 pub const MIN_PEAKS_FOR_SHAPE: usize = 30;
+/// The shape assumed while there are too few excesses to fit one (a heavy tail: cautious).
+pub const FEW_PEAKS_XI: f64 = 0.3;
 
 /// Options of a [`TailCalibrator`].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,7 +48,7 @@ pub struct TailSpec {
 
 impl Default for TailSpec {
     fn default() -> Self {
-        TailSpec { history: 1800, quantile: 0.95, warmup: 100, refit_every: 32 }
+        TailSpec { history: 1800, quantile: 0.95, warmup: 100, refit_every: 64 }
     }
 }
 
@@ -73,12 +75,15 @@ impl TailSpec {
 /// The fitted tail.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TailFit {
-    /// The history, sorted ascending.
-    sorted: Vec<f64>,
+    /// Quantiles 0, 1/4, 1/2 and 3/4 of the history (below the threshold, tail probabilities are
+    /// interpolated between them: they rank ordinary windows, they never raise an alert).
+    knots: [f64; 4],
     /// The threshold `t`.
     pub threshold: f64,
     /// Fraction of the history above `t`.
     pub exceed_fraction: f64,
+    /// Fraction of the history at or above `t` (more than `exceed_fraction` when scores tie at `t`).
+    pub at_threshold: f64,
     /// GPD scale.
     pub sigma: f64,
     /// GPD shape.
@@ -86,21 +91,37 @@ pub struct TailFit {
 }
 
 impl TailFit {
-    /// Fits a tail to scores (any order). `None` when there are no finite scores.
-    pub fn fit(scores: &[f64], quantile: f64) -> Option<TailFit> {
-        let mut sorted: Vec<f64> = scores.iter().copied().filter(|x| x.is_finite()).collect();
-        if sorted.is_empty() {
+    /// Fits a tail to scores (any order). `None` when there are no finite scores. `O(n)` but for the
+    /// excesses, which are sorted.
+    pub fn fit(scores: &[f32], quantile: f64) -> Option<TailFit> {
+        let mut v: Vec<f32> = scores.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
             return None;
         }
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len();
-        let threshold = sorted[((quantile * (n - 1) as f64).floor() as usize).min(n - 1)];
-        let excesses: Vec<f64> = sorted.iter().filter(|x| **x > threshold).map(|x| x - threshold).collect();
+        let n = v.len();
+        let at = ((quantile * (n - 1) as f64).floor() as usize).min(n - 1);
+        let (lower, t, upper) = v.select_nth_unstable_by(at, f32::total_cmp);
+        let threshold = f64::from(*t);
+        let t32 = *t;
+        let ties = lower.iter().filter(|x| **x == t32).count() + upper.iter().filter(|x| **x == t32).count();
+        let mut excesses: Vec<f64> = upper.iter().map(|x| f64::from(*x) - threshold).filter(|y| *y > 0.0).collect();
+        excesses.sort_by(f64::total_cmp);
+        // Knots of the body: quantiles 0, 1/4, 1/2, 3/4 of the whole history (the lower part holds
+        // the `at` smallest values).
+        let mut knots = [threshold; 4];
+        if !lower.is_empty() {
+            let len = lower.len();
+            for (k, q) in [0.0, 0.25, 0.5, 0.75].iter().enumerate() {
+                let i = ((q * (n - 1) as f64).floor() as usize).min(len - 1);
+                let (_, x, _) = lower.select_nth_unstable_by(i, f32::total_cmp);
+                knots[k] = f64::from(*x);
+            }
+        }
         let m = excesses.len();
         // A scale floor: the spread of the body of the distribution, so a constant history does not
         // make every larger score infinitely improbable.
-        let body = (sorted[n - 1 - (n - 1) / 4] - sorted[(n - 1) / 4]).abs();
-        let floor = (1e-3 * body).max(1e-9 * threshold.abs()).max(1e-12);
+        let body = (threshold - knots[1]).abs();
+        let floor = (1e-3 * body).max(1e-6 * threshold.abs()).max(1e-12);
         let (sigma, xi) = if m >= MIN_PEAKS_FOR_SHAPE {
             // Probability-weighted moments of the sorted excesses (ascending).
             let a0 = excesses.iter().sum::<f64>() / m as f64;
@@ -116,13 +137,16 @@ impl TailFit {
                 (a0.max(floor), 0.0)
             }
         } else if m > 0 {
-            let mut e = excesses.clone();
-            e.sort_by(f64::total_cmp);
-            ((e[m / 2] / std::f64::consts::LN_2).max(floor), 0.0)
+            // Too few excesses for a shape: assume a heavy one (FEW_PEAKS_XI), which only makes the
+            // first decisions cautious, with the scale that matches the median excess.
+            let xi = FEW_PEAKS_XI;
+            ((excesses[m / 2] * xi / (2f64.powf(xi) - 1.0)).max(floor), xi)
         } else {
             (floor.max(body), 0.0)
         };
-        Some(TailFit { exceed_fraction: m.max(1) as f64 / n as f64, sorted, threshold, sigma, xi })
+        let exceed_fraction = m.max(1) as f64 / n as f64;
+        let at_threshold = ((m + ties + 1) as f64 / n as f64).max(exceed_fraction);
+        Some(TailFit { exceed_fraction, at_threshold, knots, threshold, sigma, xi })
     }
 
     /// The score whose tail probability is `p` (the inverse of [`TailFit::tail_probability`] in the
@@ -158,9 +182,22 @@ impl TailFit {
             };
             (self.exceed_fraction * survival).max(f64::MIN_POSITIVE)
         } else {
-            let n = self.sorted.len();
-            let below = self.sorted.partition_point(|v| *v < x);
-            ((n - below) as f64 / n as f64).max(self.exceed_fraction)
+            // Linear in the quantile between the knots (0, 1/4, 1/2, 3/4) and the threshold.
+            let q = [0.0, 0.25, 0.5, 0.75, (1.0 - self.at_threshold).max(0.75)];
+            let xs = [self.knots[0], self.knots[1], self.knots[2], self.knots[3], self.threshold];
+            if x <= xs[0] {
+                return 1.0;
+            }
+            let mut level = q[4];
+            for i in 0..4 {
+                if x <= xs[i + 1] {
+                    let span = xs[i + 1] - xs[i];
+                    let f = if span > 0.0 { (x - xs[i]) / span } else { 1.0 };
+                    level = q[i] + f * (q[i + 1] - q[i]);
+                    break;
+                }
+            }
+            (1.0 - level).clamp(self.at_threshold.min(0.25), 1.0)
         }
     }
 }
@@ -168,7 +205,7 @@ impl TailFit {
 /// One stream's calibration: a ring of recent scores and its fitted tail.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TailCalibrator {
-    ring: Vec<f64>,
+    ring: Vec<f32>,
     next: usize,
     since_fit: usize,
     /// Kept in checkpoints too, so a restored run refits exactly when an uninterrupted one does.
@@ -213,6 +250,7 @@ impl TailCalibrator {
         if !x.is_finite() {
             return;
         }
+        let x = x.clamp(-f64::from(f32::MAX), f64::from(f32::MAX)) as f32;
         if self.ring.len() < spec.history {
             self.ring.push(x);
         } else {

@@ -15,9 +15,8 @@
 //! capped at the alarm level ([`TailCalibrator::observe_flagged`]), so an episode does not teach the
 //! calibration that episodes are normal.
 //!
-//! [`EnsembleState::combine`] can leave a window cut short by the end of the input undecided; the
-//! operator does not yet tell such windows apart (every rule tried depended on when the frontier
-//! moved, which would break exactly-once alerts across restarts), so it decides every window.
+//! Windows cut short by the end of the input (their end is after the input's last event) are passed
+//! on undecided, without an ensemble score: they are not complete windows (see [`Ensemble::ensemble`]).
 
 use crate::calibrate::{TailCalibrator, TailSpec};
 use crate::detect::WindowScore;
@@ -161,11 +160,41 @@ pub trait Ensemble<'scope> {
     /// detector's score of it is in), then calibrates and combines them with
     /// [`EnsembleState::combine`]. Emits every detector's score (with `p_value`) and the ensemble's.
     /// The calibration state is checkpointed in `state`.
+    ///
+    /// `input_times` (event times of the input, any number per batch; see [`input_end`]) lets the
+    /// operator tell the windows cut short by the end of the input: a window whose end the frontier
+    /// passed while the input was live is complete; one released by the end of the input is complete
+    /// only when some event of the input is at or after its end. Cut windows are passed on undecided
+    /// (no ensemble score, nothing learnt). The rule depends on the data only, never on when the
+    /// frontier moved, so restarts decide exactly as uninterrupted runs. Without `input_times` every
+    /// window is decided.
     fn ensemble(
         self,
+        input_times: Option<StreamVec<'scope, u64, u64>>,
         spec: EnsembleSpec,
         state: Option<crate::checkpoint::StateRegistry>,
     ) -> StreamVec<'scope, u64, WindowScore>;
+}
+
+/// The latest event time of each batch of a stream, sent to every worker: the `input_times` of
+/// [`Ensemble::ensemble`].
+pub fn input_end<'scope, D: crate::window::WindowRecord>(
+    stream: StreamVec<'scope, u64, D>,
+) -> StreamVec<'scope, u64, u64> {
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::vec::Broadcast;
+    stream
+        .unary(Pipeline, "InputEnd", |_cap, _info| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let latest = data.iter().map(|r| r.event_ts()).max();
+                    if let Some(t) = latest {
+                        output.session(&cap).give(t);
+                    }
+                });
+            }
+        })
+        .broadcast()
 }
 
 type Key = (u64, InstrumentId, u64, u64);
@@ -173,12 +202,16 @@ type Key = (u64, InstrumentId, u64, u64);
 impl<'scope> Ensemble<'scope> for StreamVec<'scope, u64, WindowScore> {
     fn ensemble(
         self,
+        input_times: Option<StreamVec<'scope, u64, u64>>,
         spec: EnsembleSpec,
         registry: Option<crate::checkpoint::StateRegistry>,
     ) -> StreamVec<'scope, u64, WindowScore> {
         use crate::checkpoint::{decode, encode};
+        use timely::dataflow::channels::pact::Pipeline;
+        let decide_all = input_times.is_none();
+        let times = input_times.unwrap_or_else(|| timely::dataflow::operators::generic::operator::empty(self.scope()));
         let pact = ExchangePact::new(|s: &WindowScore| s.instrument.route());
-        self.unary_frontier(pact, "Ensemble", move |_cap, _info| {
+        self.binary_frontier(times, pact, Pipeline, "Ensemble", move |_cap, _info| {
             let states: std::rc::Rc<std::cell::RefCell<FxHashMap<InstrumentId, EnsembleState>>> = Default::default();
             let mut restore_error = None;
             if let Some(registry) = &registry {
@@ -194,7 +227,9 @@ impl<'scope> Ensemble<'scope> for StreamVec<'scope, u64, WindowScore> {
                 panic!("checkpoint: ensemble state does not decode: {e}");
             }
             let mut stash: BTreeMap<u64, (Capability<u64>, Vec<WindowScore>)> = BTreeMap::new();
-            move |(input, frontier), output| {
+            // The latest event time of the whole input (every worker's batches are broadcast here).
+            let mut latest_event = 0u64;
+            move |(input, frontier), (times, times_frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     let Some(cap) = cap.retain_least(0) else { return };
                     let entry = stash.entry(*cap.time()).or_insert_with(|| (cap, Vec::new()));
@@ -202,7 +237,14 @@ impl<'scope> Ensemble<'scope> for StreamVec<'scope, u64, WindowScore> {
                         entry.1.append(batch);
                     }
                 });
+                times.for_each(|_cap, data| {
+                    latest_event = data.iter().copied().fold(latest_event, u64::max);
+                });
                 let bound = frontier.frontier().iter().next().copied();
+                // At the end of the input, wait until every event time is in.
+                if bound.is_none() && !times_frontier.is_empty() {
+                    return;
+                }
                 let mut states = states.borrow_mut();
                 while let Some(entry) = stash.first_entry() {
                     let time = *entry.key();
@@ -222,8 +264,11 @@ impl<'scope> Ensemble<'scope> for StreamVec<'scope, u64, WindowScore> {
                             return;
                         }
                         let first = &group[0];
+                        // Released while live: the frontier passed the end. Released by the end of
+                        // the input: complete only if the input went on to the window's end.
+                        let complete = decide_all || bound.is_some() || first.window.end <= latest_event;
                         let state = states.entry(first.instrument).or_default();
-                        for s in state.combine(std::mem::take(group), &spec, true) {
+                        for s in state.combine(std::mem::take(group), &spec, complete) {
                             session.give(s);
                         }
                     };
@@ -324,13 +369,58 @@ mod tests {
     }
 
     #[test]
+    fn the_operator_decides_complete_windows_and_leaves_the_cut_one_undecided() {
+        let spec = spec(36.0);
+        let captured = timely::execute_directly(move |worker| {
+            let probe = timely::dataflow::ProbeHandle::new();
+            let (mut input, mut times, rx) = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<Vec<WindowScore>>();
+                let (times, time_stream) = scope.new_input::<Vec<u64>>();
+                let out = stream.ensemble(Some(time_stream), spec, None);
+                let rx = out.clone().capture();
+                out.probe_with(&probe);
+                (input, times, rx)
+            });
+            for i in 0..300u64 {
+                let s = score(i, "a", if i == 250 { 1e6 } else { (i % 5) as f64 });
+                input.advance_to(s.window.end);
+                times.advance_to(s.window.end);
+                times.send(s.window.start + 500_000_000); // the window's events
+                input.send(s);
+                if i + 1 < 300 {
+                    // The watermark reaches the window's end while the input is live.
+                    input.advance_to(s_end(i));
+                    times.advance_to(s_end(i));
+                }
+                worker.step_while(|| probe.less_than(input.time()));
+            }
+            // The last window (ends at 300 s, last event at 299.5 s) is released only by the end of
+            // the input, and the input did not reach its end.
+            drop(input);
+            drop(times);
+            worker.step_while(|| !probe.done());
+            rx
+        });
+        let scores = crate::testing::captured(captured);
+        let ensemble: Vec<&WindowScore> = scores.iter().filter(|s| s.model == "ensemble").collect();
+        assert_eq!(ensemble.len(), 300 - TailSpec::default().warmup - 1);
+        assert!(ensemble.iter().all(|s| s.window.end < 300_000_000_000));
+        let last = scores.iter().find(|s| s.window.end == 300_000_000_000).unwrap();
+        assert!(!last.is_anomaly && last.p_value.is_none(), "{last:?}");
+        let alerts: Vec<u64> =
+            ensemble.iter().filter(|s| s.is_anomaly).map(|s| s.window.start / 1_000_000_000).collect();
+        assert!(alerts.contains(&250), "{alerts:?}");
+        assert!(alerts.len() < 20, "{alerts:?}");
+    }
+
+    #[test]
     fn the_operator_waits_for_the_frontier_and_decides_every_window() {
         let spec = spec(36.0);
         let captured = timely::execute_directly(move |worker| {
             let probe = timely::dataflow::ProbeHandle::new();
             let (mut input, rx) = worker.dataflow::<u64, _, _>(|scope| {
                 let (input, stream) = scope.new_input::<Vec<WindowScore>>();
-                let out = stream.ensemble(spec, None);
+                let out = stream.ensemble(None, spec, None);
                 let rx = out.clone().capture();
                 out.probe_with(&probe);
                 (input, rx)

@@ -170,6 +170,9 @@ pub struct InstrumentSim {
     last_ts: u64,
     mean_gap_ns: f64,
     budget: Option<u64>,
+    /// With a budget: the event time by which it is spent (the same for every instrument, like a
+    /// market close), so instruments do not fall silent one after another at the end.
+    horizon_ns: Option<u64>,
     emitted: u64,
     next_order_id: u64,
     orders: FxHashMap<u64, (Side, Price, Qty)>,
@@ -212,6 +215,7 @@ impl InstrumentSim {
             last_ts: spec.start_ns,
             mean_gap_ns,
             budget,
+            horizon_ns: spec.events.map(|e| spec.start_ns + (e as f64 / spec.rate_per_sec.max(1e-9) * 1e9) as u64),
             emitted: 0,
             next_order_id: (index as u64 + 1) << 40,
             orders: FxHashMap::default(),
@@ -542,7 +546,16 @@ impl InstrumentSim {
                 self.emitted += 1;
                 return Some(ev);
             }
-            let next_normal = self.clock_ns + self.rng.exp(self.mean_gap_ns) as u64 + 1;
+            // With a budget, the gaps are those of the remaining events placed uniformly up to the
+            // horizon (sequential uniform order statistics): a Poisson market that ends on time.
+            let gap = match (self.budget, self.horizon_ns) {
+                (Some(b), Some(h)) if h > self.clock_ns => {
+                    let k = b.saturating_sub(self.emitted).max(1) as f64;
+                    ((h - self.clock_ns) as f64 * (1.0 - self.rng.unit().powf(1.0 / k))) as u64
+                }
+                _ => self.rng.exp(self.mean_gap_ns) as u64,
+            };
+            let next_normal = self.clock_ns + gap + 1;
             let ev = match self.scripted.front().copied() {
                 Some((at, script)) if at <= next_normal => {
                     self.scripted.pop_front();

@@ -11,9 +11,9 @@
 //! features are those of the most significant detector.
 //!
 //! Each detector's own score is passed on with its `p_value` and its own decision at the same bound
-//! (without the factor K). When the ensemble flags a window its scores enter the calibration history
-//! capped at the alarm level ([`TailCalibrator::observe_flagged`]), so an episode does not teach the
-//! calibration that episodes are normal.
+//! (without the factor K). Every score then enters its calibration history, capped at a high level
+//! ([`crate::calibrate::TailSpec::cap`]), so an episode does not teach the calibration that
+//! episodes are normal.
 //!
 //! Windows cut short by the end of the input (their end is after the input's last event) are passed
 //! on undecided, without an ensemble score: they are not complete windows (see [`Ensemble::ensemble`]).
@@ -54,7 +54,14 @@ pub struct EnsembleSpec {
 impl EnsembleSpec {
     /// The per-window bound on `p` for windows of `size_ns`.
     pub fn bound(&self, size_ns: u64) -> f64 {
-        (self.alarms_per_hour * size_ns as f64 / 3600e9 / self.scales.max(1) as f64).min(1.0)
+        self.bound_every(size_ns as f64)
+    }
+
+    /// The per-window bound on `p` when an instrument has a window every `every_ns` on average (a
+    /// window exists only when the instrument traded or quoted, so a quiet instrument has fewer
+    /// windows an hour, and each may carry more of the hourly budget).
+    pub fn bound_every(&self, every_ns: f64) -> f64 {
+        (self.alarms_per_hour * every_ns / 3600e9 / self.scales.max(1) as f64).min(1.0)
     }
 
     fn label(&self, size_ns: u64) -> String {
@@ -70,7 +77,13 @@ impl EnsembleSpec {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct EnsembleState {
     calibrators: BTreeMap<String, TailCalibrator>,
+    /// Per window length: (start of the first window, windows seen), for the windows an hour.
+    #[serde(default)]
+    rates: BTreeMap<u64, (u64, u64)>,
 }
+
+/// Windows an instrument must have had at a scale before its own window rate sets the bound.
+const RATE_WARMUP: u64 = 100;
 
 impl EnsembleState {
     /// Calibrates and combines the scores of one (instrument, window) from every detector. Returns
@@ -102,7 +115,15 @@ impl EnsembleState {
     pub fn combine(&mut self, mut scores: Vec<WindowScore>, spec: &EnsembleSpec, complete: bool) -> Vec<WindowScore> {
         let Some(first) = scores.first() else { return scores };
         let (instrument, window) = (first.instrument, first.window);
-        let bound = spec.bound(window.end - window.start);
+        let size = window.end - window.start;
+        let rate = self.rates.entry(size).or_insert((window.start, 0));
+        rate.1 += 1;
+        let every = if rate.1 >= RATE_WARMUP {
+            (window.end.saturating_sub(rate.0) as f64 / rate.1 as f64).max(size as f64)
+        } else {
+            size as f64
+        };
+        let bound = spec.bound_every(every);
         let mut ps: Vec<Option<f64>> = Vec::with_capacity(scores.len());
         for s in scores.iter_mut() {
             let cal = self.calibrators.entry(s.model.clone()).or_default();
@@ -138,14 +159,9 @@ impl EnsembleState {
             });
         }
         if complete {
-            let flagged = ensemble.as_ref().is_some_and(|e| e.is_anomaly);
             for s in &scores {
                 if let Some(cal) = self.calibrators.get_mut(&s.model) {
-                    if flagged {
-                        cal.observe_flagged(s.score, bound / k.max(1) as f64, &spec.tail);
-                    } else {
-                        cal.observe(s.score, &spec.tail);
-                    }
+                    cal.observe(s.score, &spec.tail);
                 }
             }
         }

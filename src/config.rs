@@ -213,6 +213,8 @@ pub struct RawDetect {
     pub calibration_history: i64,
     /// Scores a calibration needs before it decides.
     pub calibration_warmup: i64,
+    /// Empty windows given to an instrument that falls silent while the market trades (per gap).
+    pub silent_windows: i64,
 }
 
 /// The detection time scales and the calibrated ensemble over them.
@@ -222,6 +224,8 @@ pub struct DetectScales {
     pub scales: Vec<(u64, String)>,
     /// The ensemble (`None`: each detector decides alone with its raw threshold).
     pub ensemble: Option<lobsentry_operators::ensemble::EnsembleSpec>,
+    /// Empty windows per silent gap of an instrument (0 = none; only with the ensemble).
+    pub silent_windows: u64,
 }
 
 /// `[model]`.
@@ -903,6 +907,9 @@ impl RawConfig {
         if !(d.alarms_per_hour >= 0.0 && d.alarms_per_hour.is_finite()) {
             errors.push(format!("detect.alarms-per-hour: {} is not a non-negative number", d.alarms_per_hour));
         }
+        if d.silent_windows < 0 {
+            errors.push(format!("detect.silent-windows: {} is negative", d.silent_windows));
+        }
         let tail = lobsentry_operators::calibrate::TailSpec {
             history: d.calibration_history.max(0) as usize,
             warmup: d.calibration_warmup.max(0) as usize,
@@ -1066,7 +1073,7 @@ impl RawConfig {
             cluster,
             metrics_addr,
             detect,
-            scales: DetectScales { scales, ensemble },
+            scales: DetectScales { scales, ensemble, silent_windows: self.detect.silent_windows.max(0) as u64 },
             alerts: optional(&self.detect.alerts),
             scores: optional(&self.detect.scores),
             model,

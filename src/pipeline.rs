@@ -19,7 +19,7 @@ use lobsentry_operators::event::{LobEvent, Timed};
 use lobsentry_operators::features::{ExtractFeatures, WindowFeatures};
 use lobsentry_operators::generator::AnomalyLabel;
 use lobsentry_operators::inference::{onnxruntime, open_session, InferenceSpec, ScoreWithModel};
-use lobsentry_operators::rollup::RollUp;
+use lobsentry_operators::rollup::{FillSilent, RollUp};
 use lobsentry_operators::sink::kafka::{read_ids, KafkaSinkCounters, KafkaWriter, KafkaWriterSpec};
 use lobsentry_operators::sink::{WriteWindows, WriterFactory};
 use lobsentry_operators::source::kafka::{kafka_source, partition_count, KafkaSourceCounters};
@@ -585,6 +585,11 @@ pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error>
             }
             let mut scores: Vec<StreamVec<'_, u64, WindowScore>> = Vec::new();
             for (ns, label, scale) in scale_features {
+                // Instruments that fall silent while the market trades get empty windows.
+                let scale = match (&input_times, config.scales.silent_windows) {
+                    (Some(times), gap) if gap > 0 => scale.fill_silent(ns, gap, times.clone(), registry.clone()),
+                    _ => scale,
+                };
                 if let Some(spec) = config.detect {
                     scores.push(rename(scale.clone().score_zscore_with(spec, registry.clone()), &label));
                 }

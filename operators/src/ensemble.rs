@@ -246,11 +246,14 @@ impl<'scope> Ensemble<'scope> for StreamVec<'scope, u64, WindowScore> {
             // The latest event time of the whole input (every worker's batches are broadcast here).
             let mut latest_event = 0u64;
             move |(input, frontier), (times, times_frontier), output| {
+                // Stashed by window end (a batch's time is its earliest window end), so every
+                // detector's score of a window meets the others'.
                 input.for_each_stamp(|cap, data| {
-                    let Some(cap) = cap.retain_least(0) else { return };
-                    let entry = stash.entry(*cap.time()).or_insert_with(|| (cap, Vec::new()));
                     for batch in data {
-                        entry.1.append(batch);
+                        for s in batch.drain(..) {
+                            let end = s.window.end;
+                            stash.entry(end).or_insert_with(|| (cap.delayed(&end, 0), Vec::new())).1.push(s);
+                        }
                     }
                 });
                 times.for_each(|_cap, data| {

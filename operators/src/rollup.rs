@@ -285,3 +285,252 @@ mod tests {
         }
     }
 }
+
+/// Windows for instruments that went silent while the market traded on.
+pub trait FillSilent<'scope> {
+    /// Routes windows of length `size_ns` (tumbling, aligned to the epoch) by instrument and, for
+    /// an instrument that had a window before, emits an empty window (no messages, the book as it
+    /// last was) for each of up to `max_gap` window ends without one of its own. A window end is
+    /// filled once the frontier passes it while the input is live (the market went on past it), or,
+    /// when the input has ended, if the input's last event (`input_times`, see
+    /// [`crate::ensemble::input_end`]) is at or after it: a rule of the data alone, so a restarted
+    /// run fills what an uninterrupted one does. State is checkpointed in `state`.
+    fn fill_silent(
+        self,
+        size_ns: u64,
+        max_gap: u64,
+        input_times: StreamVec<'scope, u64, u64>,
+        state: Option<StateRegistry>,
+    ) -> StreamVec<'scope, u64, WindowFeatures>;
+}
+
+/// The empty window that follows `last` at `window`: no messages, the book as it last was.
+pub fn silent_window(last: &WindowFeatures, window: Window) -> WindowFeatures {
+    let nan = f64::NAN;
+    let l = &last.values;
+    let mut v = [nan; FEATURE_COUNT];
+    for k in [0, 1, 2, 3, 4, 23] {
+        v[k] = 0.0; // events, adds, cancels, execs, exec_volume, msg_rate
+    }
+    if l[11].is_finite() {
+        v[8..12].fill(l[11]); // the mid stays where it closed
+        v[12] = 0.0;
+        v[13] = 0.0;
+    }
+    v[14] = if l[15].is_finite() { l[15] } else { l[14] };
+    v[15] = v[14];
+    v[16..21].copy_from_slice(&l[16..21]);
+    if l[21].is_finite() {
+        v[21] = 0.0;
+    }
+    WindowFeatures { instrument: last.instrument, window, exec_price_range: None, vwap_ticks: None, values: v }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SilentState {
+    /// Each instrument's last window (its own or filled) and how many were filled since its own.
+    last: BTreeMap<InstrumentId, (WindowFeatures, u64)>,
+    /// The next window end to check.
+    next_end: u64,
+}
+
+impl<'scope> FillSilent<'scope> for StreamVec<'scope, u64, WindowFeatures> {
+    fn fill_silent(
+        self,
+        size_ns: u64,
+        max_gap: u64,
+        input_times: StreamVec<'scope, u64, u64>,
+        registry: Option<StateRegistry>,
+    ) -> StreamVec<'scope, u64, WindowFeatures> {
+        use timely::dataflow::channels::pact::Pipeline;
+        let size_ns = size_ns.max(1);
+        let pact = ExchangePact::new(|w: &WindowFeatures| w.instrument.route());
+        self.binary_frontier(input_times, pact, Pipeline, "FillSilent", move |cap, _info| {
+            let state: Rc<RefCell<SilentState>> = Default::default();
+            if let Some(registry) = &registry {
+                let saved = state.clone();
+                if let Some(bytes) = registry.register("fill-silent", move || encode(&*saved.borrow())) {
+                    *state.borrow_mut() = decode(&bytes)
+                        .unwrap_or_else(|e| panic!("checkpoint: silent-window state does not decode: {e}"));
+                }
+            }
+            let mut held: Option<Capability<u64>> = Some(cap);
+            let mut staged: BTreeMap<u64, (Capability<u64>, Vec<WindowFeatures>)> = BTreeMap::new();
+            let mut latest_event = 0u64;
+            move |(input, frontier), (times, times_frontier), output| {
+                // Staged by window end (a batch's time is its earliest window end), each end with
+                // its own capability.
+                input.for_each_stamp(|cap, data| {
+                    for batch in data {
+                        for w in batch.drain(..) {
+                            let end = w.window.end;
+                            staged.entry(end).or_insert_with(|| (cap.delayed(&end, 0), Vec::new())).1.push(w);
+                        }
+                    }
+                });
+                times.for_each(|_cap, data| {
+                    latest_event = data.iter().copied().fold(latest_event, u64::max);
+                });
+                let bound = frontier.frontier().iter().next().copied();
+                if bound.is_none() && !times_frontier.is_empty() {
+                    return; // the input ended: wait for its last event times
+                }
+                let mut st = state.borrow_mut();
+                // Window ends the frontier passed (live), or up to the input's last event (ended).
+                let limit = match bound {
+                    Some(b) => b.saturating_sub(1),
+                    None => latest_event,
+                };
+                // Pass the windows on in time order; after the windows of an end, fill that end for
+                // the instruments without one.
+                loop {
+                    let due = staged.first_key_value().map(|(t, _)| *t).filter(|t| bound.is_none_or(|b| *t < b));
+                    if st.next_end == 0 {
+                        match due {
+                            Some(t) => st.next_end = t,
+                            None => break,
+                        }
+                    }
+                    if let Some(t) = due.filter(|t| *t <= st.next_end) {
+                        let (cap, mut windows) = staged.remove(&t).expect("staged data");
+                        windows.sort_by_key(|w| w.instrument);
+                        let mut session = output.session(&cap);
+                        for w in windows {
+                            st.last.insert(w.instrument, (w.clone(), 0));
+                            session.give(w);
+                        }
+                        continue;
+                    }
+                    if st.next_end <= limit {
+                        // Skip ends where no instrument can be filled (an idle stretch, a jump in
+                        // event time): the next one is right after some instrument's last window.
+                        let fillable =
+                            st.last.values().filter(|(_, f)| *f < max_gap).map(|(l, _)| l.window.end + size_ns).min();
+                        let target = fillable.unwrap_or(u64::MAX).max(st.next_end);
+                        if target > st.next_end {
+                            let beyond = limit - limit % size_ns + size_ns;
+                            st.next_end = match due {
+                                Some(t) => target.min(t).min(beyond),
+                                None => target.min(beyond),
+                            };
+                            continue;
+                        }
+                        let end = st.next_end;
+                        if let Some(cap) = held.as_mut().filter(|c| *c.time() <= end) {
+                            cap.downgrade(&end);
+                            let mut session = output.session(&*cap);
+                            for (last, filled) in st.last.values_mut() {
+                                if last.window.end < end && *filled < max_gap {
+                                    let w = silent_window(last, Window { start: end - size_ns, end });
+                                    *last = w.clone();
+                                    *filled += 1;
+                                    session.give(w);
+                                }
+                            }
+                        }
+                        st.next_end = end + size_ns;
+                        continue;
+                    }
+                    // Past what may be filled (the input ended): pass the rest on.
+                    let Some(t) = due else { break };
+                    let (cap, windows) = staged.remove(&t).expect("staged data");
+                    let mut session = output.session(&cap);
+                    for w in windows {
+                        session.give(w);
+                    }
+                }
+                // Hold a capability for the next end to fill (none once the input has ended).
+                match (bound, held.as_mut()) {
+                    (Some(b), Some(cap)) => {
+                        let target = if st.next_end == 0 { b } else { st.next_end };
+                        if *cap.time() < target {
+                            cap.downgrade(&target);
+                        }
+                    }
+                    (None, _) => held = None,
+                    _ => {}
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod silent_tests {
+    use super::*;
+    use timely::dataflow::operators::{Capture, Input, Probe};
+
+    const S: u64 = 1_000_000_000;
+
+    fn window(sym: &str, i: u64) -> WindowFeatures {
+        let mut values = [f64::NAN; FEATURE_COUNT];
+        values[0] = 10.0;
+        values[11] = 100.0 + i as f64;
+        values[16..21].copy_from_slice(&[5.0, 6.0, 50.0, 60.0, -0.1]);
+        WindowFeatures {
+            instrument: InstrumentId::new(sym).unwrap(),
+            window: Window { start: (i - 1) * S, end: i * S },
+            exec_price_range: None,
+            vwap_ticks: None,
+            values,
+        }
+    }
+
+    /// A trades every second up to 20 s (its last event at 19.5 s); B until 5 s, then again at 15 s.
+    fn run(live: bool) -> Vec<WindowFeatures> {
+        let rx = timely::execute_directly(move |worker| {
+            let probe = timely::dataflow::ProbeHandle::new();
+            let (mut input, mut times, rx) = worker.dataflow::<u64, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<Vec<WindowFeatures>>();
+                let (times, time_stream) = scope.new_input::<Vec<u64>>();
+                let out = stream.fill_silent(S, 6, time_stream, None);
+                let rx = out.clone().capture();
+                out.probe_with(&probe);
+                (input, times, rx)
+            });
+            for i in 1..=20u64 {
+                input.advance_to(i * S);
+                times.advance_to(i * S);
+                input.send(window("A", i));
+                if i <= 5 || i == 15 {
+                    input.send(window("B", i));
+                }
+                times.send(i * S - S / 2);
+                if live && i < 20 {
+                    input.advance_to(i * S + 1);
+                    times.advance_to(i * S + 1);
+                    worker.step_while(|| probe.less_than(input.time()));
+                }
+            }
+            drop(input);
+            drop(times);
+            worker.step_while(|| !probe.done());
+            rx
+        });
+        crate::testing::captured(rx)
+    }
+
+    #[test]
+    fn silent_instruments_get_empty_windows_the_same_live_or_at_the_end() {
+        for live in [true, false] {
+            let out = run(live);
+            let b: Vec<(u64, f64)> =
+                out.iter().filter(|w| w.instrument.as_str() == "B").map(|w| (w.window.end / S, w.values[0])).collect();
+            // 6..=11 filled (at most 6 per silence), 15 its own, 16..=19 filled; 20 is after the
+            // input's last event (19.5 s), so it is not filled.
+            let want: Vec<(u64, f64)> = (1..=5)
+                .map(|i| (i, 10.0))
+                .chain((6..=11).map(|i| (i, 0.0)))
+                .chain([(15, 10.0)])
+                .chain((16..=19).map(|i| (i, 0.0)))
+                .collect();
+            assert_eq!(b, want, "live {live}");
+            let filled = out.iter().find(|w| w.instrument.as_str() == "B" && w.window.end == 6 * S).unwrap();
+            assert_eq!(filled.values[11], 105.0, "the mid stays where it closed");
+            assert_eq!(filled.values[12], 0.0);
+            assert_eq!(filled.values[18], 50.0, "the book as it last was");
+            assert!(filled.values[5].is_nan(), "no executions");
+            assert_eq!(out.iter().filter(|w| w.instrument.as_str() == "A").count(), 20, "A is passed on whole");
+        }
+    }
+}

@@ -150,6 +150,7 @@ pub fn alert_json(s: &WindowScore) -> serde_json::Value {
         "instrument": s.instrument.as_str(),
         "window_start_ns": s.window.start,
         "window_end_ns": s.window.end,
+        "scale": lobsentry_operators::features::human_len(s.window.end - s.window.start),
         "score": s.score,
         "threshold": s.threshold,
         "p_value": s.p_value,

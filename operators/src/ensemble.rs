@@ -192,6 +192,25 @@ pub trait Ensemble<'scope> {
     ) -> StreamVec<'scope, u64, WindowScore>;
 }
 
+/// Moves a batch's records into `staged` by the time each one ends (`end_of`), with a capability for
+/// that time: a batch's own time is only its earliest record's end. Shared by the operators that wait
+/// for the frontier to pass each window's end.
+pub(crate) fn stage_by_end<'a, D>(
+    staged: &mut BTreeMap<u64, (Capability<u64>, Vec<D>)>,
+    cap: &timely::dataflow::operators::InputCapability<u64>,
+    data: impl Iterator<Item = &'a mut Vec<D>>,
+    end_of: impl Fn(&D) -> u64,
+) where
+    D: 'static,
+{
+    for batch in data {
+        for record in batch.drain(..) {
+            let end = end_of(&record);
+            staged.entry(end).or_insert_with(|| (cap.delayed(&end, 0), Vec::new())).1.push(record);
+        }
+    }
+}
+
 /// The latest event time of each batch of a stream, sent to every worker: the `input_times` of
 /// [`Ensemble::ensemble`].
 pub fn input_end<'scope, D: crate::window::WindowRecord>(
@@ -213,8 +232,6 @@ pub fn input_end<'scope, D: crate::window::WindowRecord>(
         .broadcast()
 }
 
-type Key = (u64, InstrumentId, u64, u64);
-
 impl<'scope> Ensemble<'scope> for StreamVec<'scope, u64, WindowScore> {
     fn ensemble(
         self,
@@ -229,36 +246,20 @@ impl<'scope> Ensemble<'scope> for StreamVec<'scope, u64, WindowScore> {
         let pact = ExchangePact::new(|s: &WindowScore| s.instrument.route());
         self.binary_frontier(times, pact, Pipeline, "Ensemble", move |_cap, _info| {
             let states: std::rc::Rc<std::cell::RefCell<FxHashMap<InstrumentId, EnsembleState>>> = Default::default();
-            let mut restore_error = None;
             if let Some(registry) = &registry {
                 let saved = states.clone();
                 if let Some(bytes) = registry.register("ensemble", move || encode(&*saved.borrow())) {
-                    match decode(&bytes) {
-                        Ok(s) => *states.borrow_mut() = s,
-                        Err(e) => restore_error = Some(e),
-                    }
+                    *states.borrow_mut() =
+                        decode(&bytes).unwrap_or_else(|e| panic!("checkpoint: ensemble state does not decode: {e}"));
                 }
-            }
-            if let Some(e) = restore_error {
-                panic!("checkpoint: ensemble state does not decode: {e}");
             }
             let mut stash: BTreeMap<u64, (Capability<u64>, Vec<WindowScore>)> = BTreeMap::new();
             // The latest event time of the whole input (every worker's batches are broadcast here).
             let mut latest_event = 0u64;
             move |(input, frontier), (times, times_frontier), output| {
-                // Stashed by window end (a batch's time is its earliest window end), so every
-                // detector's score of a window meets the others'.
-                input.for_each_stamp(|cap, data| {
-                    for batch in data {
-                        for s in batch.drain(..) {
-                            let end = s.window.end;
-                            stash.entry(end).or_insert_with(|| (cap.delayed(&end, 0), Vec::new())).1.push(s);
-                        }
-                    }
-                });
-                times.for_each(|_cap, data| {
-                    latest_event = data.iter().copied().fold(latest_event, u64::max);
-                });
+                // Stashed by window end, so every detector's score of a window meets the others'.
+                input.for_each_stamp(|cap, data| stage_by_end(&mut stash, &cap, data, |s| s.window.end));
+                times.for_each(|_cap, data| latest_event = data.iter().copied().fold(latest_event, u64::max));
                 let bound = frontier.frontier().iter().next().copied();
                 // At the end of the input, wait until every event time is in.
                 if bound.is_none() && !times_frontier.is_empty() {
@@ -272,10 +273,11 @@ impl<'scope> Ensemble<'scope> for StreamVec<'scope, u64, WindowScore> {
                     }
                     let (cap, mut scores) = entry.remove();
                     let mut session = output.session(&cap);
+                    // Every score here ends at `time`: group by instrument and window start.
                     scores.sort_by(|a, b| {
-                        let ka: Key = (a.window.end, a.instrument, a.window.start, a.window.end - a.window.start);
-                        let kb: Key = (b.window.end, b.instrument, b.window.start, b.window.end - b.window.start);
-                        ka.cmp(&kb).then_with(|| a.model.cmp(&b.model))
+                        (a.instrument, a.window.start)
+                            .cmp(&(b.instrument, b.window.start))
+                            .then_with(|| a.model.cmp(&b.model))
                     });
                     let mut group: Vec<WindowScore> = Vec::new();
                     let mut flush = |group: &mut Vec<WindowScore>| {

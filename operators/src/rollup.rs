@@ -358,19 +358,10 @@ impl<'scope> FillSilent<'scope> for StreamVec<'scope, u64, WindowFeatures> {
             let mut staged: BTreeMap<u64, (Capability<u64>, Vec<WindowFeatures>)> = BTreeMap::new();
             let mut latest_event = 0u64;
             move |(input, frontier), (times, times_frontier), output| {
-                // Staged by window end (a batch's time is its earliest window end), each end with
-                // its own capability.
                 input.for_each_stamp(|cap, data| {
-                    for batch in data {
-                        for w in batch.drain(..) {
-                            let end = w.window.end;
-                            staged.entry(end).or_insert_with(|| (cap.delayed(&end, 0), Vec::new())).1.push(w);
-                        }
-                    }
+                    crate::ensemble::stage_by_end(&mut staged, &cap, data, |w| w.window.end)
                 });
-                times.for_each(|_cap, data| {
-                    latest_event = data.iter().copied().fold(latest_event, u64::max);
-                });
+                times.for_each(|_cap, data| latest_event = data.iter().copied().fold(latest_event, u64::max));
                 let bound = frontier.frontier().iter().next().copied();
                 if bound.is_none() && !times_frontier.is_empty() {
                     return; // the input ended: wait for its last event times

@@ -8,21 +8,7 @@
 
 use lobsentry_operators::calibrate::{TailCalibrator, TailSpec};
 use lobsentry_operators::generator::Rng;
-
-fn normal(rng: &mut Rng) -> f64 {
-    let (u, v) = (rng.unit().max(1e-300), rng.unit());
-    (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-}
-
-fn draw(kind: usize, rng: &mut Rng) -> f64 {
-    match kind {
-        0 => normal(rng).abs(),
-        1 => (0..12).map(|_| normal(rng).abs()).fold(0.0, f64::max),
-        2 => rng.exp(3.0),
-        3 => (0.8 * normal(rng)).exp(),
-        _ => (1.0 - rng.unit()).powf(-1.0 / 4.0),
-    }
-}
+use lobsentry_operators::testing::{stationary_score, STATIONARY_SCORES};
 
 /// Alarms per scored score; `spot`: flagged scores are not observed.
 fn rate(kind: usize, seed: u64, alpha: f64, spec: &TailSpec, spot: bool) -> f64 {
@@ -30,7 +16,7 @@ fn rate(kind: usize, seed: u64, alpha: f64, spec: &TailSpec, spot: bool) -> f64 
     let mut c = TailCalibrator::default();
     let (mut scored, mut flagged) = (0usize, 0usize);
     for _ in 0..200_000 {
-        let x = draw(kind, &mut rng);
+        let x = stationary_score(kind, &mut rng);
         if let Some(p) = c.tail_probability(x, spec) {
             scored += 1;
             if p <= alpha {
@@ -47,7 +33,6 @@ fn rate(kind: usize, seed: u64, alpha: f64, spec: &TailSpec, spot: bool) -> f64 
 
 fn main() {
     let alpha = 1e-3;
-    let names = ["|normal|", "max of 12 |normal|", "exponential", "log-normal", "Pareto(4)"];
     let policies = [
         ("winsorised at 1/1000 (default)", TailSpec::default(), false),
         ("winsorised at 1/200", TailSpec { cap: 0.005, ..TailSpec::default() }, false),
@@ -57,7 +42,7 @@ fn main() {
     println!("alarm rate / configured rate ({alpha}), seeds 1, 2, 3");
     for (policy, spec, spot) in &policies {
         println!("{policy}");
-        for (kind, name) in names.iter().enumerate() {
+        for (kind, name) in STATIONARY_SCORES.iter().enumerate() {
             let r: Vec<String> = (1..=3).map(|s| format!("{:.2}", rate(kind, s, alpha, spec, *spot) / alpha)).collect();
             println!("  {name:<20} {}", r.join("  "));
         }

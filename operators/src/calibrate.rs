@@ -285,21 +285,8 @@ mod tests {
     use crate::generator::Rng;
     use proptest::prelude::*;
 
-    fn normal(rng: &mut Rng) -> f64 {
-        let (u, v) = (rng.unit().max(1e-300), rng.unit());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-
-    /// Draws from one of several stationary score distributions: |normal| (light tail), the largest
-    /// |normal| of 12 (a z-score detector), exponential, log-normal and Pareto (heavy tails).
     fn draw(kind: u8, rng: &mut Rng) -> f64 {
-        match kind {
-            0 => normal(rng).abs(),
-            1 => (0..12).map(|_| normal(rng).abs()).fold(0.0, f64::max),
-            2 => rng.exp(3.0),
-            3 => (0.8 * normal(rng)).exp(),
-            _ => (1.0 - rng.unit()).powf(-1.0 / 4.0),
-        }
+        crate::testing::stationary_score(kind as usize, rng)
     }
 
     /// Online use as the ensemble makes it: score, then observe (capped).

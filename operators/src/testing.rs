@@ -27,3 +27,25 @@ pub fn captured_timed<T: Clone, D>(rx: Receiver<Event<T, Vec<D>>>) -> Vec<(T, D)
     }
     out
 }
+
+/// A standard normal draw (Box-Muller).
+pub fn normal(rng: &mut crate::generator::Rng) -> f64 {
+    let (u, v) = (rng.unit().max(1e-300), rng.unit());
+    (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+}
+
+/// Names of the stationary score distributions of [`stationary_score`], by kind.
+pub const STATIONARY_SCORES: [&str; 5] = ["|normal|", "max of 12 |normal|", "exponential", "log-normal", "Pareto(4)"];
+
+/// A draw from one of five stationary score distributions, for calibration tests: |normal| (light
+/// tail), the largest |normal| of 12 (a z-score detector), exponential, log-normal and Pareto (heavy
+/// tails).
+pub fn stationary_score(kind: usize, rng: &mut crate::generator::Rng) -> f64 {
+    match kind {
+        0 => normal(rng).abs(),
+        1 => (0..12).map(|_| normal(rng).abs()).fold(0.0, f64::max),
+        2 => rng.exp(3.0),
+        3 => (0.8 * normal(rng)).exp(),
+        _ => (1.0 - rng.unit()).powf(-1.0 / 4.0),
+    }
+}

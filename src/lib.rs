@@ -1,22 +1,16 @@
-//! The `lobsentry` launcher: configuration, CLI commands and the standard pipeline assembled from the
-//! operators in [`lobsentry_operators`].
+//! The `lobsentry` launcher: configuration, the runtime that wires the standard dataflow from the
+//! operators in [`lobsentry_operators`], the HTTP services and the commands.
+//!
+//! Modules depend in one direction: [`config`] -> [`alert`], [`metrics`], [`summary`] -> [`runtime`]
+//! -> [`serve`] -> [`cmd`].
 
-pub mod api;
-pub mod bench;
-pub mod cli;
+pub mod alert;
+pub mod cmd;
 pub mod config;
 pub mod error;
-pub mod eval;
-pub mod generate;
-pub mod http;
-pub mod inject;
-pub mod launch;
 pub mod metrics;
-pub mod metrics_server;
-pub mod pipeline;
-pub mod produce;
-pub mod replay;
+pub mod runtime;
+pub mod serve;
 pub mod summary;
-pub mod webhook;
 
 pub use error::Error;

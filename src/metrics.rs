@@ -5,8 +5,11 @@
 //! a bounded set of values (no per-instrument labels).
 
 use lobsentry_operators::book::BookStats;
+use lobsentry_operators::sink::kafka::KafkaSinkCounters;
+use lobsentry_operators::source::kafka::KafkaSourceCounters;
 use prometheus::{Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 /// Label: the kind of source ("files", "synthetic").
 pub const LABEL_SOURCE: &str = "source";
@@ -320,7 +323,7 @@ pub const LABEL_STATUS: &str = "status";
 /// Label: which detector scored a window.
 pub const LABEL_DETECTOR: &str = "detector";
 /// Values of the `detector` label.
-pub const DETECTORS: [&str; 2] = ["baseline", "model"];
+pub use crate::alert::DETECTORS;
 
 fn vec_counter(
     registry: &Registry,
@@ -353,6 +356,46 @@ pub fn render(registry: &Registry) -> String {
     let mut buf = Vec::new();
     let _ = prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf);
     String::from_utf8(buf).unwrap_or_default()
+}
+
+/// Live state of a run, readable from other threads (progress display, metrics server).
+#[derive(Debug)]
+pub struct Counters {
+    /// The run's metrics (registered in the run's registry).
+    pub metrics: PipelineMetrics,
+    /// Per-worker watermark of this process (the probe's frontier; `u64::MAX` when done).
+    pub watermarks: Mutex<Vec<u64>>,
+    /// Set once the dataflow is built and running (`/readyz`).
+    pub ready: AtomicBool,
+    /// Kafka source counters (all workers of this process).
+    pub kafka_source: Arc<KafkaSourceCounters>,
+    /// Kafka writer counters (all workers of this process).
+    pub kafka_sink: Arc<KafkaSinkCounters>,
+}
+
+impl Counters {
+    /// Counters whose metrics are registered into `registry`.
+    pub fn new(registry: &Registry, source: &str) -> Result<Counters, crate::Error> {
+        let metrics =
+            PipelineMetrics::register_into(registry, source).map_err(|e| crate::Error::Io(format!("metrics: {e}")))?;
+        Ok(Counters {
+            metrics,
+            watermarks: Mutex::new(Vec::new()),
+            ready: AtomicBool::new(false),
+            kafka_source: Arc::default(),
+            kafka_sink: Arc::default(),
+        })
+    }
+
+    /// Counters with a private registry (for tests and embedding without a metrics endpoint).
+    pub fn standalone(config: &crate::config::Config) -> Counters {
+        Self::new(&Registry::new(), config.source.kind()).expect("a fresh registry accepts every metric")
+    }
+
+    /// The smallest worker watermark of this process.
+    pub fn watermark(&self) -> u64 {
+        self.watermarks.lock().map(|w| w.iter().copied().min().unwrap_or(0)).unwrap_or(0)
+    }
 }
 
 #[cfg(test)]

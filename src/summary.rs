@@ -90,6 +90,7 @@ impl Summary {
 /// Lists anomalies (up to `limit`) with the injected episode each one overlaps, and how many
 /// episodes were found.
 pub fn render_anomalies(
+    detector: &str,
     anomalies: &[lobsentry_operators::detect::WindowScore],
     labels: &[AnomalyLabel],
     limit: usize,
@@ -99,7 +100,6 @@ pub fn render_anomalies(
     let overlaps = |l: &AnomalyLabel, a: &lobsentry_operators::detect::WindowScore| {
         l.instrument == a.instrument && l.start_ns < a.window.end && l.end_ns >= a.window.start
     };
-    let detector = anomalies.first().map_or("", |a| a.model.as_str());
     let _ = writeln!(out, "anomalies ({detector}): {}", anomalies.len());
     for a in anomalies.iter().take(limit) {
         let label: Vec<&str> = labels.iter().filter(|l| overlaps(l, a)).map(|l| l.kind.name()).collect();

@@ -4,7 +4,8 @@
 
 use crate::util::{self, cmd, TempDir};
 use lobsentry::config::SourceConfig;
-use lobsentry::pipeline::{self, Counters};
+use lobsentry::metrics::Counters;
+use lobsentry::runtime as pipeline;
 use lobsentry_operators::source::decode::write_json_line;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -448,4 +449,64 @@ fn a_two_process_cluster_checkpoints_and_restarts_exactly_once() {
     let mut last = run(&cluster, "alerts", &ckpt);
     assert!(last.wait().unwrap().success());
     assert_same_alerts(&tansu, "alerts-ref", "alerts");
+}
+
+/// A damaged checkpoint part (bytes flipped) is refused by its checksum: the run resumes from the
+/// checkpoint before it, naming the file, and the alerts topic still holds each alert once. With no
+/// intact checkpoint left the run refuses to start, saying why.
+#[test]
+fn a_damaged_checkpoint_is_skipped_for_the_one_before_it() {
+    let (dir, tansu) = (TempDir::new("kafka-damage"), Tansu::start());
+    let config = market_topic(&tansu, &dir, "50");
+    let ckpt = dir.path("ckpt");
+    let run = || {
+        cmd()
+            .args(["run", "-w", "2", "-c"])
+            .arg(&config)
+            .env("LOBSENTRY__KAFKA__ALERTS_TOPIC", "alerts")
+            .env("LOBSENTRY__CHECKPOINT__DIR", ckpt.display().to_string())
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let store = lobsentry_operators::checkpoint::CheckpointStore::new(&ckpt).unwrap();
+    let restored = store.latest().unwrap().expect("a complete checkpoint");
+    // A newer checkpoint than the run took, complete but with 20 bytes of one part flipped.
+    let (from, damaged) = (ckpt.join(format!("ckpt-{restored:020}")), restored + 1);
+    let to = ckpt.join(format!("ckpt-{damaged:020}"));
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    let part = to.join("part-0.bin");
+    let mut bytes = std::fs::read(&part).unwrap();
+    let n = bytes.len();
+    for b in &mut bytes[n / 2..n / 2 + 20] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&part, &bytes).unwrap();
+    assert_eq!(store.latest().unwrap(), Some(damaged));
+    let second = run();
+    let err = String::from_utf8_lossy(&second.stderr).into_owned();
+    assert!(second.status.success(), "{err}");
+    assert!(err.contains(&format!("checkpoint {damaged}")) && err.contains("damaged: checksum"), "{err}");
+    assert!(err.contains(&format!("resuming from checkpoint {restored}")), "{err}");
+    let ids: Vec<String> = read_topic(&tansu.brokers, "alerts", 2).into_iter().map(|(h, _)| h["id"].clone()).collect();
+    let mut unique = ids.clone();
+    unique.sort();
+    unique.dedup();
+    assert!(!ids.is_empty());
+    assert_eq!(unique.len(), ids.len(), "an alert was written twice after the fallback");
+    // Damage every part of every checkpoint: nothing is restored, and the run says so.
+    for b in store.complete().unwrap() {
+        for w in 0..2 {
+            std::fs::write(ckpt.join(format!("ckpt-{b:020}")).join(format!("part-{w}.bin")), b"junk").unwrap();
+        }
+    }
+    let third = run();
+    let err = String::from_utf8_lossy(&third.stderr).into_owned();
+    assert!(!third.status.success());
+    assert!(err.contains("no usable checkpoint"), "{err}");
 }

@@ -3,7 +3,8 @@
 
 use crate::util::{self, TempDir};
 use lobsentry::config::SourceConfig;
-use lobsentry::pipeline::{self, Counters};
+use lobsentry::metrics::Counters;
+use lobsentry::runtime as pipeline;
 use std::path::Path;
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! the full pipeline on a message file.
 
 use crate::util::{self, TempDir};
-use lobsentry::replay::{replay, BookArgs};
+use lobsentry::cmd::replay::{replay, BookArgs};
 
 fn book_args(messages: std::path::PathBuf, orderbook: Option<std::path::PathBuf>, levels: usize) -> BookArgs {
     BookArgs {

@@ -11,6 +11,7 @@
 //! * `analytics`: the query API against a naive oracle (1 and 2 workers, a 2-process cluster), bad
 //!   requests, the webhook sink against a local server.
 //! * `observability`: metrics, a real Prometheus scraping a 2-process cluster, cluster output.
+//! * `runtime`: mismatched and broken clusters, failed writes, SIGTERM, secrets in `check-config`.
 
 mod util;
 
@@ -21,4 +22,5 @@ mod kafka;
 mod model;
 mod observability;
 mod real_data;
+mod runtime;
 mod windows;

@@ -1,7 +1,8 @@
 //! Shared helpers: temp dirs per test, the binary, generated markets.
 
 use lobsentry::config::{self, Config, Overrides};
-use lobsentry::pipeline::{self, Counters, RunReport};
+use lobsentry::metrics::Counters;
+use lobsentry::runtime::{self as pipeline, RunReport};
 use lobsentry_operators::event::LobEvent;
 use lobsentry_operators::generator::{Disorder, Market, MarketSpec};
 use lobsentry_operators::source::decode::{write_csv_line, CSV_HEADER};

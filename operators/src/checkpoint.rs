@@ -259,7 +259,7 @@ impl CheckpointStore {
         use std::io::Write;
         let dir = self.ckpt_dir(part.barrier);
         std::fs::create_dir_all(&dir)?;
-        let bytes = encode(part).map_err(std::io::Error::other)?;
+        let bytes = seal(&encode(part).map_err(std::io::Error::other)?);
         let tmp = dir.join(format!(".part-{}.tmp", part.worker));
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&bytes)?;
@@ -330,8 +330,49 @@ impl CheckpointStore {
     pub fn read_part(&self, barrier: u64, worker: usize) -> Result<Part, String> {
         let path = self.ckpt_dir(barrier).join(format!("part-{worker}.bin"));
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+        let body = unseal(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let part: Part = decode(body).map_err(|e| format!("{}: {e}", path.display()))?;
+        if part.barrier != barrier || part.worker != worker {
+            return Err(format!(
+                "{}: holds barrier {} of worker {}, not barrier {barrier} of worker {worker}",
+                path.display(),
+                part.barrier,
+                part.worker
+            ));
+        }
+        Ok(part)
     }
+}
+
+/// The first bytes of a checkpoint part (format 2: with a CRC-32 of the body).
+const MAGIC: &[u8; 8] = b"LSCKPT02";
+
+/// A part's file: magic, CRC-32 of the body (LE), body length (LE), body.
+fn seal(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 20);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// The body of a part's file, checked against its length and checksum.
+fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
+    if bytes.len() < 20 || &bytes[..8] != MAGIC {
+        return Err("not a lobsentry checkpoint part of this version (no LSCKPT02 header)".into());
+    }
+    let crc = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
+    let len = u64::from_le_bytes(bytes[12..20].try_into().unwrap_or_default());
+    let body = &bytes[20..];
+    if body.len() as u64 != len {
+        return Err(format!("truncated: {} bytes of {len}", body.len()));
+    }
+    let actual = crc32fast::hash(body);
+    if actual != crc {
+        return Err(format!("damaged: checksum {actual:08x}, recorded {crc:08x}"));
+    }
+    Ok(body)
 }
 
 /// A finished checkpoint, as one worker saw it.
@@ -434,6 +475,29 @@ mod tests {
         let got: u64 = decode(&again.register("count", || encode(&0u64)).unwrap()).unwrap();
         assert_eq!(got, 7);
         assert_eq!(again.unclaimed(), vec!["count#1".to_string()]);
+    }
+
+    #[test]
+    fn damaged_parts_are_refused() {
+        let dir = std::env::temp_dir().join(format!("lobsentry-ckpt-damage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = CheckpointStore::new(&dir).unwrap();
+        let part =
+            Part { barrier: 7, worker: 0, peers: 1, job: "j".into(), operators: vec![("a".into(), vec![1; 64])] };
+        store.write_part(&part).unwrap();
+        assert_eq!(store.read_part(7, 0).unwrap(), part);
+        let path = dir.join(format!("ckpt-{:020}", 7)).join("part-0.bin");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let n = bytes.len();
+        bytes[n - 10] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let err = store.read_part(7, 0).unwrap_err();
+        assert!(err.contains("damaged: checksum"), "{err}");
+        std::fs::write(&path, &bytes[..n - 3]).unwrap();
+        assert!(store.read_part(7, 0).unwrap_err().contains("truncated"));
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(store.read_part(7, 0).unwrap_err().contains("no LSCKPT02 header"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -286,3 +286,39 @@ mod tests {
         assert!(make_seq(0, 1 << 39) < make_seq(1, 0));
     }
 }
+
+/// Appends `text` escaped for use inside a JSON string (quotes, backslashes and control characters).
+pub fn push_json_escaped(text: &str, out: &mut String) {
+    if !text.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.push_str(text);
+        return;
+    }
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                use std::fmt::Write;
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    #[test]
+    fn escaped_symbols_parse_back() {
+        for text in ["PLAIN", "A\\B", "Q\"T", "tab\there", "\u{1}x"] {
+            let mut s = String::from("\"");
+            super::push_json_escaped(text, &mut s);
+            s.push('"');
+            let back: String = serde_json::from_str(&s).unwrap();
+            assert_eq!(back, text);
+        }
+    }
+}

@@ -90,10 +90,11 @@ impl WindowFormat {
                 out.push('\n');
             }
             WindowFormat::JsonLines => {
+                out.push_str(r#"{"instrument":""#);
+                crate::event::push_json_escaped(w.instrument.as_str(), out);
                 let _ = write!(
                     out,
-                    r#"{{"instrument":"{}","window_start_ns":{},"window_end_ns":{},"schema_version":{},"features":{{"#,
-                    w.instrument,
+                    r#"","window_start_ns":{},"window_end_ns":{},"schema_version":{},"features":{{"#,
                     w.window.start,
                     w.window.end,
                     crate::features::FEATURE_SCHEMA_VERSION

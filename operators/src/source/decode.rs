@@ -329,11 +329,11 @@ pub fn write_csv_line(ev: &LobEvent, out: &mut String) {
 /// Writes an event as a JSON line (without the newline).
 pub fn write_json_line(ev: &LobEvent, out: &mut String) {
     use std::fmt::Write;
+    let _ = write!(out, r#"{{"ts_ns":{},"instrument":""#, ev.ts_ns);
+    crate::event::push_json_escaped(ev.instrument.as_str(), out);
     let _ = write!(
         out,
-        r#"{{"ts_ns":{},"instrument":"{}","type":{},"order_id":{},"size":{},"price":{},"side":{}}}"#,
-        ev.ts_ns,
-        ev.instrument,
+        r#"","type":{},"order_id":{},"size":{},"price":{},"side":{}}}"#,
         ev.kind.code(),
         ev.order_id,
         ev.size,

@@ -1,114 +1,14 @@
-//! Command-line interface (clap derive) and the commands behind it.
+//! `lobsentry run` (and `features`): starts the services, runs the dataflow, prints the summary.
 
+use super::RunArgs;
 use crate::config::{self, Overrides};
 use crate::error::Error;
-use crate::pipeline::{self, Counters};
-use clap::{Args, Parser, Subcommand};
+use crate::metrics::Counters;
+use crate::runtime;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Real-time limit-order-book anomaly detection on timely dataflow.
-#[derive(Debug, Parser)]
-#[command(name = "lobsentry", version, about)]
-pub struct Cli {
-    /// The command.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// The commands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run the pipeline: source -> books -> event-time windows -> features -> sink.
-    Run(RunArgs),
-    /// Write every window feature as CSV for training (`run` without detectors; needs --output).
-    Features(RunArgs),
-    /// Evaluate scores against anomaly labels: ROC-AUC, PR-AUC, precision, recall, detection delay.
-    Eval(crate::eval::EvalArgs),
-    /// Validate a configuration and print the effective settings.
-    CheckConfig(ConfigArgs),
-    /// Write a synthetic market (interchange CSV or JSON lines) and its anomaly labels.
-    Generate(crate::generate::GenerateArgs),
-    /// Replay LOBSTER messages and write the top-K levels after each one, with a consistency report.
-    Book(crate::replay::BookArgs),
-    /// Measure throughput (events/s) and peak memory of the standard pipelines.
-    Bench(crate::bench::BenchArgs),
-    /// Start a local cluster of `run` processes on free loopback ports (for development).
-    Launch(crate::launch::LaunchArgs),
-    /// Load an event file into a Kafka topic, keyed by instrument (for demos and benchmarks).
-    Produce(crate::produce::ProduceArgs),
-}
-
-/// `--config`.
-#[derive(Debug, Args)]
-pub struct ConfigArgs {
-    /// TOML configuration merged over the embedded default (see config/default.toml).
-    #[arg(long, short = 'c')]
-    pub config: Option<PathBuf>,
-}
-
-/// Arguments of `run`.
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// TOML configuration merged over the embedded default (see config/default.toml).
-    #[arg(long, short = 'c')]
-    pub config: Option<PathBuf>,
-    /// Worker threads (overrides pipeline.workers).
-    #[arg(short = 'w', long = "workers")]
-    pub workers: Option<usize>,
-    /// Input file (repeatable; switches the source to files and overrides source.files).
-    #[arg(long = "input", short = 'i')]
-    pub inputs: Vec<PathBuf>,
-    /// Window output: a file (.csv or .jsonl) or "-" for stdout (overrides sink.path).
-    #[arg(long, short = 'o')]
-    pub output: Option<String>,
-    /// Write the run's report (counts, timings, peak memory) as JSON to this file.
-    #[arg(long)]
-    pub report_json: Option<PathBuf>,
-    /// Timely hostfile (one host:port per line) to run as one process of a cluster.
-    #[arg(long)]
-    pub hostfile: Option<PathBuf>,
-    /// Number of processes in the cluster.
-    #[arg(short = 'n', long = "processes")]
-    pub processes: Option<usize>,
-    /// This process's index in the cluster (0-based).
-    #[arg(short = 'p', long = "process")]
-    pub process: Option<usize>,
-    /// Serve metrics at this address (overrides metrics.address and enables metrics; port 0 = any).
-    #[arg(long)]
-    pub metrics_addr: Option<String>,
-    /// Maintain the analytics and serve the query API at this address (overrides analytics.address
-    /// and enables the analytics; port 0 = any).
-    #[arg(long)]
-    pub api_addr: Option<String>,
-}
-
-/// Runs the CLI.
-pub fn main(cli: Cli) -> Result<(), Error> {
-    match cli.command {
-        Command::Run(args) => run(args, false),
-        Command::Features(args) => {
-            if args.output.is_none() {
-                return Err(Error::Config(vec!["features: --output FILE.csv is required".into()]));
-            }
-            run(args, true)
-        }
-        Command::Eval(args) => crate::eval::run(args),
-        Command::CheckConfig(args) => {
-            let config = config::load(args.config.as_deref(), &Overrides::default())?;
-            println!("configuration is valid:\n{config:#?}");
-            Ok(())
-        }
-        Command::Generate(args) => crate::generate::run(args),
-        Command::Book(args) => crate::replay::run(args),
-        Command::Bench(args) => crate::bench::run(args),
-        Command::Launch(args) => crate::launch::run(args),
-        Command::Produce(args) => crate::produce::run(args),
-    }
-}
 
 /// Peak resident set size of this process in bytes (Linux `VmHWM`), if known.
 pub fn peak_rss_bytes() -> Option<u64> {
@@ -118,7 +18,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
+pub fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
     let overrides = Overrides {
         workers: args.workers,
         inputs: args.inputs.clone(),
@@ -131,12 +31,13 @@ fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
         features_only,
     };
     let config = config::load(args.config.as_deref(), &overrides)?;
+    crate::runtime::control::quiet_panics();
     let registry = prometheus::Registry::new();
     let counters = Arc::new(Counters::new(&registry, config.source.kind())?);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _server = match config.metrics_addr {
         Some(addr) => {
-            let server = crate::metrics_server::MetricsServer::start(addr, registry.clone(), ready.clone())?;
+            let server = crate::serve::metrics::MetricsServer::start(addr, registry.clone(), ready.clone())?;
             eprintln!("lobsentry: metrics on http://{}/metrics", server.addr());
             Some(server)
         }
@@ -152,6 +53,38 @@ fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
             ready.store(true, Ordering::Relaxed);
         });
     }
+    // SIGINT/SIGTERM: stop reading, flush the sinks, report, exit 0. A second signal exits at once.
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, interrupted.clone())
+            .and_then(|_| signal_hook::flag::register(signal, interrupted.clone()))
+            .map_err(|e| Error::Io(format!("cannot handle signal {signal}: {e}")))?;
+    }
+    {
+        // Until the dataflow runs (a cluster's processes may still be connecting), a signal ends the
+        // process at once: there is nothing to flush yet.
+        let (interrupted, counters) = (interrupted.clone(), counters.clone());
+        std::thread::spawn(move || {
+            while !counters.ready.load(Ordering::Relaxed) {
+                if interrupted.load(Ordering::Relaxed) {
+                    eprintln!("lobsentry: stopped by a signal before the dataflow started");
+                    std::process::exit(130);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+    }
+    // The query API: its requests reach this process's first worker through the hub.
+    let hub = Arc::new(crate::runtime::query::QueryHub::default());
+    let _api = match &config.analytics {
+        Some(a) => {
+            let server =
+                crate::serve::api::ApiServer::start(a.address, hub.clone(), counters.clone(), a.spec, a.query_timeout)?;
+            eprintln!("lobsentry: analytics API on http://{}/v1/ (see /v1/openapi.json)", server.addr());
+            Some(server)
+        }
+        None => None,
+    };
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let progress = (config.progress && std::io::stderr().is_terminal()).then(|| {
         let (counters, stop) = (counters.clone(), stop.clone());
@@ -168,7 +101,8 @@ fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
             eprintln!();
         })
     });
-    let result = pipeline::run(&config, counters);
+    let services = runtime::Services { hub: Some(hub), stop: interrupted.clone() };
+    let result = runtime::run_with(&config, counters, services);
     stop.store(true, Ordering::Relaxed);
     if let Some(handle) = progress {
         let _ = handle.join();
@@ -199,14 +133,28 @@ fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
             eprintln!("  {r}");
         }
     }
-    if config.detect.is_some() {
-        eprintln!("detector: {} windows scored, {} anomalies", report.scored, report.anomalies.len());
+    for w in &report.warnings {
+        eprintln!("lobsentry: warning: {w}");
+    }
+    if report.stopped {
+        eprintln!("lobsentry: stopped by a signal before the end of the input; the counts above cover what was read");
+    }
+    let primary = crate::alert::primary_detector(&config);
+    if config.detect.is_some() || config.model.is_some() {
+        // The same numbers as lobsentry_detect_anomalies_total{detector} and /v1/anomalies (alerts).
+        let by: Vec<String> = report.anomalies_by_detector.iter().map(|(d, n)| format!("{d} {n}")).collect();
+        eprintln!(
+            "detectors: {} windows scored by the {primary}; {} alerts ({primary}); anomalies by detector: {}",
+            report.scored,
+            report.anomalies.len(),
+            if by.is_empty() { "none".to_string() } else { by.join(", ") }
+        );
     }
     if config.output == config::Output::None {
         println!("{}", report.summary.render(&report.labels));
         if config.detect.is_some() {
             let hours = report.summary.instrument_hours();
-            println!("{}", crate::summary::render_anomalies(&report.anomalies, &report.labels, 25, hours));
+            println!("{}", crate::summary::render_anomalies(primary, &report.anomalies, &report.labels, 25, hours));
         }
         if !report.labels.is_empty() {
             println!("injected episodes: {}", report.labels.len());
@@ -237,6 +185,12 @@ fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
             "process": config.cluster.as_ref().map_or(0, |c| c.process),
             "processes": config.cluster.as_ref().map_or(1, |c| c.addresses.len()),
             "book": report.book,
+            "stopped": report.stopped,
+            "scored": report.scored,
+            "alerts": report.anomalies.len(),
+            "detector": primary,
+            "anomalies_by_detector": report.anomalies_by_detector.iter().map(|(d, n)| (d.to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+            "warnings": report.warnings,
         });
         std::fs::write(&path, json.to_string()).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
     }

@@ -21,7 +21,7 @@ pub const FULL_TOML: &str =
     "[pipeline]\nbook = true\nprogress = false\n[source]\nkind = \"files\"\n[sink]\nformat = \"features-csv\"\n";
 
 /// The W1 configuration (config/w1.toml).
-pub const W1_TOML: &str = include_str!("../config/w1.toml");
+pub const W1_TOML: &str = include_str!("../../config/w1.toml");
 
 /// Arguments of `bench`.
 #[derive(Debug, Args)]

@@ -1,15 +1,16 @@
 //! The HTTP JSON query API over the analytics dataflow.
 //!
 //! A request is parsed and validated here, then handed to this process's first worker through the
-//! [`QueryHub`]; the worker inserts it into the dataflow's query collection
+//! [`QueryHub`](crate::runtime::query::QueryHub); the worker inserts it into the dataflow's query collection
 //! ([`QueryDriver`](lobsentry_operators::analytics::queries::QueryDriver)), and the rows the dataflow
 //! computes come back here to be rendered. Every answer states the market clock and logical time it
 //! reflects. Any process of a cluster answers for every instrument: the query travels through the
 //! dataflow to whichever worker holds the data.
 
 use crate::error::Error;
-use crate::http::{read_request, respond, HttpServer};
-use crate::pipeline::Counters;
+use crate::metrics::Counters;
+use crate::runtime::query::{QueryHub, Reply};
+use crate::serve::http::{read_request, respond, HttpServer};
 use lobsentry_operators::analytics::queries::Answer;
 use lobsentry_operators::analytics::{
     stat_hours, trade_minutes, AnalyticsSpec, Query, Row, Volume, NS_PER_HOUR, NS_PER_MINUTE,
@@ -17,59 +18,8 @@ use lobsentry_operators::analytics::{
 use lobsentry_operators::event::{InstrumentId, Price, Qty};
 use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// What a worker sends back for a query.
-#[derive(Debug)]
-pub enum Reply {
-    /// The dataflow's answer.
-    Answer(Answer),
-    /// The run stopped before answering.
-    Stopped,
-}
-
-/// A query waiting for a worker.
-#[derive(Debug)]
-pub struct Request {
-    /// The query.
-    pub query: Query,
-    /// Where the reply goes.
-    pub reply: Sender<Reply>,
-}
-
-/// Queries of this process on their way to its first worker.
-#[derive(Debug, Default)]
-pub struct QueryHub {
-    inbox: Mutex<Vec<Request>>,
-    closed: AtomicBool,
-}
-
-impl QueryHub {
-    /// Takes the waiting queries.
-    pub fn drain(&self) -> Vec<Request> {
-        self.inbox.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default()
-    }
-
-    /// Refuses new queries from now on and fails the waiting ones.
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
-        for r in self.drain() {
-            let _ = r.reply.send(Reply::Stopped);
-        }
-    }
-
-    fn submit(&self, query: Query) -> Option<std::sync::mpsc::Receiver<Reply>> {
-        if self.closed.load(Ordering::Relaxed) {
-            return None;
-        }
-        let (tx, rx) = channel();
-        self.inbox.lock().ok()?.push(Request { query, reply: tx });
-        Some(rx)
-    }
-}
 
 /// The running API server; stops when dropped.
 #[derive(Debug)]
@@ -239,7 +189,14 @@ pub fn render(query: &Query, answer: &Answer, target: &str) -> Result<Value, Api
             let Some(p) = answer.rows.iter().find_map(|r| if let Row::Price(p) = r { Some(*p) } else { None }) else {
                 return Err(ApiError {
                     status: "404 Not Found",
-                    message: format!("no data for instrument {} (as of market clock {clock:?})", instrument.as_str()),
+                    message: match clock {
+                        Some(ns) => format!(
+                            "no data for instrument {} as of market clock {} UTC ({ns} ns)",
+                            instrument.as_str(),
+                            crate::summary::clock(ns)
+                        ),
+                        None => format!("no data for instrument {}: the market has no events yet", instrument.as_str()),
+                    },
                 });
             };
             json!({

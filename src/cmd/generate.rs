@@ -81,7 +81,7 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
                 "--out {name:?}: keep a LOBSTER message file name (TICKER_DATE_start_end_message_N.csv) so it can be read back"
             )]));
         }
-        let n = crate::inject::inject(messages, &args.out, &labels_path, args.inject_every, args.seed)?;
+        let n = super::inject::inject(messages, &args.out, &labels_path, args.inject_every, args.seed)?;
         eprintln!("wrote {} with {n} injected episodes, labels in {}", args.out.display(), labels_path.display());
         return Ok(());
     }

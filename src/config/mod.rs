@@ -7,18 +7,23 @@ use lobsentry_operators::generator::MarketSpec;
 use lobsentry_operators::sink::WindowFormat;
 use lobsentry_operators::source::{Format, InputFile};
 use lobsentry_operators::window::WindowSpec;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod secret;
+mod webhook;
+pub use secret::{redact, redact_url, Secret, REDACTED};
+pub use webhook::WebhookConfig;
+
 /// The embedded base layer.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Prefix of environment overrides: `LOBSENTRY__SECTION__KEY=value`.
 pub const ENV_PREFIX: &str = "LOBSENTRY__";
 
 /// The raw file, as written.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawConfig {
     /// `[pipeline]`.
@@ -52,7 +57,7 @@ pub struct RawConfig {
 }
 
 /// `[analytics]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawAnalytics {
     /// Maintain the analytics and serve the query API.
@@ -74,7 +79,7 @@ pub struct RawAnalytics {
 }
 
 /// `[webhook]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawWebhook {
     /// Endpoint ("" = off).
@@ -111,7 +116,7 @@ pub struct AnalyticsConfig {
 }
 
 /// `[kafka]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawKafka {
     /// `bootstrap.servers`.
@@ -143,7 +148,7 @@ pub struct RawKafka {
 }
 
 /// `[checkpoint]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawCheckpoint {
     /// Directory ("" = checkpoints off).
@@ -190,7 +195,7 @@ pub struct KafkaInput {
 }
 
 /// `[detect]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawDetect {
     /// Score windows.
@@ -229,7 +234,7 @@ pub struct DetectScales {
 }
 
 /// `[model]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawModel {
     /// Package directory ("" = none).
@@ -310,7 +315,7 @@ pub fn find_onnxruntime(configured: &str) -> Result<PathBuf, String> {
 }
 
 /// `[metrics]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawMetrics {
     /// Serve metrics.
@@ -320,7 +325,7 @@ pub struct RawMetrics {
 }
 
 /// `[cluster]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawCluster {
     /// Hostfile path ("" = single process).
@@ -332,7 +337,7 @@ pub struct RawCluster {
 }
 
 /// `[pipeline]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawPipeline {
     /// Worker threads.
@@ -341,10 +346,12 @@ pub struct RawPipeline {
     pub book: bool,
     /// Progress on stderr.
     pub progress: bool,
+    /// On SIGINT/SIGTERM (or a finished run), the longest wait for the sinks to flush.
+    pub shutdown_grace: String,
 }
 
 /// `[source]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawSource {
     /// "synthetic" or "files".
@@ -368,7 +375,7 @@ pub struct RawSource {
 }
 
 /// `[generator]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawGenerator {
     /// Instruments.
@@ -394,7 +401,7 @@ pub struct RawGenerator {
 }
 
 /// `[window]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawWindow {
     /// Window length.
@@ -404,7 +411,7 @@ pub struct RawWindow {
 }
 
 /// `[book]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawBook {
     /// Ghost repair.
@@ -412,7 +419,7 @@ pub struct RawBook {
 }
 
 /// `[sink]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RawSink {
     /// Output path, "-" or "".
@@ -476,6 +483,8 @@ pub struct Config {
     pub book: bool,
     /// Progress on stderr.
     pub progress: bool,
+    /// The longest wait for the sinks (webhook, Kafka) at the end of a run or on a stop signal.
+    pub shutdown_grace: Duration,
     /// The source.
     pub source: SourceConfig,
     /// The windows.
@@ -511,7 +520,7 @@ pub struct Config {
     /// Analytics and the query API (`None`: off).
     pub analytics: Option<AnalyticsConfig>,
     /// The webhook alert sink (`None`: off).
-    pub webhook: Option<crate::webhook::WebhookConfig>,
+    pub webhook: Option<WebhookConfig>,
 }
 
 /// Command-line overrides.
@@ -574,6 +583,31 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
     }
 }
 
+/// An environment value, typed by the setting it overrides (every setting has a default, so the
+/// type is known): strings are taken as written (`123` stays a string; a TOML-quoted string is
+/// unquoted), numbers and booleans are parsed, arrays and tables are read as TOML.
+fn typed_env_value(raw: &str, target: Option<&toml::Value>) -> Result<toml::Value, &'static str> {
+    let as_toml = || toml::from_str::<toml::Table>(&format!("v = {raw}")).ok().and_then(|mut t| t.remove("v"));
+    match target {
+        Some(toml::Value::String(_)) => match as_toml() {
+            Some(toml::Value::String(s)) if raw.trim_start().starts_with(['"', '\'']) => Ok(toml::Value::String(s)),
+            _ => Ok(toml::Value::String(raw.to_string())),
+        },
+        Some(toml::Value::Integer(_)) => raw.trim().parse::<i64>().map(toml::Value::Integer).map_err(|_| "an integer"),
+        Some(toml::Value::Float(_)) => raw.trim().parse::<f64>().map(toml::Value::Float).map_err(|_| "a number"),
+        Some(toml::Value::Boolean(_)) => match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(toml::Value::Boolean(true)),
+            "false" | "0" | "no" | "off" => Ok(toml::Value::Boolean(false)),
+            _ => Err("a boolean (true or false)"),
+        },
+        Some(toml::Value::Array(_)) => match as_toml() {
+            Some(v @ toml::Value::Array(_)) => Ok(v),
+            _ => Err("a TOML array (like [\"1s\", \"10s\"])"),
+        },
+        _ => Ok(as_toml().unwrap_or_else(|| toml::Value::String(raw.to_string()))),
+    }
+}
+
 /// Reads the layers: embedded default, the user file, then `LOBSENTRY__SECTION__KEY` variables.
 pub fn load_raw(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<RawConfig, Error> {
     let mut value: toml::Value =
@@ -592,10 +626,14 @@ pub fn load_raw(path: Option<&Path>, env: impl IntoIterator<Item = (String, Stri
             errors.push(format!("{key}: want {ENV_PREFIX}SECTION__KEY"));
             continue;
         }
-        let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-            .ok()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or(toml::Value::String(raw.clone()));
+        let target = value.get(&parts[0]).and_then(|t| t.get(&parts[1]));
+        let parsed = match typed_env_value(&raw, target) {
+            Ok(v) => v,
+            Err(want) => {
+                errors.push(format!("{key}: {raw:?} is not {want} (the type of {}.{})", parts[0], parts[1]));
+                continue;
+            }
+        };
         let mut table = toml::Table::new();
         let mut inner = toml::Table::new();
         inner.insert(parts[1].clone(), parsed);
@@ -1054,7 +1092,10 @@ impl RawConfig {
         } else {
             None
         };
-        let webhook = crate::webhook::WebhookConfig::from_raw(&self.webhook, &mut errors);
+        let webhook = WebhookConfig::from_raw(&self.webhook, &mut errors);
+        let shutdown_grace = parse_duration(&self.pipeline.shutdown_grace)
+            .map_err(|e| errors.push(format!("pipeline.shutdown-grace: {e}")))
+            .unwrap_or_default();
         if !errors.is_empty() {
             return Err(Error::Config(errors));
         }
@@ -1063,6 +1104,7 @@ impl RawConfig {
             workers: workers as usize,
             book: self.pipeline.book,
             progress: self.pipeline.progress,
+            shutdown_grace,
             source,
             window,
             book_config: lobsentry_operators::book::BookConfig { repair_ghosts: self.book.repair_ghosts },

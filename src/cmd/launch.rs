@@ -7,7 +7,8 @@ use crate::error::Error;
 use clap::Args;
 use std::net::TcpListener;
 use std::process::{Child, Command, ExitStatus};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Arguments of `launch`.
@@ -27,10 +28,43 @@ pub struct LaunchArgs {
     pub run_args: Vec<String>,
 }
 
-static SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// SIGINT and SIGTERM, as flags set by signal-hook's handlers.
+#[derive(Default)]
+struct Signals {
+    interrupt: Arc<AtomicBool>,
+    terminate: Arc<AtomicBool>,
+}
 
-extern "C" fn on_signal(sig: libc::c_int) {
-    SIGNAL.store(sig, Ordering::SeqCst);
+impl Signals {
+    fn install() -> Result<Signals, Error> {
+        let signals = Signals::default();
+        #[cfg(unix)]
+        {
+            use signal_hook::consts::{SIGINT, SIGTERM};
+            signal_hook::flag::register(SIGINT, signals.interrupt.clone())
+                .and_then(|_| signal_hook::flag::register(SIGTERM, signals.terminate.clone()))
+                .map_err(|e| Error::Io(format!("cannot handle signals: {e}")))?;
+        }
+        Ok(signals)
+    }
+
+    /// The signal received since the last call, to forward.
+    fn take(&self) -> Option<Stop> {
+        if self.terminate.swap(false, Ordering::SeqCst) {
+            Some(Stop::Terminate)
+        } else if self.interrupt.swap(false, Ordering::SeqCst) {
+            Some(Stop::Interrupt)
+        } else {
+            None
+        }
+    }
+}
+
+/// A signal to forward to the processes.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    Interrupt,
+    Terminate,
 }
 
 /// Free loopback ports (bound and released; the OS does not hand them out again at once).
@@ -47,22 +81,38 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>, Error> {
 }
 
 fn describe(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exit code {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig}"),
-        _ => "unknown status".into(),
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let (None, Some(sig)) = (status.code(), status.signal()) {
+            return format!("killed by signal {sig}");
+        }
+    }
+    match status.code() {
+        Some(code) => format!("exit code {code}"),
+        None => "unknown status".into(),
     }
 }
 
-fn kill_all(children: &mut [(usize, Child)], sig: libc::c_int) {
+/// Asks every process to stop (it flushes its sinks and reports); where signals do not exist, ends it.
+fn kill_all(children: &mut [(usize, Child)], stop: Stop) {
     for (_, child) in children.iter_mut() {
+        #[cfg(unix)]
         if let Ok(pid) = i32::try_from(child.id()) {
-            // SAFETY-free: libc::kill on our own child's pid.
+            let sig = match stop {
+                Stop::Interrupt => libc::SIGINT,
+                Stop::Terminate => libc::SIGTERM,
+            };
             #[allow(unsafe_code)]
+            // SAFETY: kill(2) on our own child's pid; no memory is touched.
             unsafe {
                 libc::kill(pid, sig);
             }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = stop;
+            let _ = child.kill();
         }
     }
 }
@@ -86,16 +136,12 @@ pub fn run(args: LaunchArgs) -> Result<(), Error> {
     };
     let text: String = ports.iter().map(|p| format!("127.0.0.1:{p}\n")).collect();
     std::fs::write(&hostfile, text).map_err(|e| Error::Io(format!("{}: {e}", hostfile.display())))?;
-    #[allow(unsafe_code)]
-    // SAFETY: installing a handler that only stores into an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    let signals = Signals::install()?;
     let exe = std::env::current_exe().map_err(|e| Error::Io(format!("cannot find the lobsentry binary: {e}")))?;
     let mut children: Vec<(usize, Child)> = Vec::new();
     for i in 0..args.processes {
         let mut command = Command::new(&exe);
+        #[cfg(target_os = "linux")]
         {
             use std::os::unix::process::CommandExt;
             #[allow(unsafe_code)]
@@ -118,7 +164,7 @@ pub fn run(args: LaunchArgs) -> Result<(), Error> {
         match child {
             Ok(c) => children.push((i, c)),
             Err(e) => {
-                kill_all(&mut children, libc::SIGTERM);
+                kill_all(&mut children, Stop::Terminate);
                 return Err(Error::Io(format!("cannot start process {i}: {e}")));
             }
         }
@@ -131,9 +177,8 @@ pub fn run(args: LaunchArgs) -> Result<(), Error> {
     );
     let mut failure: Option<String> = None;
     while !children.is_empty() {
-        let sig = SIGNAL.swap(0, Ordering::SeqCst);
-        if sig != 0 {
-            kill_all(&mut children, sig);
+        if let Some(stop) = signals.take() {
+            kill_all(&mut children, stop);
         }
         let mut i = 0;
         while i < children.len() {
@@ -142,14 +187,14 @@ pub fn run(args: LaunchArgs) -> Result<(), Error> {
                     let (index, _) = children.remove(i);
                     if !status.success() && failure.is_none() {
                         failure = Some(format!("process {index} failed ({})", describe(status)));
-                        kill_all(&mut children, libc::SIGTERM);
+                        kill_all(&mut children, Stop::Terminate);
                     }
                 }
                 Ok(None) => i += 1,
                 Err(e) => {
                     let (index, _) = children.remove(i);
                     failure.get_or_insert(format!("process {index}: cannot wait: {e}"));
-                    kill_all(&mut children, libc::SIGTERM);
+                    kill_all(&mut children, Stop::Terminate);
                 }
             }
         }

@@ -2,7 +2,7 @@
 //! Binds loopback unless configured otherwise; one thread; one request per connection.
 
 use crate::error::Error;
-use crate::http::{read_request, respond, HttpServer};
+use crate::serve::http::{read_request, respond, HttpServer};
 use prometheus::Registry;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,217 @@
+//! The typed alert every sink receives (alerts file, Kafka alerts and scores topics, webhook, API,
+//! summary, `eval`), the detector names, and the [`AlertSink`] trait.
+
+use crate::config::Config;
+use lobsentry_operators::detect::WindowScore;
+use lobsentry_operators::event::InstrumentId;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The detector names used in metrics (`detector` label), the summary and the API.
+pub const DETECTORS: [&str; 3] = ["baseline", "model", "ensemble"];
+
+/// The `detector` of a score: "model" for ONNX models, "baseline" for the z-score baseline,
+/// "ensemble" for the calibrated combination.
+pub fn detector_label(s: &WindowScore) -> &'static str {
+    if s.model.starts_with("zscore") {
+        "baseline"
+    } else if s.model.starts_with("ensemble") {
+        "ensemble"
+    } else {
+        "model"
+    }
+}
+
+/// The detector whose decisions are the run's alerts (alerts file, Kafka alerts topic, webhook, API,
+/// summary): the calibrated ensemble when it is on, else the model, else the baseline.
+pub fn primary_detector(config: &Config) -> &'static str {
+    if config.scales.ensemble.is_some() {
+        "ensemble"
+    } else if config.model.is_some() {
+        "model"
+    } else {
+        "baseline"
+    }
+}
+
+/// The id of a score (Kafka `id` header, de-duplication key): the same in every run that scores the
+/// same window.
+pub fn score_id(s: &WindowScore) -> String {
+    format!("{}|{}|{}", s.instrument.as_str(), s.window.end, s.model)
+}
+
+/// A detector's contribution to an ensemble decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DetectorP {
+    /// The detector (`zscore-baseline`, `transformer-ae/10s`, ...).
+    pub name: String,
+    /// log10 of its calibrated tail probability.
+    pub log10_p: f64,
+}
+
+/// A feature's deviation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeatureZ {
+    /// Feature name (the output columns' names).
+    pub name: String,
+    /// Its standardised deviation.
+    pub z: f64,
+}
+
+/// A scored window as the sinks see it: one JSON line in the alerts and scores files and on the
+/// Kafka topics (serde; strings escaped).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Instrument symbol.
+    pub instrument: String,
+    /// Window start, ns of event time.
+    pub window_start_ns: u64,
+    /// Window end (exclusive), ns of event time.
+    pub window_end_ns: u64,
+    /// The window length ("1s", "10s").
+    pub scale: String,
+    /// The detector's score.
+    pub score: f64,
+    /// Its decision threshold.
+    pub threshold: f64,
+    /// The calibrated tail probability (ensemble).
+    #[serde(default)]
+    pub p_value: Option<f64>,
+    /// The detectors at fault, strongest first (ensemble).
+    #[serde(default)]
+    pub detectors: Vec<DetectorP>,
+    /// The decision.
+    pub is_anomaly: bool,
+    /// The most anomalous features.
+    #[serde(default)]
+    pub top_features: Vec<FeatureZ>,
+    /// The model (detector instance) that scored it.
+    pub model: String,
+    /// The detector kind: baseline, model or ensemble.
+    #[serde(default)]
+    pub detector: String,
+}
+
+impl Alert {
+    /// The alert of a score.
+    pub fn from_score(s: &WindowScore) -> Alert {
+        Alert {
+            instrument: s.instrument.as_str().to_string(),
+            window_start_ns: s.window.start,
+            window_end_ns: s.window.end,
+            scale: lobsentry_operators::features::human_len(s.window.end - s.window.start),
+            score: s.score,
+            threshold: s.threshold,
+            p_value: s.p_value,
+            detectors: s.detectors.iter().map(|(n, l)| DetectorP { name: n.clone(), log10_p: -l }).collect(),
+            is_anomaly: s.is_anomaly,
+            top_features: s.top_features.iter().map(|(n, z)| FeatureZ { name: n.clone(), z: *z }).collect(),
+            model: s.model.clone(),
+            detector: detector_label(s).to_string(),
+        }
+    }
+
+    /// The alert as one JSON line (no newline).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"unserialisable alert: {e}\"}}"))
+    }
+
+    /// The id (see [`score_id`]).
+    pub fn id(&self) -> String {
+        format!("{}|{}|{}", self.instrument, self.window_end_ns, self.model)
+    }
+
+    /// The instrument as an id (symbols longer than an id allows are cut, as the decoders do).
+    pub fn instrument_id(&self) -> InstrumentId {
+        InstrumentId::new(&self.instrument).unwrap_or_default()
+    }
+}
+
+/// A destination of alerts. Sinks are told every alert of the run's primary detector; a sink that
+/// cannot take one reports it (the run counts it, and fails on errors that lose data).
+pub trait AlertSink {
+    /// A short name for messages ("alerts file", "webhook").
+    fn name(&self) -> &str;
+    /// Takes one alert.
+    fn send(&mut self, alert: &Alert) -> Result<(), String>;
+    /// Makes everything sent durable, waiting at most `grace`.
+    fn flush(&mut self, grace: Duration) -> Result<(), String>;
+}
+
+fn escape(text: &str) -> String {
+    let quoted = serde_json::Value::String(text.to_string()).to_string();
+    quoted[1..quoted.len() - 1].to_string()
+}
+
+/// A message body for `alert`: `template` with its placeholders filled in (`{{alert}}` is the whole
+/// alert as JSON; the others are escaped for use inside JSON strings).
+pub fn render(template: &str, alert: &Alert) -> String {
+    let features = alert.top_features.iter().map(|f| format!("{} ({:.2})", f.name, f.z)).collect::<Vec<_>>().join(", ");
+    template
+        .replace("{{alert}}", &alert.to_json())
+        .replace("{{instrument}}", &escape(&alert.instrument))
+        .replace("{{score}}", &format!("{:.4}", alert.score))
+        .replace("{{threshold}}", &format!("{:.4}", alert.threshold))
+        .replace("{{window_start_ns}}", &alert.window_start_ns.to_string())
+        .replace("{{window_end_ns}}", &alert.window_end_ns.to_string())
+        .replace("{{model}}", &escape(&alert.model))
+        .replace("{{features}}", &escape(&features))
+}
+
+/// Renders the template for a sample alert and checks that the result is JSON.
+pub fn check_template(template: &str) -> Result<(), String> {
+    let sample = Alert {
+        instrument: "SAMPLE\\\"".into(),
+        window_start_ns: 0,
+        window_end_ns: 1,
+        scale: "1s".into(),
+        score: 1.0,
+        threshold: 0.5,
+        p_value: Some(1e-6),
+        detectors: vec![DetectorP { name: "zscore-baseline".into(), log10_p: -5.0 }],
+        is_anomaly: true,
+        top_features: vec![FeatureZ { name: "spread \"mean\"".into(), z: 3.0 }],
+        model: "m".into(),
+        detector: "ensemble".into(),
+    };
+    let body = render(template, &sample);
+    serde_json::from_str::<serde_json::Value>(&body)
+        .map(|_| ())
+        .map_err(|e| format!("{template:?} does not render to JSON ({e}): {body}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_render_to_json() {
+        assert!(check_template("{{alert}}").is_ok());
+        assert!(check_template(r#"{"text": "{{instrument}} score {{score}}: {{features}}"}"#).is_ok());
+        assert!(check_template(r#"{"text": {{instrument}}}"#).is_err());
+    }
+
+    #[test]
+    fn alerts_round_trip_with_awkward_symbols() {
+        let mut a = Alert {
+            instrument: "A\\B\"C".into(),
+            window_start_ns: 5,
+            window_end_ns: 10,
+            scale: "1s".into(),
+            score: 2.5,
+            threshold: 1.0,
+            p_value: None,
+            detectors: vec![],
+            is_anomaly: true,
+            top_features: vec![FeatureZ { name: "spread_mean".into(), z: -3.5 }],
+            model: "zscore-baseline".into(),
+            detector: "baseline".into(),
+        };
+        let back: Alert = serde_json::from_str(&a.to_json()).unwrap();
+        assert_eq!(back, a);
+        a.p_value = Some(1e-9);
+        let v: serde_json::Value = serde_json::from_str(&a.to_json()).unwrap();
+        assert_eq!(v["instrument"], "A\\B\"C");
+        assert_eq!(v["p_value"], 1e-9);
+    }
+}

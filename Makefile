@@ -15,6 +15,7 @@ demo: onnxruntime
 ## test: what CI runs: formatting, lints, unit + property + integration tests, doctests, rustdoc.
 ## Every test binary runs even when one fails (--no-fail-fast); the target fails if any failed.
 test: onnxruntime kafka-tools test-tools fmt clippy
+	$(CARGO) check -p lobsentry-operators --no-default-features
 	$(CARGO) test --workspace --no-fail-fast
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
 

@@ -127,57 +127,37 @@ impl Alert {
     }
 }
 
-/// A destination of alerts. Sinks are told every alert of the run's primary detector; a sink that
-/// cannot take one reports it (the run counts it, and fails on errors that lose data).
-pub trait AlertSink {
+/// A destination of the run's alerts (the primary detector's anomalies), shared by the workers of a
+/// process: the alerts file, the webhook. (Kafka writers are per worker and checkpointed; they live
+/// in the runtime.)
+pub trait AlertSink: Send + Sync {
     /// A short name for messages ("alerts file", "webhook").
     fn name(&self) -> &str;
-    /// Takes one alert.
-    fn send(&mut self, alert: &Alert) -> Result<(), String>;
-    /// Makes everything sent durable, waiting at most `grace`.
-    fn flush(&mut self, grace: Duration) -> Result<(), String>;
-}
-
-fn escape(text: &str) -> String {
-    let quoted = serde_json::Value::String(text.to_string()).to_string();
-    quoted[1..quoted.len() - 1].to_string()
+    /// Takes one alert without blocking the dataflow (a sink that must drop one counts it).
+    fn send(&self, alert: &Alert);
+    /// Delivers what is pending, waiting at most `grace`. `Ok(Some(..))` is a warning (alerts given
+    /// up on, counted); `Err` is a failure that lost data (the run fails).
+    fn finish(&self, grace: Duration) -> Result<Option<String>, String>;
 }
 
 /// A message body for `alert`: `template` with its placeholders filled in (`{{alert}}` is the whole
-/// alert as JSON; the others are escaped for use inside JSON strings).
+/// alert as JSON; the others are escaped for use inside JSON strings; see
+/// [`crate::config::fill_template`]).
 pub fn render(template: &str, alert: &Alert) -> String {
     let features = alert.top_features.iter().map(|f| format!("{} ({:.2})", f.name, f.z)).collect::<Vec<_>>().join(", ");
-    template
-        .replace("{{alert}}", &alert.to_json())
-        .replace("{{instrument}}", &escape(&alert.instrument))
-        .replace("{{score}}", &format!("{:.4}", alert.score))
-        .replace("{{threshold}}", &format!("{:.4}", alert.threshold))
-        .replace("{{window_start_ns}}", &alert.window_start_ns.to_string())
-        .replace("{{window_end_ns}}", &alert.window_end_ns.to_string())
-        .replace("{{model}}", &escape(&alert.model))
-        .replace("{{features}}", &escape(&features))
-}
-
-/// Renders the template for a sample alert and checks that the result is JSON.
-pub fn check_template(template: &str) -> Result<(), String> {
-    let sample = Alert {
-        instrument: "SAMPLE\\\"".into(),
-        window_start_ns: 0,
-        window_end_ns: 1,
-        scale: "1s".into(),
-        score: 1.0,
-        threshold: 0.5,
-        p_value: Some(1e-6),
-        detectors: vec![DetectorP { name: "zscore-baseline".into(), log10_p: -5.0 }],
-        is_anomaly: true,
-        top_features: vec![FeatureZ { name: "spread \"mean\"".into(), z: 3.0 }],
-        model: "m".into(),
-        detector: "ensemble".into(),
-    };
-    let body = render(template, &sample);
-    serde_json::from_str::<serde_json::Value>(&body)
-        .map(|_| ())
-        .map_err(|e| format!("{template:?} does not render to JSON ({e}): {body}"))
+    crate::config::fill_template(
+        template,
+        &alert.to_json(),
+        &[
+            ("instrument", alert.instrument.clone()),
+            ("score", format!("{:.4}", alert.score)),
+            ("threshold", format!("{:.4}", alert.threshold)),
+            ("window_start_ns", alert.window_start_ns.to_string()),
+            ("window_end_ns", alert.window_end_ns.to_string()),
+            ("model", alert.model.clone()),
+            ("features", features),
+        ],
+    )
 }
 
 #[cfg(test)]
@@ -185,10 +165,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn templates_render_to_json() {
-        assert!(check_template("{{alert}}").is_ok());
-        assert!(check_template(r#"{"text": "{{instrument}} score {{score}}: {{features}}"}"#).is_ok());
-        assert!(check_template(r#"{"text": {{instrument}}}"#).is_err());
+    fn templates_render_alerts_to_json() {
+        let a = Alert {
+            instrument: "A\\B".into(),
+            window_start_ns: 0,
+            window_end_ns: 1,
+            scale: "1s".into(),
+            score: 1.0,
+            threshold: 0.5,
+            p_value: None,
+            detectors: vec![],
+            is_anomaly: true,
+            top_features: vec![FeatureZ { name: "spread \"mean\"".into(), z: 3.0 }],
+            model: "m".into(),
+            detector: "baseline".into(),
+        };
+        let body = render(r#"{"text": "{{instrument}}: {{features}}", "alert": {{alert}}}"#, &a);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["alert"]["instrument"], "A\\B");
+        assert!(v["text"].as_str().unwrap().starts_with("A\\B: spread"));
     }
 
     #[test]

@@ -205,3 +205,38 @@ fn check_config_prints_toml_with_secrets_redacted() {
     assert_eq!(value["kafka"]["topic"].as_str(), Some("123"));
     assert_eq!(value["window"]["size"].as_str(), Some("1s"));
 }
+
+fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+/// 300 connections that never send a request cost no thread each, and once the header timeout
+/// drops them the API answers again.
+#[test]
+fn idle_api_connections_are_bounded_and_dropped() {
+    let port = util::free_ports(1);
+    let child = cmd()
+        .args(["run", "--config"])
+        .arg(repo("config/live.toml"))
+        .args(["--api-addr", &format!("127.0.0.1:{port}")])
+        .env("LOBSENTRY__METRICS__ENABLED", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = util::Guard(child);
+    let pid = guard.0.id();
+    util::wait_for("the API", Duration::from_secs(60), || util::http_get(port, "/v1/openapi.json").is_some());
+    let before = threads(pid);
+    let idle: Vec<std::net::TcpStream> =
+        (0..300).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    assert!(idle.len() >= 250, "connected {}", idle.len());
+    std::thread::sleep(Duration::from_secs(1));
+    let during = threads(pid);
+    assert!(during <= before + 4, "threads: {before} before, {during} with 300 idle connections");
+    util::wait_for("an answer after the idle connections were dropped", Duration::from_secs(60), || {
+        util::http_get(port, "/v1/openapi.json").is_some_and(|(status, _)| status == 200)
+    });
+    drop(idle);
+}

@@ -27,6 +27,7 @@
 //! workers.
 #![forbid(missing_docs)]
 
+#[cfg(feature = "analytics")]
 pub mod analytics;
 pub mod book;
 pub mod calibrate;
@@ -36,6 +37,7 @@ pub mod ensemble;
 pub mod event;
 pub mod features;
 pub mod generator;
+#[cfg(feature = "onnx")]
 pub mod inference;
 pub mod model;
 pub mod rollup;

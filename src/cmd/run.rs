@@ -101,7 +101,8 @@ pub fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
             eprintln!();
         })
     });
-    let services = runtime::Services { hub: Some(hub), stop: interrupted.clone() };
+    let alert_sinks = crate::serve::alert_sinks(&config, &counters)?;
+    let services = runtime::Services { hub: Some(hub), stop: interrupted.clone(), alert_sinks };
     let result = runtime::run_with(&config, counters, services);
     stop.store(true, Ordering::Relaxed);
     if let Some(handle) = progress {

@@ -14,7 +14,7 @@ use std::time::Duration;
 mod secret;
 mod webhook;
 pub use secret::{redact, redact_url, Secret, REDACTED};
-pub use webhook::WebhookConfig;
+pub use webhook::{check_template, fill_template, WebhookConfig};
 
 /// The embedded base layer.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");

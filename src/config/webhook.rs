@@ -46,7 +46,7 @@ impl WebhookConfig {
         if raw.queue < 1 {
             errors.push(format!("webhook.queue: {} is not positive", raw.queue));
         }
-        if let Err(e) = crate::alert::check_template(&raw.template) {
+        if let Err(e) = check_template(&raw.template) {
             errors.push(format!("webhook.template: {e}"));
         }
         let secret = if raw.secret_env.is_empty() {
@@ -73,5 +73,45 @@ impl WebhookConfig {
             timeout: timeout.max(Duration::from_millis(10)),
             queue: raw.queue.max(1) as usize,
         })
+    }
+}
+
+fn escape(text: &str) -> String {
+    let quoted = serde_json::Value::String(text.to_string()).to_string();
+    quoted[1..quoted.len() - 1].to_string()
+}
+
+/// Fills a webhook template: `{{alert}}` with `alert_json`, each `{{name}}` with its value escaped for
+/// use inside a JSON string.
+pub fn fill_template(template: &str, alert_json: &str, values: &[(&str, String)]) -> String {
+    let mut out = template.replace("{{alert}}", alert_json);
+    for (name, value) in values {
+        out = out.replace(&format!("{{{{{name}}}}}"), &escape(value));
+    }
+    out
+}
+
+/// The placeholders a template may use besides `{{alert}}`.
+pub const PLACEHOLDERS: [&str; 7] =
+    ["instrument", "score", "threshold", "window_start_ns", "window_end_ns", "model", "features"];
+
+/// Fills the template with awkward sample values and checks that the result is JSON.
+pub fn check_template(template: &str) -> Result<(), String> {
+    let sample: Vec<(&str, String)> = PLACEHOLDERS.iter().map(|p| (*p, format!("{p} \"sample\" \\ 1.0"))).collect();
+    let body = fill_template(template, r#"{"instrument":"SAMPLE","score":1.0}"#, &sample);
+    serde_json::from_str::<serde_json::Value>(&body)
+        .map(|_| ())
+        .map_err(|e| format!("{template:?} does not render to JSON ({e}): {body}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_render_to_json() {
+        assert!(check_template("{{alert}}").is_ok());
+        assert!(check_template(r#"{"text": "{{instrument}} score {{score}}: {{features}}"}"#).is_ok());
+        assert!(check_template(r#"{"text": {{instrument}}}"#).is_err());
     }
 }

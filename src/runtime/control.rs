@@ -136,3 +136,17 @@ impl SideFile {
         out.flush().map_err(|e| self.error(e))
     }
 }
+
+impl crate::alert::AlertSink for SideFile {
+    fn name(&self) -> &str {
+        self.what
+    }
+
+    fn send(&self, alert: &crate::alert::Alert) {
+        self.line(&alert.to_json());
+    }
+
+    fn finish(&self, _grace: std::time::Duration) -> Result<Option<String>, String> {
+        self.close().map(|()| None)
+    }
+}

@@ -321,9 +321,8 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
         let primary = primary_detector(config);
         if !scores.is_empty() {
             let detect_counter = counters.clone();
-            let webhook = shared.webhook.clone();
-            let (alerts_file, alerts_keep, scores_file) =
-                (shared.sides.alerts.clone(), shared.alerts_keep.clone(), shared.sides.scores.clone());
+            let alert_sinks = shared.alert_sinks.clone();
+            let (alerts_keep, scores_file) = (shared.alerts_keep.clone(), shared.sides.scores.clone());
             let (kafka_alerts, kafka_scores) = (kafka_alerts.clone(), kafka_scores.clone());
             let scored = scope.concatenate(scores).inspect_core(move |batch| {
                 let Ok((_, data)) = batch else { return };
@@ -348,11 +347,8 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
                             w.line(&body);
                         }
                         if alert {
-                            if let Some(w) = &alerts_file {
-                                w.line(&body);
-                            }
-                            if let Some(w) = &webhook {
-                                w.offer(record);
+                            for sink in &alert_sinks {
+                                sink.send(record);
                             }
                         }
                     }

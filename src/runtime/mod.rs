@@ -10,6 +10,7 @@
 //! worker stops every worker of the process with one message; in a cluster the process then exits
 //! at once, so that its peers' connections fail and they stop too.
 
+use crate::alert::AlertSink;
 use crate::config::{Config, Output, SourceConfig};
 use crate::error::Error;
 use crate::metrics::Counters;
@@ -27,14 +28,12 @@ use query::QueryHub;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use webhook::Webhook;
 
 pub mod checkpoints;
 pub mod control;
 pub mod dataflow;
 pub mod job;
 pub mod query;
-pub mod webhook;
 pub mod worker;
 
 /// How many rejected lines a run keeps to show on stderr.
@@ -75,13 +74,27 @@ pub struct RunReport {
 }
 
 /// What the caller provides besides the configuration.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Services {
     /// Queries from the API (served by the caller; see [`crate::serve::api`]).
     pub hub: Option<Arc<QueryHub>>,
     /// Set (by a signal handler) to stop the run: reading stops, the sinks flush, the report is
     /// returned.
     pub stop: Arc<AtomicBool>,
+    /// Where alerts go besides the alerts file and Kafka (the webhook: see
+    /// [`crate::serve::alert_sinks`]).
+    pub alert_sinks: Vec<Arc<dyn AlertSink>>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sinks: Vec<&str> = self.alert_sinks.iter().map(|s| s.name()).collect();
+        f.debug_struct("Services")
+            .field("hub", &self.hub)
+            .field("stop", &self.stop)
+            .field("alert_sinks", &sinks)
+            .finish()
+    }
 }
 
 /// Loads ONNX Runtime and opens the model package as the workers will (once, before they start).
@@ -155,8 +168,8 @@ pub struct Shared {
     pub checkpoint: Option<Arc<CheckpointPlan>>,
     /// API queries.
     pub hub: Arc<QueryHub>,
-    /// The webhook sink.
-    pub webhook: Option<Arc<Webhook>>,
+    /// Where alerts go (the alerts file, the webhook).
+    pub alert_sinks: Vec<Arc<dyn AlertSink>>,
     /// Problems met while flushing the sinks at the end.
     pub warnings: Arc<Mutex<Vec<String>>>,
 }
@@ -227,10 +240,11 @@ pub fn run_with(config: &Config, counters: Arc<Counters>, services: Services) ->
         std::fs::File::create(p).map_err(|e| Error::Io(format!("{}: {e}", p.display())))?;
     }
     let hub = services.hub.clone().unwrap_or_default();
-    let webhook = match &config.webhook {
-        Some(w) => Some(Arc::new(Webhook::start(w.clone(), counters.clone())?)),
-        None => None,
-    };
+    let mut alert_sinks: Vec<Arc<dyn AlertSink>> = Vec::new();
+    if let Some(file) = &sides.alerts {
+        alert_sinks.push(Arc::new(file.clone()));
+    }
+    alert_sinks.extend(services.alert_sinks.iter().cloned());
     let shared = Shared {
         config: config.clone(),
         job,
@@ -246,7 +260,7 @@ pub fn run_with(config: &Config, counters: Arc<Counters>, services: Services) ->
         ort_env,
         checkpoint,
         hub: hub.clone(),
-        webhook: webhook.clone(),
+        alert_sinks: alert_sinks.clone(),
         warnings: Arc::default(),
     };
     let communication = match &config.cluster {
@@ -310,8 +324,8 @@ pub fn run_with(config: &Config, counters: Arc<Counters>, services: Services) ->
         result.map_err(Error::Timely)?.map_err(Error::Timely)?;
     }
     let mut warnings = Vec::new();
-    if let Some(w) = &webhook {
-        if let Some(warning) = w.finish(config.shutdown_grace) {
+    for sink in &alert_sinks {
+        if let Some(warning) = sink.finish(config.shutdown_grace).map_err(Error::Io)? {
             warnings.push(warning);
         }
     }

@@ -1,7 +1,7 @@
 //! The HTTP JSON query API over the analytics dataflow.
 //!
 //! A request is parsed and validated here, then handed to this process's first worker through the
-//! [`QueryHub`](crate::runtime::query::QueryHub); the worker inserts it into the dataflow's query collection
+//! [`QueryHub`]; the worker inserts it into the dataflow's query collection
 //! ([`QueryDriver`](lobsentry_operators::analytics::queries::QueryDriver)), and the rows the dataflow
 //! computes come back here to be rendered. Every answer states the market clock and logical time it
 //! reflects. Any process of a cluster answers for every instrument: the query travels through the
@@ -10,14 +10,14 @@
 use crate::error::Error;
 use crate::metrics::Counters;
 use crate::runtime::query::{QueryHub, Reply};
-use crate::serve::http::{read_request, respond, HttpServer};
+use crate::serve::http::{HttpServer, Limits, Response};
 use lobsentry_operators::analytics::queries::Answer;
 use lobsentry_operators::analytics::{
     stat_hours, trade_minutes, AnalyticsSpec, Query, Row, Volume, NS_PER_HOUR, NS_PER_MINUTE,
 };
 use lobsentry_operators::event::{InstrumentId, Price, Qty};
 use serde_json::{json, Value};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +33,8 @@ struct Shared {
 }
 
 impl ApiServer {
-    /// Binds `addr` and serves queries through `hub`; each connection waits on its own thread.
+    /// Binds `addr` and serves queries through `hub`: at most 64 connections at a time, each
+    /// waiting for its answer on a bounded pool of threads.
     pub fn start(
         addr: SocketAddr,
         hub: Arc<QueryHub>,
@@ -42,10 +43,9 @@ impl ApiServer {
         timeout: Duration,
     ) -> Result<ApiServer, Error> {
         let shared = Shared { hub, counters, spec, timeout };
-        let handler = Arc::new(move |stream: TcpStream| {
-            let _ = handle(stream, &shared);
-        });
-        HttpServer::start(addr, "lobsentry-api", true, handler).map(ApiServer).map_err(|e| {
+        let handler = Arc::new(move |method: &str, target: &str| handle(method, target, &shared));
+        let limits = Limits { blocking: true, ..Limits::default() };
+        HttpServer::start(addr, "lobsentry-api", limits, handler).map(ApiServer).map_err(|e| {
             Error::Io(format!("analytics API: cannot listen on {addr}: {e} (set analytics.address or --api-addr)"))
         })
     }
@@ -324,9 +324,7 @@ pub fn openapi() -> Value {
     })
 }
 
-fn handle(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
-    let (method, target) = read_request(&mut stream)?;
-    let (method, target) = (method.as_str(), target.as_str());
+fn handle(method: &str, target: &str, shared: &Shared) -> Response {
     let started = Instant::now();
     let metrics = &shared.counters.metrics;
     let result = route(method, target, &shared.spec).and_then(|query| {
@@ -355,7 +353,8 @@ fn handle(mut stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     };
     let class = format!("{}xx", &status[..1]);
     metrics.api_requests.with_label_values(&[class.as_str()]).inc();
-    respond(&mut stream, status, "application/json", &body.to_string())
+    let code = status.split(' ').next().and_then(|c| c.parse().ok()).unwrap_or(500);
+    Response::new(code, "application/json", body.to_string())
 }
 
 #[cfg(test)]

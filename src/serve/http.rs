@@ -1,20 +1,61 @@
-//! The small HTTP/1.1 server under `/metrics` and the query API: one accept thread, one request per
-//! connection, stopped (and its thread joined) when dropped.
+//! The HTTP/1.1 server under `/metrics` and the query API, on hyper with a small tokio runtime of
+//! its own: at most `max_connections` connections at a time (the others wait in the listen backlog,
+//! using no thread), a request head must arrive within `header_timeout` (a slow client is dropped,
+//! and never delays another), handlers that wait run on a bounded pool of blocking threads. One
+//! request per connection. Stopped, and its thread joined, when dropped.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// What handles one connection.
-pub type Handler = Arc<dyn Fn(TcpStream) + Send + Sync>;
+/// An answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Response {
+    /// HTTP status code.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+}
+
+impl Response {
+    /// A response.
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<String>) -> Response {
+        Response { status, content_type, body: body.into() }
+    }
+}
+
+/// What answers a request: (method, target with its query string) -> response.
+pub type Handler = Arc<dyn Fn(&str, &str) -> Response + Send + Sync>;
+
+/// The server's bounds.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Longest wait for a request's head.
+    pub header_timeout: Duration,
+    /// The handler waits (runs on the blocking pool, at most `max_connections` threads).
+    pub blocking: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_connections: 64, header_timeout: Duration::from_secs(5), blocking: false }
+    }
+}
 
 /// A running server.
 pub struct HttpServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -25,29 +66,68 @@ impl std::fmt::Debug for HttpServer {
 }
 
 impl HttpServer {
-    /// Binds `addr` and hands each connection to `handler`, on the accept thread or, with `threaded`,
-    /// on a thread of its own (for handlers that wait).
-    pub fn start(addr: SocketAddr, name: &str, threaded: bool, handler: Handler) -> std::io::Result<HttpServer> {
-        let listener = TcpListener::bind(addr)?;
+    /// Binds `addr` and serves `handler` within `limits` on a thread named `name`.
+    pub fn start(addr: SocketAddr, name: &str, limits: Limits, handler: Handler) -> std::io::Result<HttpServer> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .max_blocking_threads(limits.max_connections.max(1))
+            .thread_name(format!("{name}-pool"))
+            .build()?;
+        let listener = {
+            let _guard = runtime.enter();
+            let std_listener = std::net::TcpListener::bind(addr)?;
+            std_listener.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(std_listener)?
+        };
         let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_flag = stop.clone();
-        let conn_name = format!("{name}-conn");
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name(name.into()).spawn(move || {
-            for stream in listener.incoming() {
-                if stop_flag.load(Ordering::Relaxed) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                if threaded {
+            runtime.block_on(async move {
+                let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+                loop {
+                    let permit = tokio::select! {
+                        _ = &mut stopped => break,
+                        p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    };
+                    let stream = tokio::select! {
+                        _ = &mut stopped => break,
+                        s = listener.accept() => match s { Ok((s, _)) => s, Err(_) => continue },
+                    };
                     let handler = handler.clone();
-                    let _ = std::thread::Builder::new().name(conn_name.clone()).spawn(move || handler(stream));
-                } else {
-                    handler(stream);
+                    tokio::spawn(async move {
+                        let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                            let handler = handler.clone();
+                            async move {
+                                let method = request.method().as_str().to_string();
+                                let target = request.uri().to_string();
+                                let response = if limits.blocking {
+                                    tokio::task::spawn_blocking(move || handler(&method, &target))
+                                        .await
+                                        .unwrap_or_else(|_| Response::new(500, "text/plain", "internal error\n"))
+                                } else {
+                                    handler(&method, &target)
+                                };
+                                hyper::Response::builder()
+                                    .status(response.status)
+                                    .header("Content-Type", response.content_type)
+                                    .body(Full::new(Bytes::from(response.body)))
+                            }
+                        });
+                        let _ = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(limits.header_timeout)
+                            .keep_alive(false)
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                        drop(permit);
+                    });
                 }
-            }
+            });
+            // Requests still waiting on a blocking handler end with the runtime.
+            runtime.shutdown_timeout(Duration::from_secs(1));
         })?;
-        Ok(HttpServer { addr, stop, thread: Some(thread) })
+        Ok(HttpServer { addr, stop: Some(stop), thread: Some(thread) })
     }
 
     /// The bound address (useful with port 0).
@@ -58,41 +138,11 @@ impl HttpServer {
 
 impl Drop for HttpServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
-}
-
-/// Reads a request's head (up to 8 KiB) and returns its method and target.
-pub fn read_request(stream: &mut TcpStream) -> std::io::Result<(String, String)> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let mut buf = vec![0u8; 8192];
-    let mut len = 0;
-    while len < buf.len() {
-        let n = stream.read(&mut buf[len..])?;
-        if n == 0 {
-            break;
-        }
-        len += n;
-        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") || buf[..len].windows(2).any(|w| w == b"\n\n") {
-            break;
-        }
-    }
-    let request = String::from_utf8_lossy(&buf[..len]);
-    let mut parts = request.split_whitespace();
-    Ok((parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string()))
-}
-
-/// Writes a whole response and closes the exchange.
-pub fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &str) -> std::io::Result<()> {
-    write!(
-        stream,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    stream.flush()
 }

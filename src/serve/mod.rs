@@ -1,5 +1,22 @@
-//! The HTTP services of a run: the query API and the metrics / health endpoints.
+//! The network services of a run: the query API, the metrics / health endpoints, and the webhook
+//! alert sink.
 
 pub mod api;
 pub mod http;
 pub mod metrics;
+pub mod webhook;
+
+use crate::alert::AlertSink;
+use crate::config::Config;
+use crate::metrics::Counters;
+use std::sync::Arc;
+
+/// The alert sinks a configuration asks for beyond the alerts file (started here: the webhook's
+/// delivery thread).
+pub fn alert_sinks(config: &Config, counters: &Arc<Counters>) -> Result<Vec<Arc<dyn AlertSink>>, crate::Error> {
+    let mut sinks: Vec<Arc<dyn AlertSink>> = Vec::new();
+    if let Some(w) = &config.webhook {
+        sinks.push(Arc::new(webhook::Webhook::start(w.clone(), counters.clone())?));
+    }
+    Ok(sinks)
+}

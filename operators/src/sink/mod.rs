@@ -1,5 +1,6 @@
 //! Sinks: record formats for window features (pure), and the [`WriteWindows`] operator.
 
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod operator;
 

@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod file;
+#[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod reader;
 pub mod synthetic;

@@ -8,7 +8,7 @@
 //!   (`lobsentry_webhook_failed_total`), as are alerts dropped when the queue is full.
 //! * A secret read from an environment variable at start-up is sent in a header.
 
-use crate::alert::{render, Alert};
+use crate::alert::{render, Alert, AlertSink};
 use crate::config::WebhookConfig;
 use crate::metrics::Counters;
 use lobsentry_operators::event::InstrumentId;
@@ -45,6 +45,20 @@ struct End {
 impl End {
     fn passed(&self) -> bool {
         self.deadline.lock().ok().and_then(|d| *d).is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+impl AlertSink for Webhook {
+    fn name(&self) -> &str {
+        "webhook"
+    }
+
+    fn send(&self, alert: &Alert) {
+        self.offer(alert);
+    }
+
+    fn finish(&self, grace: Duration) -> Result<Option<String>, String> {
+        Ok(Webhook::finish(self, grace))
     }
 }
 

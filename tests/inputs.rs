@@ -91,3 +91,61 @@ fn unknown_orders_are_counted_not_fatal() {
     assert_eq!(report.book.over_cancel, 1);
     assert_eq!(report.book.missing_level, 1);
 }
+
+/// Issue 13's reproducers: CR-only line endings, a byte-order mark, a LOBSTER time that overflows the
+/// day, a line 10 hours in the future and an endless line.
+#[test]
+fn hostile_files_lose_nothing_silently() {
+    let dir = TempDir::new("hostile");
+    let out = dir.path("out.csv");
+    // Old Mac line endings and a byte-order mark: every line is read.
+    let cr = dir.path("cr.csv");
+    std::fs::write(
+        &cr,
+        "\u{feff}ts_ns,instrument,type,order_id,size,price,side\r1000,A,1,1,10,500,1\r2000,A,1,2,10,500,1\r",
+    )
+    .unwrap();
+    let report = util::run(&util::config(None, 1, vec![cr], &out, vec![]));
+    assert_eq!((report.events, report.rejected), (2, 0));
+    // A LOBSTER time past u64 nanoseconds is rejected, not wrapped.
+    let lobster = dir.path("X_2012-06-21_34200000_57600000_message_5.csv");
+    std::fs::write(
+        &lobster,
+        "34200.1,1,5,100,1000000,1\n18446744073.709551615,1,2,100,1000000,1\n34200.3,3,5,100,1000000,1\n",
+    )
+    .unwrap();
+    let report = util::run(&util::config(None, 1, vec![lobster], &out, vec![]));
+    assert_eq!((report.events, report.rejected), (2, 1));
+    assert!(report.first_rejected[0].reason.contains("time"), "{}", report.first_rejected[0]);
+    // One line 10 hours ahead among 10,001: it goes to the dead letters and nothing is late.
+    let events = util::events(&util::market(10_000, 3, 5), 0, 0.0);
+    let glitch = dir.path("glitch.csv");
+    let mut text = String::from("ts_ns,instrument,type,order_id,size,price,side\n");
+    for (i, e) in events.iter().enumerate() {
+        let mut line = String::new();
+        lobsentry_operators::source::decode::write_csv_line(e, &mut line);
+        text.push_str(&line);
+        text.push('\n');
+        if i == 5_000 {
+            let mut future = *e;
+            future.ts_ns += 36_000_000_000_000;
+            let mut line = String::new();
+            lobsentry_operators::source::decode::write_csv_line(&future, &mut line);
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    // And a 3 MiB line: dead-lettered (its start kept), not held in memory.
+    text.push_str(&"7".repeat(3 << 20));
+    text.push('\n');
+    std::fs::write(&glitch, text).unwrap();
+    let dlq = dir.path("dead.jsonl");
+    let dlq_text = format!("{:?}", dlq.display().to_string());
+    let config = util::config(None, 2, vec![glitch], &out, vec![("LOBSENTRY__SINK__DEAD_LETTER", &dlq_text)]);
+    let report = util::run(&config);
+    assert_eq!(report.late, 0, "one glitch must not make the rest of the file late");
+    assert_eq!((report.events, report.rejected), (10_000, 2));
+    let dead = dead_letters(&dlq);
+    assert!(dead.iter().any(|d| d["reason"].as_str().unwrap().contains("max-time-jump")), "{dead:?}");
+    assert!(dead.iter().any(|d| d["reason"].as_str().unwrap().contains("longer than")), "{dead:?}");
+}

@@ -157,7 +157,11 @@ fn mock_cluster_matches_files_and_survives_an_outage() {
 
     let features = read_topic(&brokers, "features", 2);
     assert_eq!(features.len() as u64, report.windows, "one features message per window");
-    assert!(features.iter().all(|(h, body)| h.contains_key("id") && body.contains("\"values\"")));
+    for (h, body) in &features {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert!(h.contains_key("id") && v["instrument"].as_str().is_some_and(|s| s.starts_with("SYM")), "{body}");
+        assert!(v["features"]["events"].as_f64().is_some(), "named features: {body}");
+    }
     let alerts = read_topic(&brokers, "alerts", 2);
     // Without a model the baseline is the only detector: every anomaly it reports is an alert.
     let anomalies = report.anomalies.len();

@@ -200,3 +200,24 @@ fn a_model_trained_for_other_windows_is_a_start_up_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("window_ns"));
 }
+
+/// Every numeric setting of a package is checked, every problem reported at once (issue 13: a
+/// `running` of span 0 and floor -1 used to be accepted and flag clean data).
+#[test]
+fn a_package_with_impossible_settings_is_refused_listing_each() {
+    let dir = TempDir::new("model-settings");
+    let pkg = dir.path("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::copy(repo("models/lobsentry-ae/model.onnx"), pkg.join("model.onnx")).unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("models/lobsentry-ae/model.json")).unwrap()).unwrap();
+    meta["running"] = serde_json::json!({"span": 0, "floor": -1});
+    meta["threshold"] = serde_json::json!(-2.0);
+    std::fs::write(pkg.join("model.json"), meta.to_string()).unwrap();
+    let out = util::cmd().args(["check-config"]).env("LOBSENTRY__MODEL__PATH", model_env(&pkg)).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for part in ["running.span 0", "running.floor -1", "threshold -2"] {
+        assert!(stderr.contains(part), "{part}: {stderr}");
+    }
+}

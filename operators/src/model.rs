@@ -258,43 +258,80 @@ impl ModelMeta {
 
     /// Checks internal consistency.
     pub fn check(&self) -> Result<(), String> {
+        let mut errors: Vec<String> = Vec::new();
+        let positive = |x: f64| x > 0.0 && x.is_finite();
         if self.feature_schema_version != FEATURE_SCHEMA_VERSION {
-            return Err(format!(
+            errors.push(format!(
                 "trained on feature schema {}, this build computes schema {FEATURE_SCHEMA_VERSION}",
                 self.feature_schema_version
             ));
         }
         if self.window_ns == 0 {
-            return Err(
+            errors.push(
                 "does not record `window_ns`, the window length (ns) the model was trained on (1 s = 1000000000)"
                     .into(),
             );
         }
-        if self.features.is_empty() || self.sequence_length == 0 {
-            return Err("no features or an empty sequence".into());
+        if self.features.is_empty() {
+            errors.push("no features".into());
+        }
+        if self.sequence_length == 0 {
+            errors.push("sequence_length is 0".into());
+        }
+        if self.sequence_length > 4096 {
+            errors.push(format!("sequence_length {} is above 4096 windows", self.sequence_length));
         }
         for f in &self.features {
             if !FEATURE_NAMES.contains(&f.name.as_str()) {
-                return Err(format!("unknown feature {:?}", f.name));
+                errors.push(format!("unknown feature {:?}", f.name));
             }
-            if !(f.std > 0.0 && f.std.is_finite() && f.mean.is_finite()) {
-                return Err(format!("feature {:?}: bad normalisation (mean {}, std {})", f.name, f.mean, f.std));
+            if !(positive(f.std) && f.mean.is_finite()) {
+                errors.push(format!("feature {:?}: bad normalisation (mean {}, std {})", f.name, f.mean, f.std));
             }
         }
-        if !(self.threshold > 0.0 && self.threshold.is_finite()) {
-            return Err(format!("threshold {} is not positive", self.threshold));
+        if !positive(self.threshold) {
+            errors.push(format!("threshold {} is not positive", self.threshold));
         }
         match (self.reduction, &self.error_scales) {
-            (Reduction::MaxScaled, None) => return Err("reduction max_scaled needs error_scales".into()),
+            (Reduction::MaxScaled, None) => errors.push("reduction max_scaled needs error_scales".into()),
             (_, Some(scales)) if scales.len() != self.features.len() => {
-                return Err(format!("{} error_scales for {} features", scales.len(), self.features.len()))
+                errors.push(format!("{} error_scales for {} features", scales.len(), self.features.len()))
             }
-            (_, Some(scales)) if scales.iter().any(|s| !(*s > 0.0 && s.is_finite())) => {
-                return Err(format!("error_scales must be positive and finite: {scales:?}"))
+            (_, Some(scales)) if scales.iter().any(|s| !positive(*s)) => {
+                errors.push(format!("error_scales must be positive and finite: {scales:?}"))
             }
             _ => {}
         }
-        Ok(())
+        if let Some(floor) = self.context_std_floor {
+            if !positive(floor) {
+                errors.push(format!("context_std_floor {floor} is not positive"));
+            }
+            if self.sequence_length < 3 {
+                errors.push("context_std_floor needs a sequence_length of at least 3 (a context of 2 steps)".into());
+            }
+        }
+        if let Some(r) = &self.running {
+            if !(r.span >= 1.0 && r.span.is_finite()) {
+                errors.push(format!("running.span {} is not at least 1 window", r.span));
+            }
+            if !positive(r.floor) {
+                errors.push(format!("running.floor {} is not positive", r.floor));
+            }
+            match &r.floors {
+                Some(f) if f.len() != self.features.len() => {
+                    errors.push(format!("running.floors has {} values for {} features", f.len(), self.features.len()))
+                }
+                Some(f) if f.iter().any(|x| !positive(*x)) => {
+                    errors.push(format!("running.floors must be positive and finite: {f:?}"))
+                }
+                _ => {}
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 
     /// Number of input features.
@@ -500,5 +537,14 @@ mod tests {
         let mut m = meta(ScoringMode::Reconstruction, ScoreOn::LastStep);
         m.feature_schema_version = 99;
         assert!(m.check().unwrap_err().contains("schema"));
+        // Every numeric setting, every problem at once.
+        let mut m = meta(ScoringMode::Reconstruction, ScoreOn::LastStep);
+        m.running = Some(RunningNorm { span: 0.0, floor: -1.0, floors: None });
+        m.context_std_floor = Some(f64::NAN);
+        m.threshold = 0.0;
+        let err = m.check().unwrap_err();
+        for part in ["running.span 0", "running.floor -1", "context_std_floor NaN", "threshold 0"] {
+            assert!(err.contains(part), "{part}: {err}");
+        }
     }
 }

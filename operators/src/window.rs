@@ -60,12 +60,17 @@ impl WindowSpec {
         }
         if self.slide_ns > self.size_ns {
             return Err(format!(
-                "window slide {} ns exceeds its size {} ns (gaps are not supported)",
-                self.slide_ns, self.size_ns
+                "window slide {} exceeds its size {} (gaps are not supported)",
+                crate::features::human_len(self.slide_ns),
+                crate::features::human_len(self.size_ns)
             ));
         }
         if !self.size_ns.is_multiple_of(self.slide_ns) {
-            return Err(format!("window size {} ns is not a multiple of the slide {} ns", self.size_ns, self.slide_ns));
+            return Err(format!(
+                "window size {} is not a multiple of the slide {}",
+                crate::features::human_len(self.size_ns),
+                crate::features::human_len(self.slide_ns)
+            ));
         }
         Ok(())
     }

@@ -29,7 +29,7 @@ pub enum Command {
     /// Run the pipeline: source -> books -> event-time windows -> features -> sink.
     Run(RunArgs),
     /// Write every window feature as CSV for training (`run` without detectors; needs --output).
-    Features(RunArgs),
+    Features(FeaturesArgs),
     /// Evaluate scores against anomaly labels: ROC-AUC, PR-AUC, precision, recall, detection delay.
     Eval(eval::EvalArgs),
     /// Validate a configuration and print the effective settings.
@@ -52,6 +52,43 @@ pub struct ConfigArgs {
     /// TOML configuration merged over the embedded default (see config/default.toml).
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
+}
+
+/// Arguments of `features`: a run without detectors, the analytics or the API.
+#[derive(Debug, Args)]
+pub struct FeaturesArgs {
+    /// TOML configuration merged over the embedded default (see config/default.toml).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Worker threads (overrides pipeline.workers).
+    #[arg(short = 'w', long = "workers")]
+    pub workers: Option<usize>,
+    /// Input file (repeatable; switches the source to files and overrides source.files).
+    #[arg(long = "input", short = 'i')]
+    pub inputs: Vec<PathBuf>,
+    /// The feature CSV to write (required).
+    #[arg(long, short = 'o')]
+    pub output: String,
+    /// Write the run's report (counts, timings, peak memory) as JSON to this file.
+    #[arg(long)]
+    pub report_json: Option<PathBuf>,
+}
+
+impl From<FeaturesArgs> for RunArgs {
+    fn from(f: FeaturesArgs) -> RunArgs {
+        RunArgs {
+            config: f.config,
+            workers: f.workers,
+            inputs: f.inputs,
+            output: Some(f.output),
+            report_json: f.report_json,
+            hostfile: None,
+            processes: None,
+            process: None,
+            metrics_addr: None,
+            api_addr: None,
+        }
+    }
 }
 
 /// Arguments of `run`.
@@ -94,12 +131,7 @@ pub struct RunArgs {
 pub fn main(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Run(args) => run::run(args, false),
-        Command::Features(args) => {
-            if args.output.is_none() {
-                return Err(Error::Config(vec!["features: --output FILE.csv is required".into()]));
-            }
-            run::run(args, true)
-        }
+        Command::Features(args) => run::run(args.into(), true),
         Command::Eval(args) => eval::run(args),
         Command::CheckConfig(args) => check_config::run(args),
         Command::Generate(args) => generate::run(args),

@@ -372,6 +372,12 @@ pub struct RawSource {
     pub instrument: String,
     /// LOBSTER date override.
     pub date: String,
+    /// Longest line, bytes.
+    pub max_line_length: i64,
+    /// Time jump that holds a line.
+    pub max_time_jump: String,
+    /// Lines that confirm a jump.
+    pub time_jump_confirm: i64,
 }
 
 /// `[generator]`.
@@ -769,6 +775,20 @@ impl RawConfig {
                 spec.split_files = self.source.split_files;
                 spec.chunk_lines = self.source.chunk_lines.max(1) as u64;
                 spec.batch_lines = self.source.batch_lines.max(1) as usize;
+                if self.source.max_line_length < 64 {
+                    errors.push(format!("source.max-line-length: {} is below 64 bytes", self.source.max_line_length));
+                }
+                if self.source.time_jump_confirm < 1 {
+                    errors.push(format!("source.time-jump-confirm: {} is not positive", self.source.time_jump_confirm));
+                }
+                let jump = parse_duration(&self.source.max_time_jump)
+                    .map_err(|e| errors.push(format!("source.max-time-jump: {e}")))
+                    .unwrap_or_default();
+                spec.limits = lobsentry_operators::source::InputLimits {
+                    max_line_bytes: self.source.max_line_length.max(64) as usize,
+                    max_jump_ns: if jump.is_zero() { u64::MAX } else { jump.as_nanos() as u64 },
+                    confirm_lines: self.source.time_jump_confirm.max(1) as usize,
+                };
                 SourceConfig::Files(spec)
             }
             "kafka" => {
@@ -1016,13 +1036,12 @@ impl RawConfig {
             features: writer(&self.kafka.features_topic),
             dead_letter: writer(&self.kafka.dead_letter_topic),
         };
-        let uses_kafka = matches!(source, SourceConfig::Kafka(_))
-            || kafka_sinks.alerts.is_some()
+        let sink_topics = kafka_sinks.alerts.is_some()
             || kafka_sinks.scores.is_some()
             || kafka_sinks.features.is_some()
             || kafka_sinks.dead_letter.is_some();
-        if uses_kafka && self.kafka.brokers.is_empty() {
-            errors.push("kafka.brokers: Kafka topics are configured but no brokers".into());
+        if sink_topics && self.kafka.brokers.is_empty() {
+            errors.push("kafka.brokers: Kafka output topics are configured but no brokers".into());
         }
         let checkpoint = if self.checkpoint.dir.is_empty() {
             None

@@ -218,11 +218,15 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
         let features = features.inspect_core(move |batch| {
             if let Ok((_, data)) = batch {
                 if let Some(w) = &features_writer {
+                    // The same JSON as the file output's `.jsonl`: the symbol as a string, named features.
                     let mut w = w.borrow_mut();
+                    let mut body = String::new();
                     for f in data.iter() {
                         let id = format!("{}|{}", f.instrument.as_str(), f.window.end);
-                        let body = serde_json::to_vec(f).unwrap_or_default();
-                        w.send(f.instrument.as_str().as_bytes(), body, Some(id.as_bytes()), Vec::new());
+                        body.clear();
+                        lobsentry_operators::sink::WindowFormat::JsonLines.write(f, &mut body);
+                        let bytes = body.trim_end().as_bytes().to_vec();
+                        w.send(f.instrument.as_str().as_bytes(), bytes, Some(id.as_bytes()), Vec::new());
                     }
                 }
                 let m = &windows_counter.metrics;

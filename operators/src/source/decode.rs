@@ -245,7 +245,7 @@ pub fn decode_lobster_line(line: &[u8], ctx: &LobsterContext) -> Result<LobEvent
     let price = parse_i64(f[4]).ok_or_else(|| bad("price", f[4]))?;
     validate(kind, size, price)?;
     Ok(LobEvent {
-        ts_ns: ctx.day_start_ns + t,
+        ts_ns: ctx.day_start_ns.checked_add(t).ok_or_else(|| bad("time", f[0]))?,
         instrument: ctx.instrument,
         kind,
         order_id,
@@ -269,7 +269,7 @@ fn lobster_order_id(kind: EventKind, field: &[u8]) -> Result<u64, DecodeError> {
 #[inline]
 pub fn scan_lobster_ts(line: &[u8], day_start_ns: u64) -> Option<EventTime> {
     let end = memchr::memchr(b',', line)?;
-    parse_seconds_ns(&line[..end]).map(|t| t + day_start_ns)
+    parse_seconds_ns(&line[..end]).and_then(|t| t.checked_add(day_start_ns))
 }
 
 #[derive(Deserialize)]
@@ -417,6 +417,16 @@ pub fn midnight_ns(date: (i32, u32, u32)) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lobster_times_that_overflow_the_day_are_rejected() {
+        let ctx =
+            LobsterContext { instrument: InstrumentId::new("X").unwrap(), day_start_ns: 1_340_236_800_000_000_000 };
+        let line = b"18446744073.709551615,1,2,100,1000000,1";
+        assert!(matches!(decode_lobster_line(line, &ctx), Err(DecodeError::BadField { field: "time", .. })));
+        assert_eq!(scan_lobster_ts(line, ctx.day_start_ns), None);
+        assert!(decode_lobster_line(b"34200.5,1,2,100,1000000,1", &ctx).is_ok());
+    }
 
     #[test]
     fn integers() {

@@ -1,7 +1,7 @@
 //! The `FileSource` operator: replays files on every worker, holding a capability at the watermark.
 
 use super::decode::Format;
-use super::reader::{FileReader, InputFile, ReaderSpec, Rejected};
+use super::reader::{FileReader, InputFile, InputLimits, ReaderSpec, Rejected};
 use crate::event::{LobEvent, Timed};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::OutputBuilder;
@@ -27,6 +27,8 @@ pub struct FileSourceSpec {
     pub split_files: bool,
     /// Flow control: stop reading while the dataflow lags this many batches behind this source.
     pub max_batches_ahead: usize,
+    /// Line length and time-jump limits.
+    pub limits: InputLimits,
 }
 
 impl FileSourceSpec {
@@ -39,6 +41,7 @@ impl FileSourceSpec {
             chunk_lines: 1 << 14,
             split_files: true,
             max_batches_ahead: 8,
+            limits: InputLimits::default(),
         }
     }
 
@@ -53,6 +56,7 @@ impl FileSourceSpec {
                 offset: 0,
                 chunk_lines: self.chunk_lines,
                 bound_ns: self.bound_ns,
+                limits: self.limits,
             };
             if stripe && file.format != Format::JsonLines {
                 out.push((file.clone(), ReaderSpec { stride: peers as u32, offset: index as u32, ..base }));

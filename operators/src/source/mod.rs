@@ -10,7 +10,7 @@ pub mod synthetic;
 
 pub use decode::{DecodeError, Format};
 pub use file::{file_source, FileSourceSpec};
-pub use reader::{BoundedOutOfOrderness, FileReader, InputFile, ReaderSpec, Rejected};
+pub use reader::{BoundedOutOfOrderness, FileReader, InputFile, InputLimits, ReaderSpec, Rejected};
 pub use synthetic::{synthetic_source, SharedLabels, SyntheticSpec};
 
 /// Flow control shared by the sources: a source remembers the watermark after each batch it sent and

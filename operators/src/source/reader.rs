@@ -71,6 +71,11 @@ impl BoundedOutOfOrderness {
         order_ts
     }
 
+    /// The largest event time seen.
+    pub fn max_seen(&self) -> Option<EventTime> {
+        self.max_seen
+    }
+
     /// Moves the watermark forward as if an event at `ts` had been seen, without producing one
     /// (used by idle sources that advance with the clock).
     pub fn advance_to(&mut self, ts: EventTime) {
@@ -143,13 +148,48 @@ pub struct ReaderSpec {
     pub chunk_lines: u64,
     /// Out-of-orderness bound in ns.
     pub bound_ns: u64,
+    /// Line length and time-jump limits.
+    pub limits: InputLimits,
 }
 
 impl ReaderSpec {
     /// A reader that owns the whole file.
     pub fn whole(file_index: u32, bound_ns: u64) -> Self {
-        ReaderSpec { file_index, stride: 1, offset: 0, chunk_lines: 1 << 16, bound_ns }
+        ReaderSpec { file_index, stride: 1, offset: 0, chunk_lines: 1 << 16, bound_ns, limits: InputLimits::default() }
     }
+}
+
+/// What a reader refuses, deterministically (every reader of a file decides the same for each line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputLimits {
+    /// Lines longer than this (bytes, without the line end) are rejected, their first 200 bytes kept.
+    pub max_line_bytes: usize,
+    /// A line whose time is more than this ahead of the latest time of its file so far is held.
+    pub max_jump_ns: u64,
+    /// Held lines are accepted when this many consecutive lines (the first included) are all that
+    /// far ahead: the feed really moved on. A line back in the old time range rejects the held ones.
+    pub confirm_lines: usize,
+}
+
+impl Default for InputLimits {
+    fn default() -> InputLimits {
+        InputLimits { max_line_bytes: 1 << 20, max_jump_ns: 3_600_000_000_000, confirm_lines: 8 }
+    }
+}
+
+/// A line held by the time-jump guard: its number, time, and what decoding it gave.
+#[derive(Debug)]
+struct Held {
+    line_no: u64,
+    ts: EventTime,
+    owned: Option<Result<LobEvent, Rejected>>,
+}
+
+/// The time-jump guard of one file: lines too far ahead of the file's latest time wait for
+/// confirmation.
+#[derive(Debug, Default)]
+struct JumpGuard {
+    held: Vec<Held>,
 }
 
 /// Reads one file (or its share of it).
@@ -162,8 +202,13 @@ pub struct FileReader {
     seed: Option<Vec<i64>>,
     reader: Option<BufReader<File>>,
     line_buf: Vec<u8>,
+    /// The line being assembled is longer than the limit (only its start is kept).
+    overlong: bool,
+    /// The previous line ended with a lone `\r`: a `\n` right after it ends nothing.
+    after_cr: bool,
     line_no: u64,
     watermark: BoundedOutOfOrderness,
+    jumps: JumpGuard,
     done: bool,
 }
 
@@ -191,8 +236,11 @@ impl FileReader {
             seed,
             reader: Some(BufReader::with_capacity(1 << 20, file)),
             line_buf: Vec::with_capacity(256),
+            overlong: false,
+            after_cr: false,
             line_no: 0,
             watermark: BoundedOutOfOrderness::new(spec.bound_ns),
+            jumps: JumpGuard::default(),
             done: false,
         })
     }
@@ -213,11 +261,13 @@ impl FileReader {
     }
 
     /// Reads up to `max_lines` lines (owned or scanned); decoded events go to `out`, rejected lines
-    /// to `errors`. I/O errors end the file and are reported as a rejected record.
+    /// to `errors`. I/O errors end the file and are reported as a rejected record. Lines end with
+    /// `\n`, `\r\n` or a lone `\r` (old Mac files).
     pub fn read_batch(&mut self, max_lines: usize, out: &mut Vec<Timed<LobEvent>>, errors: &mut Vec<Rejected>) {
         // Lines are decoded straight from the read buffer; only a line that straddles two buffer
         // fills is copied (into `line_buf`).
         let Some(mut reader) = self.reader.take() else { return };
+        let max = self.spec.limits.max_line_bytes;
         let mut n = 0;
         while n < max_lines && !self.done {
             let buf = match reader.fill_buf() {
@@ -235,33 +285,52 @@ impl FileReader {
             };
             if buf.is_empty() {
                 self.done = true;
-                if !self.line_buf.is_empty() {
+                if !self.line_buf.is_empty() || self.overlong {
                     let line = std::mem::take(&mut self.line_buf);
-                    self.line_no += 1;
-                    self.process_line(&line, out, errors);
+                    self.end_line(&line, out, errors);
                 }
+                self.release_held(false, out, errors);
                 break;
             }
             let mut pos = 0;
+            if self.after_cr && buf[0] == b'\n' {
+                pos = 1;
+            }
+            self.after_cr = false;
             while n < max_lines {
-                match memchr::memchr(b'\n', &buf[pos..]) {
+                match memchr::memchr2(b'\n', b'\r', &buf[pos..]) {
                     Some(i) => {
                         let end = pos + i;
-                        self.line_no += 1;
                         n += 1;
-                        if self.line_buf.is_empty() {
-                            self.process_line(&buf[pos..end], out, errors);
+                        if self.line_buf.is_empty() && !self.overlong {
+                            if end - pos > max {
+                                self.overlong = true;
+                                self.line_buf.extend_from_slice(&buf[pos..pos + 200.min(end - pos)]);
+                                let line = std::mem::take(&mut self.line_buf);
+                                self.end_line(&line, out, errors);
+                            } else {
+                                self.end_line(&buf[pos..end], out, errors);
+                            }
                         } else {
                             let mut line = std::mem::take(&mut self.line_buf);
-                            line.extend_from_slice(&buf[pos..end]);
-                            self.process_line(&line, out, errors);
+                            self.append(&mut line, &buf[pos..end]);
+                            self.end_line(&line, out, errors);
                             line.clear();
                             self.line_buf = line;
                         }
                         pos = end + 1;
+                        if buf[end] == b'\r' {
+                            match buf.get(pos) {
+                                Some(b'\n') => pos += 1,
+                                Some(_) => {}
+                                None => self.after_cr = true,
+                            }
+                        }
                     }
                     None => {
-                        self.line_buf.extend_from_slice(&buf[pos..]);
+                        let mut line = std::mem::take(&mut self.line_buf);
+                        self.append(&mut line, &buf[pos..]);
+                        self.line_buf = line;
                         pos = buf.len();
                         break;
                     }
@@ -272,6 +341,39 @@ impl FileReader {
         self.reader = Some(reader);
     }
 
+    /// Appends to a line being assembled, keeping only the start of one longer than the limit.
+    fn append(&mut self, line: &mut Vec<u8>, more: &[u8]) {
+        if self.overlong {
+            return;
+        }
+        if line.len() + more.len() > self.spec.limits.max_line_bytes {
+            self.overlong = true;
+            let keep = 200usize.saturating_sub(line.len()).min(more.len());
+            line.extend_from_slice(&more[..keep]);
+            line.truncate(200);
+        } else {
+            line.extend_from_slice(more);
+        }
+    }
+
+    /// A complete line: counted, then decoded (or rejected when it was too long).
+    fn end_line(&mut self, line: &[u8], out: &mut Vec<Timed<LobEvent>>, errors: &mut Vec<Rejected>) {
+        self.line_no += 1;
+        if std::mem::take(&mut self.overlong) {
+            // No reader takes its time: every reader of the file skips it alike.
+            if self.owns(self.line_no) {
+                let reason = format!(
+                    "line longer than {} bytes (source.max-line-length); the first 200 bytes are kept",
+                    self.spec.limits.max_line_bytes
+                );
+                let text = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
+                errors.push(Rejected { origin: self.origin.clone(), line: self.line_no, reason, text });
+            }
+            return;
+        }
+        self.process_line(line, out, errors);
+    }
+
     #[inline]
     fn owns(&self, line_no: u64) -> bool {
         self.spec.stride <= 1
@@ -280,31 +382,104 @@ impl FileReader {
 
     #[inline]
     fn process_line(&mut self, raw: &[u8], out: &mut Vec<Timed<LobEvent>>, errors: &mut Vec<Rejected>) {
-        let line = trim_line(raw);
+        let mut line = trim_line(raw);
+        if self.line_no == 1 {
+            // A UTF-8 byte-order mark is not part of the first field.
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
         if line.is_empty() || (self.line_no == 1 && self.input.format == Format::Csv && line.starts_with(b"ts_ns")) {
             return;
         }
-        if !self.owns(self.line_no) {
-            if let Some(ts) = self.scan_ts(line) {
-                self.watermark.observe(ts);
+        let owned = self.owns(self.line_no);
+        let decoded = owned.then(|| self.decode(line).map_err(|e| self.reject(line, &e)));
+        // Every line whose time field parses moves the watermark, whether or not the rest of it
+        // decodes, so readers that only scan a chunk and the reader that decodes it agree.
+        let ts = match &decoded {
+            Some(Ok(event)) => Some(event.ts_ns),
+            _ => self.scan_ts(line),
+        };
+        let Some(ts) = ts else {
+            if let Some(Err(rejected)) = decoded {
+                errors.push(rejected);
+            }
+            return;
+        };
+        let limits = self.spec.limits;
+        let latest = self.watermark.max_seen();
+        let ahead = latest.is_some_and(|m| ts > m.saturating_add(limits.max_jump_ns));
+        if ahead {
+            self.jumps.held.push(Held { line_no: self.line_no, ts, owned: decoded });
+            if self.jumps.held.len() >= limits.confirm_lines.max(1) {
+                self.release_held(true, out, errors);
             }
             return;
         }
-        match self.decode(line) {
-            Ok(event) => {
+        self.release_held(false, out, errors);
+        self.accept(self.line_no, ts, decoded, out, errors);
+    }
+
+    /// Takes a line's time into the watermark and emits what it decoded to.
+    fn accept(
+        &mut self,
+        line_no: u64,
+        ts: EventTime,
+        decoded: Option<Result<LobEvent, Rejected>>,
+        out: &mut Vec<Timed<LobEvent>>,
+        errors: &mut Vec<Rejected>,
+    ) {
+        match decoded {
+            Some(Ok(event)) => {
                 if let Some(seed) = self.seed.take() {
                     self.emit_seed(&seed, &event, out);
                 }
                 let order_ts = self.watermark.observe(event.ts_ns);
-                out.push(Timed { order_ts, seq: make_seq(self.spec.file_index, self.line_no), event });
+                out.push(Timed { order_ts, seq: make_seq(self.spec.file_index, line_no), event });
             }
-            Err(e) => {
-                // Same rule as for scanned lines: a readable time field moves the watermark.
-                if let Some(ts) = self.scan_ts(line) {
-                    self.watermark.observe(ts);
+            Some(Err(rejected)) => {
+                self.watermark.observe(ts);
+                errors.push(rejected);
+            }
+            None => {
+                self.watermark.observe(ts);
+            }
+        }
+    }
+
+    /// Ends a run of held lines: `confirmed`, they are accepted in order; otherwise each goes to the
+    /// error stream, saying why.
+    fn release_held(&mut self, confirmed: bool, out: &mut Vec<Timed<LobEvent>>, errors: &mut Vec<Rejected>) {
+        if self.jumps.held.is_empty() {
+            return;
+        }
+        let latest = self.watermark.max_seen().unwrap_or(0);
+        let limits = self.spec.limits;
+        for held in std::mem::take(&mut self.jumps.held) {
+            if confirmed {
+                self.accept(held.line_no, held.ts, held.owned, out, errors);
+                continue;
+            }
+            let Some(decoded) = held.owned else { continue };
+            let mut rejected = match decoded {
+                Ok(event) => {
+                    let mut s = String::new();
+                    match self.input.format {
+                        Format::JsonLines => super::decode::write_json_line(&event, &mut s),
+                        _ => super::decode::write_csv_line(&event, &mut s),
+                    }
+                    Rejected { origin: self.origin.clone(), line: held.line_no, reason: String::new(), text: s }
                 }
-                errors.push(self.reject(line, &e));
-            }
+                Err(r) => r,
+            };
+            rejected.reason = format!(
+                "time {} ns jumps {:.3} s ahead of the file's latest time {} ns (source.max-time-jump {} s), and \
+                 fewer than {} lines in a row follow it (source.time-jump-confirm)",
+                held.ts,
+                (held.ts - latest) as f64 / 1e9,
+                latest,
+                limits.max_jump_ns as f64 / 1e9,
+                limits.confirm_lines
+            );
+            errors.push(rejected);
         }
     }
 
@@ -454,8 +629,8 @@ mod tests {
         let mut parts = Vec::new();
         let mut part_err = Vec::new();
         for offset in 0..3 {
-            let (o, e) =
-                read_all(&path, ReaderSpec { file_index: 0, stride: 3, offset, chunk_lines: 17, bound_ns: 20 });
+            let spec = ReaderSpec { stride: 3, offset, chunk_lines: 17, ..ReaderSpec::whole(0, 20) };
+            let (o, e) = read_all(&path, spec);
             parts.extend(o);
             part_err.extend(e);
         }
@@ -464,6 +639,102 @@ mod tests {
         assert_eq!(parts, whole);
         assert_eq!(part_err, whole_err);
         assert!(whole.iter().any(|t| t.order_ts > t.event.ts_ns), "some events are behind the watermark");
+    }
+
+    /// CR-only (old Mac), CRLF and LF files read alike, with the same line numbers; a byte-order
+    /// mark costs nothing.
+    #[test]
+    fn line_endings_and_byte_order_marks() {
+        let lines =
+            ["ts_ns,instrument,type,order_id,size,price,side", "1000,A,1,1,10,500,1", "bad", "2000,A,1,2,10,500,1"];
+        let mut expect = None;
+        for (name, end, bom) in
+            [("lf.csv", "\n", ""), ("cr.csv", "\r", ""), ("crlf.csv", "\r\n", ""), ("bom.csv", "\n", "\u{feff}")]
+        {
+            let body = format!("{bom}{}{end}", lines.join(end));
+            let path = write_tmp(name, &body);
+            // Batches of 3 lines and a 1 MiB buffer: also read one line per batch to cross CR|LF splits.
+            let (out, err) = read_all(&path, ReaderSpec::whole(0, 100));
+            assert_eq!(out.len(), 2, "{name}");
+            assert_eq!(err.len(), 1, "{name}");
+            let got = (out.iter().map(|t| (t.seq, t.event.ts_ns)).collect::<Vec<_>>(), err[0].line);
+            assert_eq!(got.1, 3, "{name}: the bad line is line 3");
+            match &expect {
+                None => expect = Some(got),
+                Some(e) => assert_eq!(&got, e, "{name}"),
+            }
+        }
+        // A CR at the very end of the 1 MiB read buffer and its LF at the start of the next fill.
+        let header = format!("{}\r\n", lines[0]);
+        let pad = "x".repeat((1 << 20) - 1 - header.len());
+        let path = write_tmp("split.csv", &format!("{header}{pad}\r\n1000,A,1,1,10,500,1\r\n2000,A,1,2,10,500,1\r\n"));
+        let (out, err) = read_all(&path, ReaderSpec::whole(0, 100));
+        assert_eq!((out.len(), err.len(), err[0].line), (2, 1, 2));
+        assert_eq!(out[1].seq, make_seq(0, 4), "no line is counted twice");
+        // A header-less BOM file: the first event is not lost.
+        let path = write_tmp(
+            "bom-lobster.jsonl",
+            "\u{feff}{\"ts_ns\":5,\"instrument\":\"A\",\"type\":1,\"order_id\":1,\"size\":1,\"price\":2,\"side\":1}\n",
+        );
+        assert_eq!(read_all(&path, ReaderSpec::whole(0, 100)).0.len(), 1);
+    }
+
+    /// A line longer than the limit is rejected with its start kept, whether it fits the read buffer
+    /// or spans several fills; the lines around it are read.
+    #[test]
+    fn overlong_lines_are_rejected_with_their_start() {
+        let long = "9".repeat(3 << 20);
+        let body = format!(
+            "ts_ns,instrument,type,order_id,size,price,side\n1000,A,1,1,10,500,1\n{long}\n2000,A,1,2,10,500,1\n"
+        );
+        let path = write_tmp("long.csv", &body);
+        let limits = InputLimits { max_line_bytes: 4096, ..InputLimits::default() };
+        let (out, err) = read_all(&path, ReaderSpec { limits, ..ReaderSpec::whole(0, 100) });
+        assert_eq!(out.len(), 2);
+        assert_eq!(err.len(), 1);
+        assert_eq!(err[0].line, 3);
+        assert!(err[0].reason.contains("longer than 4096 bytes"), "{}", err[0]);
+        assert_eq!(err[0].text.len(), 200);
+    }
+
+    /// One far-future timestamp goes to the error stream instead of making the rest of the file late;
+    /// a jump that the following lines confirm is accepted. Striped readers decide alike.
+    #[test]
+    fn time_jumps_are_held_until_confirmed() {
+        let hour = 3_600_000_000_000u64;
+        let mut body = String::from("ts_ns,instrument,type,order_id,size,price,side\n");
+        let mut ts = 1_000_000_000u64;
+        for i in 0..200u64 {
+            ts += 1_000_000;
+            let t = match i {
+                50 => ts + 10 * hour,           // a glitch
+                51 => u64::MAX,                 // and another, right after it
+                _ if i >= 150 => ts + 5 * hour, // the feed really jumps
+                _ => ts,
+            };
+            body.push_str(&format!("{t},S{},1,{i},5,100,1\n", i % 3));
+        }
+        let path = write_tmp("jump.csv", &body);
+        let limits = InputLimits { confirm_lines: 4, ..InputLimits::default() };
+        let spec = ReaderSpec { limits, ..ReaderSpec::whole(0, 1_000_000) };
+        let (out, err) = read_all(&path, spec);
+        assert_eq!(err.len(), 2, "{err:?}");
+        assert_eq!((err[0].line, err[1].line), (52, 53));
+        assert!(err[0].reason.contains("jumps") && err[0].reason.contains("max-time-jump"), "{}", err[0]);
+        assert_eq!(out.len(), 198);
+        let late = out.iter().filter(|t| t.order_ts > t.event.ts_ns).count();
+        assert_eq!(late, 0, "no event is behind the watermark");
+        let mut parts = Vec::new();
+        let mut part_err = Vec::new();
+        for offset in 0..3 {
+            let (o, e) = read_all(&path, ReaderSpec { stride: 3, offset, chunk_lines: 7, ..spec });
+            parts.extend(o);
+            part_err.extend(e);
+        }
+        parts.sort_by_key(|t| t.seq);
+        part_err.sort_by_key(|r| r.line);
+        assert_eq!(parts, out);
+        assert_eq!(part_err, err);
     }
 
     #[test]

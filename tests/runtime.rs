@@ -62,17 +62,38 @@ fn a_by_hand_cluster_with_the_output_on_process_0_only_writes_what_one_process_w
     let input = market(&dir);
     let (single, clustered) = (dir.path("single.csv"), dir.path("cluster.csv"));
     let s = |p: &Path| p.display().to_string();
-    let out = cmd().args(["run", "-w", "2", "--input", &s(&input), "--output", &s(&single)]).output().unwrap();
+    let (one, all) = (dir.path("one.json"), dir.path("all.json"));
+    let out = cmd()
+        .args(["run", "-w", "2", "--input", &s(&input), "--output", &s(&single), "--report-json", &s(&one)])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let hosts = hostfile(&dir, 2);
     let p1 = process(&hosts, 1, &["-w", "2", "--input", &s(&input)], &[]);
-    let p0 = process(&hosts, 0, &["-w", "2", "--input", &s(&input), "--output", &s(&clustered)], &[]);
+    let p0 = process(
+        &hosts,
+        0,
+        &["-w", "2", "--input", &s(&input), "--output", &s(&clustered), "--report-json", &s(&all)],
+        &[],
+    );
     let (o0, o1) =
         (finish(p0, Duration::from_secs(120), "process 0"), finish(p1, Duration::from_secs(120), "process 1"));
     assert!(o0.status.success() && o1.status.success(), "{}\n{}", stderr(&o0), stderr(&o1));
     let want = std::fs::read_to_string(&single).unwrap();
     assert!(want.lines().count() > 100);
     assert!(want == std::fs::read_to_string(&clustered).unwrap(), "the by-hand cluster's output differs");
+    // Process 0 reports the cluster's totals: the single process's counts.
+    let read = |p: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let (one, all) = (read(&one), read(&all));
+    assert_eq!(all["cluster"]["processes"], 2);
+    for key in ["events", "windows", "late", "rejected"] {
+        assert_eq!(all["cluster"][key], one[key], "{key}: {all}");
+    }
+    let anomalies: u64 = all["cluster"]["anomalies"].as_array().unwrap().iter().map(|p| p[1].as_u64().unwrap()).sum();
+    let single_anomalies: u64 =
+        one["anomalies_by_detector"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(anomalies, single_anomalies);
+    assert!(stderr(&o0).contains("cluster (2 processes)"), "{}", stderr(&o0));
 }
 
 /// Processes started with different detection settings refuse to run, each naming the setting.

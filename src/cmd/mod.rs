@@ -54,9 +54,9 @@ pub struct ConfigArgs {
     pub config: Option<PathBuf>,
 }
 
-/// Arguments of `features`: a run without detectors, the analytics or the API.
+/// What `run` and `features` share.
 #[derive(Debug, Args)]
-pub struct FeaturesArgs {
+pub struct JobArgs {
     /// TOML configuration merged over the embedded default (see config/default.toml).
     #[arg(long, short = 'c')]
     pub config: Option<PathBuf>,
@@ -66,22 +66,27 @@ pub struct FeaturesArgs {
     /// Input file (repeatable; switches the source to files and overrides source.files).
     #[arg(long = "input", short = 'i')]
     pub inputs: Vec<PathBuf>,
-    /// The feature CSV to write (required).
-    #[arg(long, short = 'o')]
-    pub output: String,
     /// Write the run's report (counts, timings, peak memory) as JSON to this file.
     #[arg(long)]
     pub report_json: Option<PathBuf>,
 }
 
+/// Arguments of `features`: a run without detectors, the analytics or the API.
+#[derive(Debug, Args)]
+pub struct FeaturesArgs {
+    /// Configuration, workers, inputs, report.
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// The feature CSV to write (required).
+    #[arg(long, short = 'o')]
+    pub output: String,
+}
+
 impl From<FeaturesArgs> for RunArgs {
     fn from(f: FeaturesArgs) -> RunArgs {
         RunArgs {
-            config: f.config,
-            workers: f.workers,
-            inputs: f.inputs,
+            job: f.job,
             output: Some(f.output),
-            report_json: f.report_json,
             hostfile: None,
             processes: None,
             process: None,
@@ -94,21 +99,12 @@ impl From<FeaturesArgs> for RunArgs {
 /// Arguments of `run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML configuration merged over the embedded default (see config/default.toml).
-    #[arg(long, short = 'c')]
-    pub config: Option<PathBuf>,
-    /// Worker threads (overrides pipeline.workers).
-    #[arg(short = 'w', long = "workers")]
-    pub workers: Option<usize>,
-    /// Input file (repeatable; switches the source to files and overrides source.files).
-    #[arg(long = "input", short = 'i')]
-    pub inputs: Vec<PathBuf>,
+    /// Configuration, workers, inputs, report.
+    #[command(flatten)]
+    pub job: JobArgs,
     /// Window output: a file (.csv or .jsonl) or "-" for stdout (overrides sink.path).
     #[arg(long, short = 'o')]
     pub output: Option<String>,
-    /// Write the run's report (counts, timings, peak memory) as JSON to this file.
-    #[arg(long)]
-    pub report_json: Option<PathBuf>,
     /// Timely hostfile (one host:port per line) to run as one process of a cluster.
     #[arg(long)]
     pub hostfile: Option<PathBuf>,

@@ -20,8 +20,8 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 pub fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
     let overrides = Overrides {
-        workers: args.workers,
-        inputs: args.inputs.clone(),
+        workers: args.job.workers,
+        inputs: args.job.inputs.clone(),
         output: args.output.clone(),
         hostfile: args.hostfile.clone(),
         processes: args.processes,
@@ -30,7 +30,7 @@ pub fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
         api_addr: args.api_addr.clone(),
         features_only,
     };
-    let config = config::load(args.config.as_deref(), &overrides)?;
+    let config = config::load(args.job.config.as_deref(), &overrides)?;
     crate::runtime::control::quiet_panics();
     let registry = prometheus::Registry::new();
     let counters = Arc::new(Counters::new(&registry, config.source.kind())?);
@@ -134,6 +134,18 @@ pub fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
             eprintln!("  {r}");
         }
     }
+    if let Some(c) = &report.cluster {
+        let by: Vec<String> = c.anomalies.iter().filter(|(_, n)| *n > 0).map(|(d, n)| format!("{d} {n}")).collect();
+        eprintln!(
+            "cluster ({} processes): {} events, {} windows, {} late, {} rejected; anomalies by detector: {}",
+            c.processes,
+            c.events,
+            c.windows,
+            c.late,
+            c.rejected,
+            if by.is_empty() { "none".to_string() } else { by.join(", ") }
+        );
+    }
     for w in &report.warnings {
         eprintln!("lobsentry: warning: {w}");
     }
@@ -170,7 +182,7 @@ pub fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
             }
         }
     }
-    if let Some(mut path) = args.report_json {
+    if let Some(mut path) = args.job.report_json {
         if let Some(c) = config.cluster.as_ref().filter(|c| c.process > 0) {
             path = path.with_extension(format!("p{}", c.process));
         }
@@ -192,6 +204,7 @@ pub fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
             "detector": primary,
             "anomalies_by_detector": report.anomalies_by_detector.iter().map(|(d, n)| (d.to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
             "warnings": report.warnings,
+            "cluster": report.cluster,
         });
         std::fs::write(&path, json.to_string()).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
     }

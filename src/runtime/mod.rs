@@ -34,6 +34,7 @@ pub mod control;
 pub mod dataflow;
 pub mod job;
 pub mod query;
+pub mod totals;
 pub mod worker;
 
 /// How many rejected lines a run keeps to show on stderr.
@@ -68,6 +69,8 @@ pub struct RunReport {
     pub anomalies_by_detector: Vec<(&'static str, u64)>,
     /// The run was stopped by a signal before its input ended.
     pub stopped: bool,
+    /// Process 0 of a cluster: every process's counts summed.
+    pub cluster: Option<totals::Totals>,
     /// Sink problems met while flushing at the end (undelivered webhook alerts, Kafka messages
     /// not acknowledged within the grace period).
     pub warnings: Vec<String>,
@@ -172,6 +175,8 @@ pub struct Shared {
     pub alert_sinks: Vec<Arc<dyn AlertSink>>,
     /// Problems met while flushing the sinks at the end.
     pub warnings: Arc<Mutex<Vec<String>>>,
+    /// The cluster's totals (process 0 of a cluster).
+    pub cluster: Arc<Mutex<Option<totals::Totals>>>,
 }
 
 /// Runs the pipeline to completion (or until stopped) with no API and no stop signal.
@@ -262,6 +267,7 @@ pub fn run_with(config: &Config, counters: Arc<Counters>, services: Services) ->
         hub: hub.clone(),
         alert_sinks: alert_sinks.clone(),
         warnings: Arc::default(),
+        cluster: Arc::default(),
     };
     let communication = match &config.cluster {
         None => timely::CommunicationConfig::Process(config.workers),
@@ -362,6 +368,7 @@ pub fn run_with(config: &Config, counters: Arc<Counters>, services: Services) ->
             .filter(|(_, n)| *n > 0)
             .collect(),
         stopped: control.stopping(),
+        cluster: shared.cluster.lock().ok().and_then(|mut c| c.take()),
         warnings: {
             warnings.extend(shared.warnings.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default());
             warnings

@@ -62,6 +62,13 @@ pub fn run(worker: &mut timely::worker::Worker, shared: &Shared) -> Result<(), F
         duties.health(shared).map_err(Failure::Here)?;
     }
     duties.finish(shared);
+    if shared.config.cluster.as_ref().is_some_and(|c| c.addresses.len() > 1) && !shared.control.stopping() {
+        if let Some(t) = super::totals::gather(worker, shared) {
+            if let Ok(mut slot) = shared.cluster.lock() {
+                *slot = Some(t);
+            }
+        }
+    }
     Ok(())
 }
 

@@ -60,7 +60,7 @@ impl Totals {
 /// Sums every process's counts on worker 0 (a small dataflow of its own, built by every worker once
 /// the main dataflow is complete). `Some` on worker 0 only.
 pub fn gather(worker: &mut timely::worker::Worker, shared: &Shared) -> Option<Totals> {
-    let first_of_process = worker.index() % shared.config.workers == 0;
+    let first_of_process = worker.index().is_multiple_of(shared.config.workers);
     let mine = first_of_process.then(|| Totals::of(shared));
     let sum: Rc<RefCell<Option<Totals>>> = Rc::default();
     let probe = ProbeHandle::new();

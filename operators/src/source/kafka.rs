@@ -377,6 +377,14 @@ pub fn kafka_source<'scope>(
                             }
                         }
                     }
+                    // Records past the barrier wait in the checkpoint: stop reading as soon as the
+                    // watermark reaches it, so a checkpoint holds a few messages, not a whole poll.
+                    if !st.held.is_empty()
+                        && polled % 16 == 0
+                        && st.watermark(spec.idle_timeout).is_some_and(|w| w >= next_barrier)
+                    {
+                        break;
+                    }
                 }
             }
             spec.counters.messages.fetch_add(polled as u64, Ordering::Relaxed);

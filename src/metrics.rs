@@ -85,6 +85,16 @@ pub struct PipelineMetrics {
     pub webhook_suppressed: IntCounter,
     /// Webhook: alerts dropped because the delivery queue was full.
     pub webhook_dropped: IntCounter,
+    /// Email: alerts delivered to the SMTP server.
+    pub email_sent: IntCounter,
+    /// Email: alerts given up on.
+    pub email_failed: IntCounter,
+    /// Email: attempts retried.
+    pub email_retries: IntCounter,
+    /// Email: alerts not sent because of the per-instrument rate limit.
+    pub email_suppressed: IntCounter,
+    /// Email: alerts dropped because the delivery queue was full.
+    pub email_dropped: IntCounter,
     /// API: requests answered, by status class ("2xx", "4xx", "5xx").
     pub api_requests: IntCounterVec,
     /// API: time from a query's arrival to its answer.
@@ -235,6 +245,20 @@ impl PipelineMetrics {
             webhook_dropped: counter(
                 "lobsentry_webhook_dropped_total",
                 "Alerts dropped because the webhook delivery queue was full.",
+            )?,
+            email_sent: counter("lobsentry_email_sent_total", "Alert emails accepted by the SMTP server.")?,
+            email_failed: counter(
+                "lobsentry_email_failed_total",
+                "Alert emails given up on (attempts exhausted, or a permanent SMTP error).",
+            )?,
+            email_retries: counter("lobsentry_email_retries_total", "Email attempts that failed and were retried.")?,
+            email_suppressed: counter(
+                "lobsentry_email_suppressed_total",
+                "Alerts not emailed because of the per-instrument rate limit.",
+            )?,
+            email_dropped: counter(
+                "lobsentry_email_dropped_total",
+                "Alerts dropped because the email delivery queue was full.",
             )?,
             api_requests: vec_counter(
                 registry,

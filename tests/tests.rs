@@ -8,6 +8,7 @@
 //! * `model`: the shipped ONNX model through the real ONNX Runtime, and `lobsentry eval`.
 //! * `kafka`: the Kafka source and writers against librdkafka's mock cluster and the tansu broker;
 //!   SIGKILL and restart with checkpoints.
+//! * `alerts`: email alerts against a real SMTP server (STARTTLS, login, rate limit).
 //! * `analytics`: the query API against a naive oracle (1 and 2 workers, a 2-process cluster), bad
 //!   requests, the webhook sink against a local server.
 //! * `observability`: metrics, a real Prometheus scraping a 2-process cluster, cluster output.
@@ -15,6 +16,7 @@
 
 mod util;
 
+mod alerts;
 mod analytics;
 mod cli;
 mod inputs;

@@ -11,10 +11,12 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod email;
 mod secret;
 mod webhook;
+pub use email::{EmailConfig, EmailSecurity};
 pub use secret::{redact, redact_url, Secret, REDACTED};
-pub use webhook::{check_template, fill_template, WebhookConfig};
+pub use webhook::{check_template, fill_plain, fill_template, WebhookConfig};
 
 /// The embedded base layer.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
@@ -54,6 +56,44 @@ pub struct RawConfig {
     pub analytics: RawAnalytics,
     /// `[webhook]`.
     pub webhook: RawWebhook,
+    /// `[email]`.
+    pub email: RawEmail,
+}
+
+/// `[email]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawEmail {
+    /// SMTP server host ("" = off).
+    pub server: String,
+    /// Port (0 = the usual one for `security`).
+    pub port: i64,
+    /// "starttls", "tls" or "none".
+    pub security: String,
+    /// Login ("" = none).
+    pub username: String,
+    /// Environment variable holding the password.
+    pub password_env: String,
+    /// Sender.
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+    /// Subject template.
+    pub subject: String,
+    /// Body template.
+    pub template: String,
+    /// Per-instrument rate limit, in event time.
+    pub per_instrument_interval: String,
+    /// Attempts per alert.
+    pub max_attempts: i64,
+    /// First retry pause (doubles).
+    pub backoff: String,
+    /// Timeout of one SMTP exchange.
+    pub timeout: String,
+    /// Alerts waiting at most.
+    pub queue: i64,
+    /// Accept certificates that do not verify (self-signed test servers only).
+    pub accept_invalid_certs: bool,
 }
 
 /// `[analytics]`.
@@ -527,6 +567,8 @@ pub struct Config {
     pub analytics: Option<AnalyticsConfig>,
     /// The webhook alert sink (`None`: off).
     pub webhook: Option<WebhookConfig>,
+    /// The email alert sink (`None`: off).
+    pub email: Option<EmailConfig>,
 }
 
 /// Command-line overrides.
@@ -1112,6 +1154,7 @@ impl RawConfig {
             None
         };
         let webhook = WebhookConfig::from_raw(&self.webhook, &mut errors);
+        let email = EmailConfig::from_raw(&self.email, &mut errors);
         let shutdown_grace = parse_duration(&self.pipeline.shutdown_grace)
             .map_err(|e| errors.push(format!("pipeline.shutdown-grace: {e}")))
             .unwrap_or_default();
@@ -1142,6 +1185,7 @@ impl RawConfig {
             checkpoint,
             analytics,
             webhook,
+            email,
         })
     }
 }

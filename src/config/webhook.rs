@@ -91,6 +91,16 @@ pub fn fill_template(template: &str, alert_json: &str, values: &[(&str, String)]
     out
 }
 
+/// Fills a plain-text template (email): `{{alert}}` with `alert_json`, each `{{name}}` with its value
+/// as is.
+pub fn fill_plain(template: &str, alert_json: &str, values: &[(&str, String)]) -> String {
+    let mut out = template.replace("{{alert}}", alert_json);
+    for (name, value) in values {
+        out = out.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    out
+}
+
 /// The placeholders a template may use besides `{{alert}}`.
 pub const PLACEHOLDERS: [&str; 7] =
     ["instrument", "score", "threshold", "window_start_ns", "window_end_ns", "model", "features"];

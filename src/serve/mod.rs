@@ -1,7 +1,9 @@
 //! The network services of a run: the query API, the metrics / health endpoints, and the webhook
-//! alert sink.
+//! and email alert sinks.
 
 pub mod api;
+pub mod delivery;
+pub mod email;
 pub mod http;
 pub mod metrics;
 pub mod webhook;
@@ -17,6 +19,9 @@ pub fn alert_sinks(config: &Config, counters: &Arc<Counters>) -> Result<Vec<Arc<
     let mut sinks: Vec<Arc<dyn AlertSink>> = Vec::new();
     if let Some(w) = &config.webhook {
         sinks.push(Arc::new(webhook::Webhook::start(w.clone(), counters.clone())?));
+    }
+    if let Some(e) = &config.email {
+        sinks.push(Arc::new(email::Email::start(e.clone(), counters.clone())?));
     }
     Ok(sinks)
 }

@@ -66,10 +66,13 @@ onnxruntime:
 	@if ls $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* >/dev/null 2>&1; then :; \
 	else python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet onnxruntime; fi
 
-## test-tools: Debian's prometheus (promtool) and unzip for the tests, installed with apt when missing.
+## test-tools: Debian's prometheus (promtool), PostgreSQL (initdb, pg_ctl), openssl and unzip for the
+## tests, installed with apt when missing.
 test-tools:
 	@missing=""; command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v unzip >/dev/null || missing="$$missing unzip"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=""; [ "$$(id -u)" -ne 0 ] && SUDO="sudo"; \
 	  echo "installing$$missing (apt)"; \

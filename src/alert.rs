@@ -138,26 +138,39 @@ pub trait AlertSink: Send + Sync {
     /// Delivers what is pending, waiting at most `grace`. `Ok(Some(..))` is a warning (alerts given
     /// up on, counted); `Err` is a failure that lost data (the run fails).
     fn finish(&self, grace: Duration) -> Result<Option<String>, String>;
+    /// Whether the sink keeps every score (not only alerts).
+    fn wants_scores(&self) -> bool {
+        false
+    }
+    /// Takes one score (any detector, any decision) when [`AlertSink::wants_scores`].
+    fn score(&self, _score: &Alert) {}
+    /// Whether the sink keeps every window's features.
+    fn wants_windows(&self) -> bool {
+        false
+    }
+    /// Takes one window's features when [`AlertSink::wants_windows`].
+    fn window(&self, _window: &lobsentry_operators::features::WindowFeatures) {}
 }
 
-/// A message body for `alert`: `template` with its placeholders filled in (`{{alert}}` is the whole
-/// alert as JSON; the others are escaped for use inside JSON strings; see
+/// The values of a message template's placeholders for `alert` (see
 /// [`crate::config::fill_template`]).
-pub fn render(template: &str, alert: &Alert) -> String {
+pub fn placeholders(alert: &Alert) -> Vec<(&'static str, String)> {
     let features = alert.top_features.iter().map(|f| format!("{} ({:.2})", f.name, f.z)).collect::<Vec<_>>().join(", ");
-    crate::config::fill_template(
-        template,
-        &alert.to_json(),
-        &[
-            ("instrument", alert.instrument.clone()),
-            ("score", format!("{:.4}", alert.score)),
-            ("threshold", format!("{:.4}", alert.threshold)),
-            ("window_start_ns", alert.window_start_ns.to_string()),
-            ("window_end_ns", alert.window_end_ns.to_string()),
-            ("model", alert.model.clone()),
-            ("features", features),
-        ],
-    )
+    vec![
+        ("instrument", alert.instrument.clone()),
+        ("score", format!("{:.4}", alert.score)),
+        ("threshold", format!("{:.4}", alert.threshold)),
+        ("window_start_ns", alert.window_start_ns.to_string()),
+        ("window_end_ns", alert.window_end_ns.to_string()),
+        ("model", alert.model.clone()),
+        ("features", features),
+    ]
+}
+
+/// A JSON message body for `alert`: `template` with its placeholders filled in (`{{alert}}` is the
+/// whole alert as JSON; the others are escaped for use inside JSON strings).
+pub fn render(template: &str, alert: &Alert) -> String {
+    crate::config::fill_template(template, &alert.to_json(), &placeholders(alert))
 }
 
 #[cfg(test)]

@@ -95,6 +95,14 @@ pub struct PipelineMetrics {
     pub email_suppressed: IntCounter,
     /// Email: alerts dropped because the delivery queue was full.
     pub email_dropped: IntCounter,
+    /// Store: rows written (alerts, scores, windows), duplicates included.
+    pub store_rows: IntCounter,
+    /// Store: rows already in the database (a restarted run), left as they were.
+    pub store_duplicates: IntCounter,
+    /// Store: rows the database refused.
+    pub store_rejected: IntCounter,
+    /// Store: writes retried after a connection error.
+    pub store_retries: IntCounter,
     /// API: requests answered, by status class ("2xx", "4xx", "5xx").
     pub api_requests: IntCounterVec,
     /// API: time from a query's arrival to its answer.
@@ -259,6 +267,19 @@ impl PipelineMetrics {
             email_dropped: counter(
                 "lobsentry_email_dropped_total",
                 "Alerts dropped because the email delivery queue was full.",
+            )?,
+            store_rows: counter("lobsentry_store_rows_total", "Rows sent to PostgreSQL (alerts, scores, windows).")?,
+            store_duplicates: counter(
+                "lobsentry_store_duplicate_rows_total",
+                "Rows PostgreSQL already held (ON CONFLICT DO NOTHING), e.g. after a restart.",
+            )?,
+            store_rejected: counter(
+                "lobsentry_store_rejected_total",
+                "Rows PostgreSQL refused (reported with the reason).",
+            )?,
+            store_retries: counter(
+                "lobsentry_store_retries_total",
+                "PostgreSQL writes retried after a connection error (the run waits meanwhile).",
             )?,
             api_requests: vec_counter(
                 registry,

@@ -12,6 +12,7 @@
 //! * `analytics`: the query API against a naive oracle (1 and 2 workers, a 2-process cluster), bad
 //!   requests, the webhook sink against a local server.
 //! * `observability`: metrics, a real Prometheus scraping a 2-process cluster, cluster output.
+//! * `store`: the PostgreSQL history against a real server (initdb + pg_ctl here).
 //! * `runtime`: mismatched and broken clusters, failed writes, SIGTERM, secrets in `check-config`.
 
 mod util;
@@ -25,4 +26,5 @@ mod model;
 mod observability;
 mod real_data;
 mod runtime;
+mod store;
 mod windows;

@@ -13,9 +13,11 @@ use std::time::Duration;
 
 mod email;
 mod secret;
+mod store;
 mod webhook;
 pub use email::{EmailConfig, EmailSecurity};
 pub use secret::{redact, redact_url, Secret, REDACTED};
+pub use store::StoreConfig;
 pub use webhook::{check_template, fill_plain, fill_template, WebhookConfig};
 
 /// The embedded base layer.
@@ -58,6 +60,32 @@ pub struct RawConfig {
     pub webhook: RawWebhook,
     /// `[email]`.
     pub email: RawEmail,
+    /// `[store]`.
+    pub store: RawStore,
+}
+
+/// `[store]`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RawStore {
+    /// `postgresql://user@host:port/database` ("" = off).
+    pub url: String,
+    /// Environment variable holding the password.
+    pub password_env: String,
+    /// Keep every score.
+    pub scores: bool,
+    /// Keep every window's features.
+    pub features: bool,
+    /// Rows waiting at most.
+    pub queue: i64,
+    /// Rows per insert.
+    pub batch: i64,
+    /// Connection attempts at start.
+    pub connect_attempts: i64,
+    /// Pause between attempts.
+    pub connect_backoff: String,
+    /// Timeout of one attempt.
+    pub connect_timeout: String,
 }
 
 /// `[email]`.
@@ -569,6 +597,8 @@ pub struct Config {
     pub webhook: Option<WebhookConfig>,
     /// The email alert sink (`None`: off).
     pub email: Option<EmailConfig>,
+    /// The PostgreSQL history (`None`: off).
+    pub store: Option<StoreConfig>,
 }
 
 /// Command-line overrides.
@@ -1155,6 +1185,7 @@ impl RawConfig {
         };
         let webhook = WebhookConfig::from_raw(&self.webhook, &mut errors);
         let email = EmailConfig::from_raw(&self.email, &mut errors);
+        let store = StoreConfig::from_raw(&self.store, &mut errors);
         let shutdown_grace = parse_duration(&self.pipeline.shutdown_grace)
             .map_err(|e| errors.push(format!("pipeline.shutdown-grace: {e}")))
             .unwrap_or_default();
@@ -1186,6 +1217,7 @@ impl RawConfig {
             analytics,
             webhook,
             email,
+            store,
         })
     }
 }

@@ -215,8 +215,14 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
         };
         let windows_counter = counters.clone();
         let features_writer = kafka_features.clone();
+        let window_sinks: Vec<_> = shared.alert_sinks.iter().filter(|s| s.wants_windows()).cloned().collect();
         let features = features.inspect_core(move |batch| {
             if let Ok((_, data)) = batch {
+                for sink in &window_sinks {
+                    for f in data.iter() {
+                        sink.window(f);
+                    }
+                }
                 if let Some(w) = &features_writer {
                     // The same JSON as the file output's `.jsonl`: the symbol as a string, named features.
                     let mut w = w.borrow_mut();
@@ -326,6 +332,7 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
         if !scores.is_empty() {
             let detect_counter = counters.clone();
             let alert_sinks = shared.alert_sinks.clone();
+            let score_sinks: Vec<_> = shared.alert_sinks.iter().filter(|s| s.wants_scores()).cloned().collect();
             let (alerts_keep, scores_file) = (shared.alerts_keep.clone(), shared.sides.scores.clone());
             let (kafka_alerts, kafka_scores) = (kafka_alerts.clone(), kafka_scores.clone());
             let scored = scope.concatenate(scores).inspect_core(move |batch| {
@@ -336,7 +343,10 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
                     m.scored_windows.with_label_values(&[detector]).inc();
                     let alert = s.is_anomaly && detector == primary;
                     let to_kafka = [kafka_scores.as_ref(), kafka_alerts.as_ref().filter(|_| alert)];
-                    let wanted = to_kafka.iter().any(Option::is_some) || scores_file.is_some() || alert;
+                    let wanted = to_kafka.iter().any(Option::is_some)
+                        || scores_file.is_some()
+                        || alert
+                        || !score_sinks.is_empty();
                     let record = wanted.then(|| Alert::from_score(s));
                     if let Some(record) = &record {
                         let body = record.to_json();
@@ -349,6 +359,9 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
                         }
                         if let Some(w) = &scores_file {
                             w.line(&body);
+                        }
+                        for sink in &score_sinks {
+                            sink.score(record);
                         }
                         if alert {
                             for sink in &alert_sinks {

@@ -26,20 +26,7 @@ pub struct Email {
 const SUBJECT_END: char = '\u{0}';
 
 fn fill(template: &str, alert: &Alert) -> String {
-    let features = alert.top_features.iter().map(|f| format!("{} ({:.2})", f.name, f.z)).collect::<Vec<_>>().join(", ");
-    fill_plain(
-        template,
-        &alert.to_json(),
-        &[
-            ("instrument", alert.instrument.clone()),
-            ("score", format!("{:.4}", alert.score)),
-            ("threshold", format!("{:.4}", alert.threshold)),
-            ("window_start_ns", alert.window_start_ns.to_string()),
-            ("window_end_ns", alert.window_end_ns.to_string()),
-            ("model", alert.model.clone()),
-            ("features", features),
-        ],
-    )
+    fill_plain(template, &alert.to_json(), &crate::alert::placeholders(alert))
 }
 
 impl Email {

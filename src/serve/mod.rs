@@ -1,11 +1,12 @@
-//! The network services of a run: the query API, the metrics / health endpoints, and the webhook
-//! and email alert sinks.
+//! The network services of a run: the query API, the metrics / health endpoints, the webhook and
+//! email alert sinks, and the PostgreSQL history.
 
 pub mod api;
 pub mod delivery;
 pub mod email;
 pub mod http;
 pub mod metrics;
+pub mod store;
 pub mod webhook;
 
 use crate::alert::AlertSink;
@@ -22,6 +23,9 @@ pub fn alert_sinks(config: &Config, counters: &Arc<Counters>) -> Result<Vec<Arc<
     }
     if let Some(e) = &config.email {
         sinks.push(Arc::new(email::Email::start(e.clone(), counters.clone())?));
+    }
+    if let Some(s) = &config.store {
+        sinks.push(Arc::new(store::Store::start(s.clone(), counters.clone())?));
     }
     Ok(sinks)
 }

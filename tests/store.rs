@@ -1,0 +1,248 @@
+//! The PostgreSQL history (and the Grafana dashboard's queries over it) against a real server: Debian's PostgreSQL started here (`initdb` +
+//! `pg_ctl` on a free loopback port in a temporary directory, as the `postgres` user when the tests
+//! run as root).
+
+use crate::util::{self, cmd, free_ports, TempDir};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The directory of `initdb` and `pg_ctl`.
+fn pg_bin() -> PathBuf {
+    if let Ok(out) = Command::new("sh").args(["-c", "command -v initdb"]).output() {
+        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if !p.is_empty() {
+            return Path::new(&std::fs::canonicalize(&p).unwrap_or(p.clone().into())).parent().unwrap().to_path_buf();
+        }
+    }
+    let found = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .find(|b| b.join("initdb").exists());
+    found.expect("no PostgreSQL: `make test` installs it (apt-get install postgresql)")
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+/// A command as the owner of the data directory (`postgres` when we are root).
+fn as_owner(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A PostgreSQL server with user `lobsentry` (password authentication); stopped when dropped.
+pub struct Postgres {
+    data: PathBuf,
+    pub port: u16,
+}
+
+impl Postgres {
+    pub fn start(dir: &TempDir, password: &str) -> Postgres {
+        let bin = pg_bin();
+        let home = dir.path("pg");
+        std::fs::create_dir_all(&home).unwrap();
+        let (data, pwfile) = (home.join("data"), home.join("pw"));
+        std::fs::write(&pwfile, password).unwrap();
+        if is_root() {
+            let status = Command::new("chown").args(["-R", "postgres"]).arg(&home).status().unwrap();
+            assert!(status.success());
+            // The test's temporary directory must be enterable by postgres.
+            let _ = Command::new("chmod").arg("755").arg(&dir.0).status();
+        }
+        let out = as_owner(&bin.join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "lobsentry", "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"])
+            .arg(format!("--pwfile={}", pwfile.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let port = free_ports(1);
+        let out = as_owner(&bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(data.join("log"))
+            .arg("-o")
+            .arg(format!("-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off", data.display()))
+            .args(["-w", "start"])
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+        Postgres { data, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgresql://lobsentry@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub fn client(&self, password: &str) -> postgres::Client {
+        postgres::Client::connect(
+            &format!("host=127.0.0.1 port={} user=lobsentry password={password} dbname=postgres", self.port),
+            postgres::NoTls,
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = as_owner(&pg_bin().join("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Alerts, scores and windows reach the tables; the desk's questions have answers; a second run of
+/// the same job adds nothing (each alert once); an unreachable database is a clear error.
+#[test]
+fn history_in_postgres_answers_the_desk_and_holds_each_alert_once() {
+    let dir = TempDir::new("store");
+    let pg = Postgres::start(&dir, "pw-store");
+    let input = dir.path("in.csv");
+    util::write_csv(&input, &util::events(&util::market(120_000, 3, 41), 0, 0.0));
+    let (alerts, report) = (dir.path("alerts.jsonl"), dir.path("report.json"));
+    let run = |url: &str| {
+        cmd()
+            .args(["run", "--input"])
+            .arg(&input)
+            .arg("--report-json")
+            .arg(&report)
+            .envs(util::BUSY_ALERTS)
+            .env("LOBSENTRY__DETECT__ALERTS", alerts.display().to_string())
+            .env("LOBSENTRY__STORE__URL", url)
+            .env("LOBSENTRY__STORE__PASSWORD_ENV", "LOBSENTRY_TEST_PG_PASSWORD")
+            .env("LOBSENTRY_TEST_PG_PASSWORD", "pw-store")
+            .env("LOBSENTRY__STORE__SCORES", "true")
+            .env("LOBSENTRY__STORE__FEATURES", "true")
+            .env("LOBSENTRY__STORE__CONNECT_ATTEMPTS", "2")
+            .env("LOBSENTRY__STORE__CONNECT_BACKOFF", "100ms")
+            .output()
+            .unwrap()
+    };
+    let out = run(&pg.url());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let file: Vec<serde_json::Value> =
+        std::fs::read_to_string(&alerts).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(file.len() >= 2, "the run raised alerts");
+    let mut db = pg.client("pw-store");
+    let count = |db: &mut postgres::Client, sql: &str| -> i64 { db.query_one(sql, &[]).unwrap().get(0) };
+    assert_eq!(count(&mut db, "SELECT max(version)::bigint FROM lobsentry_schema"), 1);
+    assert_eq!(count(&mut db, "SELECT count(*) FROM alerts") as usize, file.len());
+    assert_eq!(count(&mut db, "SELECT count(*) FROM window_features"), report["windows"].as_i64().unwrap());
+    assert!(count(&mut db, "SELECT count(*) FROM scores") > file.len() as i64);
+    // The desk's questions: an instrument's alerts between two times, the windows before an alert,
+    // daily counts per detector and instrument, top instruments over a period.
+    let first = &file[0];
+    let sym = first["instrument"].as_str().unwrap().to_string();
+    let rows = db
+        .query(
+            "SELECT id, score, top_features FROM alerts WHERE instrument = $1 AND window_end >= to_timestamp(0) \
+             AND window_end < now() + interval '100 years' ORDER BY window_end",
+            &[&sym],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), file.iter().filter(|a| a["instrument"] == sym.as_str()).count());
+    let id: String = rows[0].get(0);
+    assert_eq!(id, format!("{}|{}|{}", sym, first["window_end_ns"], first["model"].as_str().unwrap()));
+    let before = db
+        .query(
+            "SELECT w.window_end, w.spread_mean FROM window_features w JOIN alerts a ON a.instrument = w.instrument \
+             WHERE a.id = $1 AND w.window_end <= a.window_end ORDER BY w.window_end DESC LIMIT 5",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(before.len(), 5, "the five windows up to the alert");
+    let daily = db
+        .query(
+            "SELECT date_trunc('day', window_end) AS day, detector, instrument, count(*) FROM alerts GROUP BY 1, 2, 3",
+            &[],
+        )
+        .unwrap();
+    assert!(!daily.is_empty());
+    let top = db
+        .query("SELECT instrument, count(*) AS n FROM alerts GROUP BY instrument ORDER BY n DESC LIMIT 10", &[])
+        .unwrap();
+    let total: i64 = top.iter().map(|r| r.get::<_, i64>(1)).sum();
+    assert_eq!(total as usize, file.len());
+    dashboard_queries_return_rows(&mut db);
+    // The same job again (a restart that replays): each alert stays once.
+    let out = run(&pg.url());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(count(&mut db, "SELECT count(*) FROM alerts") as usize, file.len());
+    assert_eq!(count(&mut db, "SELECT count(*) FROM window_features"), report["windows"].as_i64().unwrap());
+    // No database: a clear error after the configured attempts, promptly.
+    let started = Instant::now();
+    let closed = format!("postgresql://lobsentry@127.0.0.1:{}/postgres", free_ports(1));
+    let out = run(&closed);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("cannot reach PostgreSQL") && err.contains("after 2 attempts"), "{err}");
+    assert!(!err.contains("pw-store"), "no password in messages: {err}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
+
+/// Every SQL query of the history dashboard (panels, annotations, variables), with Grafana's macros
+/// expanded the way its PostgreSQL data source does, returns rows from a real run's tables.
+fn dashboard_queries_return_rows(db: &mut postgres::Client) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/grafana/lobsentry-history.json");
+    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queries: Vec<(String, String)> = Vec::new();
+    for p in dash["panels"].as_array().unwrap() {
+        assert_eq!(p["datasource"]["type"], "grafana-postgresql-datasource", "{}", p["title"]);
+        for t in p["targets"].as_array().unwrap() {
+            queries.push((p["title"].as_str().unwrap().to_string(), t["rawSql"].as_str().unwrap().to_string()));
+        }
+    }
+    for a in dash["annotations"]["list"].as_array().unwrap() {
+        queries.push((a["name"].as_str().unwrap().to_string(), a["target"]["rawSql"].as_str().unwrap().to_string()));
+    }
+    for v in dash["templating"]["list"].as_array().unwrap().iter().filter(|v| v["type"] == "query") {
+        queries.push((v["name"].as_str().unwrap().to_string(), v["query"].as_str().unwrap().to_string()));
+    }
+    assert!(queries.len() >= 7, "{queries:?}");
+    let instruments: Vec<String> = db
+        .query("SELECT DISTINCT instrument FROM window_features", &[])
+        .unwrap()
+        .iter()
+        .map(|r| format!("'{}'", r.get::<_, String>(0)))
+        .collect();
+    let expand = |sql: &str| -> String {
+        let mut out = sql.replace("$instrument", &instruments.join(","));
+        while let Some(start) = out.find("$__timeFilter(") {
+            let end = start + out[start..].find(')').unwrap();
+            let column = &out[start + "$__timeFilter(".len()..end];
+            let expanded = format!("{column} BETWEEN to_timestamp(0) AND now() + interval '100 years'");
+            out.replace_range(start..=end, &expanded);
+        }
+        while let Some(start) = out.find("$__timeGroupAlias(") {
+            let end = start + out[start..].find(')').unwrap();
+            let args: Vec<&str> = out[start + "$__timeGroupAlias(".len()..end].split(',').collect();
+            let unit = if args[1].contains('h') { "hour" } else { "minute" };
+            let expanded = format!("date_trunc('{unit}', {}) AS time", args[0].trim());
+            out.replace_range(start..=end, &expanded);
+        }
+        assert!(!out.contains('$'), "an unexpanded macro: {out}");
+        out
+    };
+    for (title, sql) in queries {
+        let rows = db.query(expand(&sql).as_str(), &[]).unwrap_or_else(|e| panic!("{title}: {e}\n{sql}"));
+        assert!(!rows.is_empty(), "{title}: no rows\n{sql}");
+    }
+}

@@ -182,6 +182,7 @@ fn history_in_postgres_answers_the_desk_and_holds_each_alert_once() {
     let total: i64 = top.iter().map(|r| r.get::<_, i64>(1)).sum();
     assert_eq!(total as usize, file.len());
     dashboard_queries_return_rows(&mut db);
+    api_answers_from_the_history(&pg, &input, &file);
     // The same job again (a restart that replays): each alert stays once.
     let out = run(&pg.url());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -245,4 +246,132 @@ fn dashboard_queries_return_rows(db: &mut postgres::Client) {
         let rows = db.query(expand(&sql).as_str(), &[]).unwrap_or_else(|e| panic!("{title}: {e}\n{sql}"));
         assert!(!rows.is_empty(), "{title}: no rows\n{sql}");
     }
+}
+
+/// The API's `/v1/history/...` endpoints answer from the database: pagination, the windows before an
+/// alert, daily counts, top instruments, and 4xx for bad input.
+fn api_answers_from_the_history(pg: &Postgres, input: &Path, file: &[serde_json::Value]) {
+    let port = free_ports(1);
+    let child = cmd()
+        .args(["run", "--input"])
+        .arg(input)
+        .args(["--api-addr", &format!("127.0.0.1:{port}")])
+        .envs(util::BUSY_ALERTS)
+        .env("LOBSENTRY__STORE__URL", pg.url())
+        .env("LOBSENTRY__STORE__PASSWORD_ENV", "LOBSENTRY_TEST_PG_PASSWORD")
+        .env("LOBSENTRY_TEST_PG_PASSWORD", "pw-store")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = util::Guard(child);
+    let get = |path: &str| -> (u16, serde_json::Value) {
+        let (status, body) = util::http_get(port, path).unwrap_or((0, String::new()));
+        (status, serde_json::from_str(&body).unwrap_or_default())
+    };
+    util::wait_for("the API", Duration::from_secs(60), || get("/v1/history/top").0 == 200);
+    let sym = file[0]["instrument"].as_str().unwrap();
+    let mine: Vec<&serde_json::Value> = file.iter().filter(|a| a["instrument"] == sym).collect();
+    let (status, page) = get(&format!("/v1/history/alerts?instrument={sym}&limit=1"));
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["alerts"][0]["window_end_ns"], mine[0]["window_end_ns"], "{page}");
+    let mut seen = 0;
+    let mut offset = Some(0);
+    while let Some(o) = offset.and_then(|o: u64| (o < 1000).then_some(o)) {
+        let (_, page) = get(&format!("/v1/history/alerts?instrument={sym}&limit=1&offset={o}"));
+        seen += page["count"].as_u64().unwrap();
+        offset = page["next_offset"].as_u64();
+    }
+    assert_eq!(seen as usize, mine.len(), "pages cover every alert once");
+    let id = format!("{}%7C{}%7C{}", sym, mine[0]["window_end_ns"], mine[0]["model"].as_str().unwrap());
+    let (status, context) = get(&format!("/v1/history/alerts/{id}/windows?count=3"));
+    assert_eq!(status, 200, "{context}");
+    let windows = context["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 3);
+    assert_eq!(windows[2]["window_end_ns"], mine[0]["window_end_ns"], "the last window is the alert's");
+    assert!(windows[2]["features"]["events"].as_f64().is_some());
+    let (_, counts) = get("/v1/history/counts");
+    let total: u64 = counts["counts"].as_array().unwrap().iter().map(|c| c["alerts"].as_u64().unwrap()).sum();
+    assert_eq!(total as usize, file.len());
+    let (_, top) = get("/v1/history/top?limit=1");
+    assert_eq!(top["top"].as_array().unwrap().len(), 1);
+    for bad in ["/v1/history/alerts?limit=0", "/v1/history/alerts?from=x", "/v1/history/top?limit=5000"] {
+        assert_eq!(get(bad).0, 400, "{bad}");
+    }
+    assert_eq!(get("/v1/history/alerts/nope/windows").0, 404);
+    assert_eq!(get("/v1/history/nothing").0, 404);
+}
+
+impl Postgres {
+    fn pg_ctl(&self, action: &str) {
+        let mut c = as_owner(&pg_bin().join("pg_ctl"));
+        c.arg("-D").arg(&self.data).arg("-l").arg(self.data.join("log"));
+        if action == "start" {
+            c.arg("-o").arg(format!(
+                "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+                self.port,
+                self.data.display()
+            ));
+        }
+        let out = c.args(["-w", "-m", "fast", action]).stdout(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "pg_ctl {action}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// The database going away mid-run pauses the writer (retries with backoff), nothing is lost: once
+/// it is back, the table holds every alert of the run, each once.
+#[test]
+fn a_database_outage_mid_run_loses_no_alert() {
+    let dir = TempDir::new("store-outage");
+    let pg = Postgres::start(&dir, "pw-outage");
+    let alerts = dir.path("alerts.jsonl");
+    let child = cmd()
+        .args(["run", "--config"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/live.toml"))
+        .envs(util::BUSY_ALERTS)
+        .env("LOBSENTRY__METRICS__ENABLED", "false")
+        .env("LOBSENTRY__GENERATOR__REALTIME_SPEED", "20")
+        .env("LOBSENTRY__GENERATOR__INSTRUMENTS", "6")
+        .env("LOBSENTRY__DETECT__ALERTS", alerts.display().to_string())
+        .env("LOBSENTRY__STORE__URL", pg.url())
+        .env("LOBSENTRY__STORE__PASSWORD_ENV", "LOBSENTRY_TEST_PG_PASSWORD")
+        .env("LOBSENTRY_TEST_PG_PASSWORD", "pw-outage")
+        .env("LOBSENTRY__STORE__CONNECT_BACKOFF", "200ms")
+        .env("LOBSENTRY__STORE__BATCH", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let guard = util::Guard(child);
+    let lines = || std::fs::read_to_string(&alerts).map(|t| t.lines().count()).unwrap_or(0);
+    util::wait_for("alerts", Duration::from_secs(120), || lines() >= 2);
+    pg.pg_ctl("stop");
+    let during = lines();
+    util::wait_for("alerts while the database is down", Duration::from_secs(120), || lines() >= during + 2);
+    pg.pg_ctl("start");
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = guard.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut guard = guard;
+    let started = Instant::now();
+    while guard.0.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the run did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut err = String::new();
+    use std::io::Read;
+    guard.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("store:") && err.contains("retrying"), "the outage was seen and retried: {err}");
+    let want: std::collections::BTreeSet<String> = std::fs::read_to_string(&alerts)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let a: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{}|{}|{}", a["instrument"].as_str().unwrap(), a["window_end_ns"], a["model"].as_str().unwrap())
+        })
+        .collect();
+    let mut db = pg.client("pw-outage");
+    let got: std::collections::BTreeSet<String> =
+        db.query("SELECT id FROM alerts", &[]).unwrap().iter().map(|r| r.get::<_, String>(0)).collect();
+    assert_eq!(got, want, "every alert of the run is in the table");
 }

@@ -78,8 +78,14 @@ pub fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
     let hub = Arc::new(crate::runtime::query::QueryHub::default());
     let _api = match &config.analytics {
         Some(a) => {
-            let server =
-                crate::serve::api::ApiServer::start(a.address, hub.clone(), counters.clone(), a.spec, a.query_timeout)?;
+            let server = crate::serve::api::ApiServer::start(
+                a.address,
+                hub.clone(),
+                counters.clone(),
+                a.spec,
+                a.query_timeout,
+                config.store.clone().map(crate::serve::history::History::new),
+            )?;
             eprintln!("lobsentry: analytics API on http://{}/v1/ (see /v1/openapi.json)", server.addr());
             Some(server)
         }

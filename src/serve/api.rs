@@ -30,6 +30,7 @@ struct Shared {
     counters: Arc<Counters>,
     spec: AnalyticsSpec,
     timeout: Duration,
+    history: Option<super::history::History>,
 }
 
 impl ApiServer {
@@ -41,8 +42,9 @@ impl ApiServer {
         counters: Arc<Counters>,
         spec: AnalyticsSpec,
         timeout: Duration,
+        history: Option<super::history::History>,
     ) -> Result<ApiServer, Error> {
-        let shared = Shared { hub, counters, spec, timeout };
+        let shared = Shared { hub, counters, spec, timeout, history };
         let handler = Arc::new(move |method: &str, target: &str| handle(method, target, &shared));
         let limits = Limits { blocking: true, ..Limits::default() };
         HttpServer::start(addr, "lobsentry-api", limits, handler).map(ApiServer).map_err(|e| {
@@ -65,12 +67,12 @@ pub struct ApiError {
     pub message: String,
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
+pub(crate) fn bad(message: impl Into<String>) -> ApiError {
     ApiError { status: "400 Bad Request", message: message.into() }
 }
 
 /// Percent-decodes a URL component (`%20` -> space); malformed escapes stay as they are.
-fn decode(text: &str) -> String {
+pub(crate) fn decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -94,11 +96,16 @@ fn decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn param(query: &str, name: &str) -> Option<String> {
+pub(crate) fn param(query: &str, name: &str) -> Option<String> {
     query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| decode(k) == name).map(|(_, v)| decode(v))
 }
 
-fn number(query: &str, name: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ApiError> {
+pub(crate) fn number(
+    query: &str,
+    name: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ApiError> {
     let Some(text) = param(query, name) else { return Ok(default) };
     let value: u64 = text.parse().map_err(|_| bad(format!("{name}={text:?} is not a non-negative integer")))?;
     if !range.contains(&value) {
@@ -319,6 +326,20 @@ pub fn openapi() -> Value {
                 "parameters": [sym.clone(), int("hours", "H (default 24)")], "responses": ok("Hours")}},
             "/v1/anomalies": {"get": {"summary": "Anomalies whose window ended at or after `since` (ns of event time)",
                 "parameters": [int("since", "event time, ns (default 0)"), int("limit", "most recent L (default 100)")], "responses": ok("Anomalies")}},
+            "/v1/history/alerts": {"get": {"summary": "Alerts from the PostgreSQL history ([store]), in event-time order, paginated",
+                "parameters": [
+                    {"name": "instrument", "in": "query", "schema": {"type": "string"}},
+                    int("from", "event time, ns (default 0)"), int("to", "event time, ns, exclusive"),
+                    int("limit", "1..1000 (default 100)"), int("offset", "rows to skip (next_offset of the previous page)")],
+                "responses": {"200": {"description": "alerts"}, "400": {"description": "bad parameter"}, "503": {"description": "database unreachable"}}}},
+            "/v1/history/alerts/{id}/windows": {"get": {"summary": "The windows up to an alert, with their features",
+                "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}, int("count", "1..1000 (default 10)")],
+                "responses": {"200": {"description": "the alert and its windows"}, "404": {"description": "no such alert"}}}},
+            "/v1/history/counts": {"get": {"summary": "Alerts per day (UTC), detector and instrument",
+                "parameters": [int("from", "event time, ns"), int("to", "event time, ns, exclusive")], "responses": {"200": {"description": "counts"}}}},
+            "/v1/history/top": {"get": {"summary": "Instruments with the most alerts over a period",
+                "parameters": [int("from", "event time, ns"), int("to", "event time, ns, exclusive"), int("limit", "1..1000 (default 10)")],
+                "responses": {"200": {"description": "instruments"}}}},
             "/v1/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3"}}}},
         }
     })
@@ -327,7 +348,33 @@ pub fn openapi() -> Value {
 fn handle(method: &str, target: &str, shared: &Shared) -> Response {
     let started = Instant::now();
     let metrics = &shared.counters.metrics;
-    let result = route(method, target, &shared.spec).and_then(|query| {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let result = if let (["v1", "history", rest @ ..], "GET") = (segments.as_slice(), method) {
+        match &shared.history {
+            Some(h) => h.answer(rest, query),
+            None => Err(ApiError {
+                status: "404 Not Found",
+                message: "no history: configure [store] (PostgreSQL) to query months of alerts".into(),
+            }),
+        }
+    } else {
+        live(method, target, shared, started)
+    };
+    let (status, body) = match result {
+        Ok(body) => ("200 OK", body),
+        Err(e) => (e.status, json!({"error": e.message})),
+    };
+    let class = format!("{}xx", &status[..1]);
+    metrics.api_requests.with_label_values(&[class.as_str()]).inc();
+    let code = status.split(' ').next().and_then(|c| c.parse().ok()).unwrap_or(500);
+    Response::new(code, "application/json", body.to_string())
+}
+
+/// A query on the live analytics, through the dataflow.
+fn live(method: &str, target: &str, shared: &Shared, started: Instant) -> Result<Value, ApiError> {
+    let metrics = &shared.counters.metrics;
+    route(method, target, &shared.spec).and_then(|query| {
         let Some(query) = query else { return Ok(openapi()) };
         let rx = shared.hub.submit(query.clone()).ok_or_else(|| ApiError {
             status: "503 Service Unavailable",
@@ -346,15 +393,7 @@ fn handle(method: &str, target: &str, shared: &Shared) -> Response {
                 ),
             }),
         }
-    });
-    let (status, body) = match result {
-        Ok(body) => ("200 OK", body),
-        Err(e) => (e.status, json!({"error": e.message})),
-    };
-    let class = format!("{}xx", &status[..1]);
-    metrics.api_requests.with_label_values(&[class.as_str()]).inc();
-    let code = status.split(' ').next().and_then(|c| c.parse().ok()).unwrap_or(500);
-    Response::new(code, "application/json", body.to_string())
+    })
 }
 
 #[cfg(test)]

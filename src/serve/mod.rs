@@ -4,6 +4,7 @@
 pub mod api;
 pub mod delivery;
 pub mod email;
+pub mod history;
 pub mod http;
 pub mod metrics;
 pub mod store;

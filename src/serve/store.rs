@@ -107,7 +107,7 @@ fn migrate(client: &mut Client) -> Result<i32, String> {
 }
 
 /// Connects with the configured attempts.
-fn connect(config: &StoreConfig) -> Result<Client, String> {
+pub(crate) fn connect(config: &StoreConfig) -> Result<Client, String> {
     let mut pg = config.url.parse::<postgres::Config>().map_err(|e| format!("store.url: {e}"))?;
     if let Some(p) = &config.password {
         pg.password(p.expose());

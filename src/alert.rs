@@ -34,12 +34,6 @@ pub fn primary_detector(config: &Config) -> &'static str {
     }
 }
 
-/// The id of a score (Kafka `id` header, de-duplication key): the same in every run that scores the
-/// same window.
-pub fn score_id(s: &WindowScore) -> String {
-    format!("{}|{}|{}", s.instrument.as_str(), s.window.end, s.model)
-}
-
 /// A detector's contribution to an ensemble decision.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DetectorP {
@@ -116,7 +110,8 @@ impl Alert {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"unserialisable alert: {e}\"}}"))
     }
 
-    /// The id (see [`score_id`]).
+    /// The id (Kafka `id` header, the store's key, de-duplication): instrument | window end | model,
+    /// the same in every run that scores the same window.
     pub fn id(&self) -> String {
         format!("{}|{}|{}", self.instrument, self.window_end_ns, self.model)
     }

@@ -4,7 +4,7 @@
 use super::checkpoints::{checkpointed_writer, SharedKafkaWriter};
 use super::job::Agreed;
 use super::{Shared, KEEP_REJECTED};
-use crate::alert::{detector_label, primary_detector, score_id, Alert};
+use crate::alert::{detector_label, primary_detector, Alert};
 use crate::config::{Output, SourceConfig};
 use crate::metrics::Counters;
 use differential_dataflow::input::{Input as _, InputSession};
@@ -351,7 +351,7 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
                     if let Some(record) = &record {
                         let body = record.to_json();
                         if to_kafka.iter().any(Option::is_some) {
-                            let id = score_id(s);
+                            let id = record.id();
                             for w in to_kafka.into_iter().flatten() {
                                 let key = s.instrument.as_str().as_bytes();
                                 w.borrow_mut().send(key, body.clone().into_bytes(), Some(id.as_bytes()), Vec::new());

@@ -607,6 +607,20 @@ mod tests {
         path
     }
 
+    /// Three readers sharing a file in chunks of `chunk_lines`, their output merged in file order.
+    fn read_striped(path: &Path, spec: ReaderSpec, chunk_lines: u64) -> (Vec<Timed<LobEvent>>, Vec<Rejected>) {
+        let mut parts = Vec::new();
+        let mut part_err = Vec::new();
+        for offset in 0..3 {
+            let (o, e) = read_all(path, ReaderSpec { stride: 3, offset, chunk_lines, ..spec });
+            parts.extend(o);
+            part_err.extend(e);
+        }
+        parts.sort_by_key(|t| t.seq);
+        part_err.sort_by_key(|r| r.line);
+        (parts, part_err)
+    }
+
     fn read_all(path: &Path, spec: ReaderSpec) -> (Vec<Timed<LobEvent>>, Vec<Rejected>) {
         let mut r = FileReader::open(InputFile::guess(path).unwrap(), spec).unwrap();
         let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -646,16 +660,7 @@ mod tests {
         }
         let path = write_tmp("striped.csv", &body);
         let (whole, whole_err) = read_all(&path, ReaderSpec::whole(0, 20));
-        let mut parts = Vec::new();
-        let mut part_err = Vec::new();
-        for offset in 0..3 {
-            let spec = ReaderSpec { stride: 3, offset, chunk_lines: 17, ..ReaderSpec::whole(0, 20) };
-            let (o, e) = read_all(&path, spec);
-            parts.extend(o);
-            part_err.extend(e);
-        }
-        parts.sort_by_key(|t| t.seq);
-        part_err.sort_by_key(|r| r.line);
+        let (parts, part_err) = read_striped(&path, ReaderSpec::whole(0, 20), 17);
         assert_eq!(parts, whole);
         assert_eq!(part_err, whole_err);
         assert!(whole.iter().any(|t| t.order_ts > t.event.ts_ns), "some events are behind the watermark");
@@ -744,15 +749,7 @@ mod tests {
         assert_eq!(out.len(), 198);
         let late = out.iter().filter(|t| t.order_ts > t.event.ts_ns).count();
         assert_eq!(late, 0, "no event is behind the watermark");
-        let mut parts = Vec::new();
-        let mut part_err = Vec::new();
-        for offset in 0..3 {
-            let (o, e) = read_all(&path, ReaderSpec { stride: 3, offset, chunk_lines: 7, ..spec });
-            parts.extend(o);
-            part_err.extend(e);
-        }
-        parts.sort_by_key(|t| t.seq);
-        part_err.sort_by_key(|r| r.line);
+        let (parts, part_err) = read_striped(&path, spec, 7);
         assert_eq!(parts, out);
         assert_eq!(part_err, err);
     }

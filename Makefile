@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TRAIN := target/train
 
-.PHONY: demo test test-tools fmt clippy doc build bench bench-kafka bench-memory real-data clean onnxruntime model eval kafka-tools
+.PHONY: demo test test-tools fmt clippy doc build bench bench-kafka bench-store bench-memory real-data clean onnxruntime model eval kafka-tools
 
 ## demo: the embedded default: synthetic market -> books -> 1 s windows -> features -> printed summary.
 demo: onnxruntime
@@ -35,6 +35,10 @@ bench: build
 ## bench-kafka: Kafka (tansu, 2 partitions) -> pipeline events/s with 1 and 2 workers (scripts/bench-kafka.sh).
 bench-kafka: build kafka-tools
 	scripts/bench-kafka.sh
+
+## bench-store: full pipeline events/s with no store, alerts in PostgreSQL, alerts + every window's features (scripts/bench-store.sh).
+bench-store: build
+	scripts/bench-store.sh
 
 ## bench-memory: peak RSS at 5M and 20M events (bounded by instruments and open windows).
 bench-memory: build

@@ -5,6 +5,7 @@ use crate::config::Config;
 use lobsentry_operators::detect::WindowScore;
 use lobsentry_operators::event::InstrumentId;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The detector names used in metrics (`detector` label), the summary and the API.
@@ -145,7 +146,20 @@ pub trait AlertSink: Send + Sync {
     }
     /// Takes one window's features when [`AlertSink::wants_windows`].
     fn window(&self, _window: &lobsentry_operators::features::WindowFeatures) {}
+    /// Makes everything taken so far durable, waiting at most `timeout` (called by every worker at
+    /// each checkpoint, before the checkpoint is recorded; an error fails that checkpoint, which is
+    /// retried).
+    fn sync(&self, _timeout: Duration) -> Result<(), String> {
+        Ok(())
+    }
+    /// Gives the sink the run's dead-letter output (`sink.dead-letter`), for records it cannot
+    /// deliver for their content (a row the database refuses). Called once, before the dataflow runs.
+    fn dead_letters(&self, _to: DeadLetters) {}
 }
+
+/// Where a sink sends the records it cannot deliver for their content: one JSON object per record,
+/// with `reason`. Thread-safe; writes to the run's dead-letter file.
+pub type DeadLetters = Arc<dyn Fn(serde_json::Value) + Send + Sync>;
 
 /// The values of a message template's placeholders for `alert` (see
 /// [`crate::config::fill_template`]).

@@ -311,13 +311,23 @@ fn latest_checkpoint(dir: &Path) -> u64 {
     lobsentry_operators::checkpoint::CheckpointStore::new(dir).unwrap().latest().unwrap().unwrap_or(0)
 }
 
-/// SIGKILL at several points and restart: the alerts topic holds exactly the alerts of an
-/// uninterrupted run, each once.
+/// SIGKILL at several points and restart: the alerts topic, and the alerts table of the
+/// PostgreSQL history the killed runs also write, hold exactly the alerts of an uninterrupted run,
+/// each once.
 #[test]
 fn sigkill_and_restart_lose_and_duplicate_no_alert() {
     let (dir, tansu) = (TempDir::new("kafka-kill"), Tansu::start());
+    let pg = crate::store::Postgres::start(&dir, "pw-kill");
     let config = market_topic(&tansu, &dir, "1");
-    let run = |alerts: &str, ckpt: &Path| spawn_run(&["run", "-w", "2"], &config, alerts, ckpt);
+    let store = [
+        ("LOBSENTRY__STORE__URL", pg.url()),
+        ("LOBSENTRY__STORE__PASSWORD_ENV", "LOBSENTRY_TEST_PG_PASSWORD".to_string()),
+        ("LOBSENTRY_TEST_PG_PASSWORD", "pw-kill".to_string()),
+    ];
+    let run = |alerts: &str, ckpt: &Path| {
+        let env: &[(&str, String)] = if alerts == "alerts" { &store } else { &[] };
+        spawn_run(&["run", "-w", "2"], &config, alerts, ckpt, env)
+    };
     let mut reference = run("alerts-ref", &dir.path("ckpt-ref"));
     assert!(reference.wait().unwrap().success());
 
@@ -351,13 +361,23 @@ fn sigkill_and_restart_lose_and_duplicate_no_alert() {
     let mut last = run("alerts", &ckpt);
     assert!(last.wait().unwrap().success());
 
-    assert_same_alerts(&tansu, "alerts-ref", "alerts");
+    let want = assert_same_alerts(&tansu, "alerts-ref", "alerts");
+    let got: Vec<String> = pg
+        .client("pw-kill")
+        .query("SELECT id FROM alerts ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect();
+    assert_eq!(got, want, "the history holds exactly the uninterrupted run's alerts");
 }
 
-/// Starts `lobsentry ARGS -c config`, writing alerts to topic `alerts`, checkpoints to `ckpt`.
-fn spawn_run(args: &[&str], config: &Path, alerts: &str, ckpt: &Path) -> Child {
+/// Starts `lobsentry ARGS -c config` with `env`, writing alerts to topic `alerts`, checkpoints to
+/// `ckpt`.
+fn spawn_run(args: &[&str], config: &Path, alerts: &str, ckpt: &Path, env: &[(&str, String)]) -> Child {
     cmd()
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .arg("-c")
         .arg(config)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -402,8 +422,8 @@ fn market_topic(tansu: &Tansu, dir: &TempDir, lines: &str) -> PathBuf {
     config
 }
 
-/// Topic `got` holds exactly the alert ids of topic `want`, each once.
-fn assert_same_alerts(tansu: &Tansu, want: &str, got: &str) {
+/// Topic `got` holds exactly the alert ids of topic `want`, each once; returns them, sorted.
+fn assert_same_alerts(tansu: &Tansu, want: &str, got: &str) -> Vec<String> {
     let ids = |topic: &str| -> Vec<String> {
         let mut ids: Vec<String> =
             read_topic(&tansu.brokers, topic, 2).into_iter().map(|(h, _)| h["id"].clone()).collect();
@@ -416,6 +436,7 @@ fn assert_same_alerts(tansu: &Tansu, want: &str, got: &str) {
     unique.dedup();
     assert_eq!(unique.len(), got.len(), "an alert was written twice");
     assert_eq!(got, want, "the killed and restarted runs wrote exactly the uninterrupted run's alerts");
+    want
 }
 
 /// A 2-process cluster (one worker each) shares the partitions and the checkpoint directory: killed
@@ -424,7 +445,7 @@ fn assert_same_alerts(tansu: &Tansu, want: &str, got: &str) {
 fn a_two_process_cluster_checkpoints_and_restarts_exactly_once() {
     let (dir, tansu) = (TempDir::new("kafka-cluster"), Tansu::start());
     let config = market_topic(&tansu, &dir, "10");
-    let run = |args: &[&str], alerts: &str, ckpt: &Path| spawn_run(args, &config, alerts, ckpt);
+    let run = |args: &[&str], alerts: &str, ckpt: &Path| spawn_run(args, &config, alerts, ckpt, &[]);
     let mut reference = run(&["run", "-w", "2"], "alerts-ref", &dir.path("ckpt-ref"));
     assert!(reference.wait().unwrap().success());
     let cluster = ["launch", "-n", "2", "-w", "1", "--"];

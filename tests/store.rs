@@ -188,6 +188,41 @@ fn history_in_postgres_answers_the_desk_and_holds_each_alert_once() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(count(&mut db, "SELECT count(*) FROM alerts") as usize, file.len());
     assert_eq!(count(&mut db, "SELECT count(*) FROM window_features"), report["windows"].as_i64().unwrap());
+    // Rows the database refuses (here a constraint a DBA added) go to the dead-letter output with
+    // the reason, counted; the other rows are stored.
+    db.batch_execute(&format!(
+        "TRUNCATE alerts; ALTER TABLE alerts ADD CONSTRAINT desk_rule CHECK (instrument <> '{sym}')"
+    ))
+    .unwrap();
+    let dead = dir.path("dead.jsonl");
+    let out = cmd()
+        .args(["run", "--input"])
+        .arg(&input)
+        .arg("--report-json")
+        .arg(dir.path("report2.json"))
+        .envs(util::BUSY_ALERTS)
+        .env("LOBSENTRY__SINK__DEAD_LETTER", dead.display().to_string())
+        .env("LOBSENTRY__STORE__URL", pg.url())
+        .env("LOBSENTRY__STORE__PASSWORD_ENV", "LOBSENTRY_TEST_PG_PASSWORD")
+        .env("LOBSENTRY_TEST_PG_PASSWORD", "pw-store")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let refused: Vec<serde_json::Value> =
+        std::fs::read_to_string(&dead).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of_sym: Vec<&serde_json::Value> = file.iter().filter(|a| a["instrument"] == sym.as_str()).collect();
+    assert_eq!(refused.len(), of_sym.len(), "{refused:?}");
+    for r in &refused {
+        assert_eq!((r["file"].as_str(), r["table"].as_str()), (Some("store"), Some("alerts")));
+        assert!(r["reason"].as_str().unwrap().contains("desk_rule"), "{r}");
+        assert_eq!(r["row"]["instrument"], sym.as_str());
+        assert!(r["id"].as_str().unwrap().starts_with(&format!("{sym}|")));
+    }
+    assert_eq!(count(&mut db, "SELECT count(*) FROM alerts") as usize, file.len() - of_sym.len());
+    let report2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path("report2.json")).unwrap()).unwrap();
+    let warnings = report2.to_string();
+    assert!(warnings.contains("was refused") && warnings.contains("desk_rule"), "{warnings}");
     // No database: a clear error after the configured attempts, promptly.
     let started = Instant::now();
     let closed = format!("postgresql://lobsentry@127.0.0.1:{}/postgres", free_ports(1));

@@ -149,4 +149,9 @@ impl crate::alert::AlertSink for SideFile {
     fn finish(&self, _grace: std::time::Duration) -> Result<Option<String>, String> {
         self.close().map(|()| None)
     }
+
+    fn sync(&self, _timeout: std::time::Duration) -> Result<(), String> {
+        self.flush();
+        Ok(())
+    }
 }

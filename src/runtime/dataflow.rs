@@ -11,7 +11,7 @@ use differential_dataflow::input::{Input as _, InputSession};
 use lobsentry_operators::analytics::queries::{collect_answers, AnswerRows};
 use lobsentry_operators::analytics::{AlertRecord, AnalyticsRecord, AnalyticsSpec, MarketAnalytics, Query};
 use lobsentry_operators::book::{ReconstructBook, ReconstructBookSpec};
-use lobsentry_operators::checkpoint::{Barrier, StateRegistry};
+use lobsentry_operators::checkpoint::{encode, Barrier, StateRegistry};
 use lobsentry_operators::detect::{ScoreWindows, WindowScore};
 use lobsentry_operators::ensemble::Ensemble;
 use lobsentry_operators::event::{LobEvent, Timed};
@@ -31,6 +31,9 @@ use timely::dataflow::operators::vec::Map as _;
 use timely::dataflow::operators::Concatenate;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::{ProbeHandle, StreamVec};
+
+/// How long a checkpoint waits for an alert sink to make what it took durable.
+const ALERT_SINK_SYNC: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The query input of the analytics and its max time, for the worker's query driver.
 pub type QueryParts = (InputSession<u64, (u64, Query), isize>, Rc<Cell<u64>>);
@@ -101,6 +104,17 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
         registry.set_barrier(barrier);
         registry
     });
+    if let Some(registry) = &registry {
+        // At each checkpoint every alert sink makes what it took durable (the store commits its
+        // rows), so a restart from the checkpoint resends only what follows it.
+        let alert_sinks = shared.alert_sinks.clone();
+        registry.register("alert-sinks", move || {
+            for sink in &alert_sinks {
+                sink.sync(ALERT_SINK_SYNC).map_err(|e| format!("{}: {e}", sink.name()))?;
+            }
+            encode(&())
+        });
+    }
     let sink_counters = counters.kafka_sink.clone();
     let sinks = &config.kafka_sinks;
     let kafka_alerts = checkpointed_writer("alerts-sink", &sinks.alerts, &sink_counters, &registry)?;

@@ -250,6 +250,13 @@ pub fn run_with(config: &Config, counters: Arc<Counters>, services: Services) ->
         alert_sinks.push(Arc::new(file.clone()));
     }
     alert_sinks.extend(services.alert_sinks.iter().cloned());
+    if let Some(file) = &sides.dead_letter {
+        let file = file.clone();
+        let to: crate::alert::DeadLetters = Arc::new(move |record: serde_json::Value| file.line(&record.to_string()));
+        for sink in &alert_sinks {
+            sink.dead_letters(to.clone());
+        }
+    }
     let shared = Shared {
         config: config.clone(),
         job,

@@ -14,15 +14,17 @@
 //!   writer keeps its batch and retries with backoff; the queue fills and the run pauses until the
 //!   database is back. Nothing is lost silently.
 //! * **Rejected rows**: a batch the database refuses for its content is retried row by row; a row
-//!   refused alone is counted (`lobsentry_store_rejected_total`) and reported with the reason.
+//!   refused alone is counted (`lobsentry_store_rejected_total`) and goes to the run's dead-letter
+//!   output (`sink.dead-letter`: `{"file": "store", "table", "id", "reason", "row"}`) with the
+//!   database's reason; the first ten are also in the run's warnings.
 
-use crate::alert::{Alert, AlertSink};
+use crate::alert::{Alert, AlertSink, DeadLetters};
 use crate::config::StoreConfig;
 use crate::metrics::Counters;
 use lobsentry_operators::features::{WindowFeatures, FEATURE_NAMES};
 use postgres::{Client, NoTls};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -35,6 +37,8 @@ enum Row {
     Alert(Alert),
     Score(Alert),
     Window(Box<WindowFeatures>),
+    /// Commit everything queued before this, then answer.
+    Sync(SyncSender<()>),
 }
 
 /// The migrations, by version.
@@ -148,6 +152,7 @@ fn insert(client: &mut Client, rows: &[Row]) -> Result<u64, postgres::Error> {
         Row::Alert(_) => "INSERT INTO alerts (id, instrument, window_start, window_end, scale, detector, model, score, threshold, p_value, top_features, detectors, body) VALUES ".to_string(),
         Row::Score(_) => "INSERT INTO scores (id, instrument, window_end, detector, model, score, threshold, p_value, is_anomaly) VALUES ".to_string(),
         Row::Window(_) => format!("INSERT INTO window_features (instrument, window_start, window_end, {}) VALUES ", FEATURE_NAMES.join(", ")),
+        Row::Sync(_) => return Ok(0),
     };
     for row in rows {
         match row {
@@ -191,6 +196,7 @@ fn insert(client: &mut Client, rows: &[Row]) -> Result<u64, postgres::Error> {
                 }
                 tuple(3 + FEATURE_NAMES.len(), &mut params);
             }
+            Row::Sync(_) => {}
         }
     }
     let sql = format!("{sql_head}{} ON CONFLICT DO NOTHING", tuples.join(","));
@@ -204,6 +210,7 @@ pub struct Store {
     tx: Mutex<Option<SyncSender<Row>>>,
     thread: Mutex<Option<JoinHandle<Result<(), String>>>>,
     report: Arc<Mutex<Vec<String>>>,
+    dead_letters: Arc<OnceLock<DeadLetters>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -220,12 +227,13 @@ impl Store {
         migrate(&mut client).map_err(|e| crate::Error::Data(format!("store: {e}")))?;
         let (tx, rx) = sync_channel::<Row>(config.queue.max(1));
         let report: Arc<Mutex<Vec<String>>> = Arc::default();
-        let (c, r) = (config.clone(), report.clone());
+        let dead_letters: Arc<OnceLock<DeadLetters>> = Arc::default();
+        let (c, r, d) = (config.clone(), report.clone(), dead_letters.clone());
         let thread = std::thread::Builder::new()
             .name("lobsentry-store".into())
-            .spawn(move || write(client, c, counters, rx, r))
+            .spawn(move || write(client, c, counters, rx, Refused { report: r, dead_letters: d }))
             .map_err(|e| crate::Error::Io(format!("store: cannot start its thread: {e}")))?;
-        Ok(Store { config, tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), report })
+        Ok(Store { config, tx: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)), report, dead_letters })
     }
 
     /// Queues a row, waiting while the queue is full (backpressure).
@@ -237,37 +245,78 @@ impl Store {
     }
 }
 
+/// Where the writer reports rows the database refuses.
+struct Refused {
+    report: Arc<Mutex<Vec<String>>>,
+    dead_letters: Arc<OnceLock<DeadLetters>>,
+}
+
+impl Refused {
+    fn row(&self, row: &Row, reason: String) {
+        let (table, id, body) = match row {
+            Row::Alert(a) => ("alerts", a.id(), serde_json::to_value(a)),
+            Row::Score(a) => ("scores", a.id(), serde_json::to_value(a)),
+            Row::Window(w) => {
+                ("window_features", format!("{}|{}", w.instrument, w.window.end), serde_json::to_value(w))
+            }
+            Row::Sync(_) => return,
+        };
+        if let Some(to) = self.dead_letters.get() {
+            to(serde_json::json!({"file": "store", "table": table, "id": id, "reason": reason,
+                "row": body.unwrap_or_default()}));
+        }
+        if let Ok(mut r) = self.report.lock() {
+            if r.len() < 10 {
+                r.push(format!("{table} row {id} was refused: {reason}"));
+            }
+        }
+    }
+}
+
 fn write(
     mut client: Client,
     config: StoreConfig,
     counters: Arc<Counters>,
     rx: Receiver<Row>,
-    report: Arc<Mutex<Vec<String>>>,
+    refused: Refused,
 ) -> Result<(), String> {
     let m = &counters.metrics;
     let mut pending: Vec<Row> = Vec::new();
+    let mut syncs: Vec<SyncSender<()>> = Vec::new();
     let mut open = true;
     let mut last_flush = Instant::now();
     while open || !pending.is_empty() {
         if open {
+            let mut take = |row: Row| match row {
+                Row::Sync(ack) => syncs.push(ack),
+                row => pending.push(row),
+            };
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(row) => {
-                    pending.push(row);
-                    pending.extend(rx.try_iter().take(config.batch.saturating_sub(1)));
+                    take(row);
+                    for row in rx.try_iter().take(config.batch.saturating_sub(1)) {
+                        take(row);
+                    }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => open = false,
             }
         }
         let full = pending.len() >= config.batch;
-        if pending.is_empty() || !(full || !open || last_flush.elapsed() >= Duration::from_millis(500)) {
+        if pending.is_empty() && !syncs.is_empty() {
+            for ack in syncs.drain(..) {
+                let _ = ack.send(());
+            }
+        }
+        let due = full || !open || !syncs.is_empty() || last_flush.elapsed() >= Duration::from_millis(500);
+        if pending.is_empty() || !due {
             continue;
         }
         // One statement per kind of row.
         let mut groups: [Vec<Row>; 3] = Default::default();
         for row in pending.drain(..) {
             let i = match row {
-                Row::Alert(_) => 0,
+                Row::Alert(_) | Row::Sync(_) => 0,
                 Row::Score(_) => 1,
                 Row::Window(_) => 2,
             };
@@ -292,11 +341,8 @@ fn write(
                                 }
                                 Err(e) => {
                                     m.store_rejected.inc();
-                                    if let Ok(mut r) = report.lock() {
-                                        if r.len() < 10 {
-                                            r.push(format!("a row was refused: {e} ({row:?})", row = &row[0]));
-                                        }
-                                    }
+                                    let reason = e.as_db_error().map_or_else(|| e.to_string(), |d| d.to_string());
+                                    refused.row(&row[0], reason);
                                 }
                             }
                         }
@@ -318,6 +364,10 @@ fn write(
             }
         }
         last_flush = Instant::now();
+        // The rows before each sync marker taken so far are committed.
+        for ack in syncs.drain(..) {
+            let _ = ack.send(());
+        }
     }
     Ok(())
 }
@@ -345,6 +395,18 @@ impl AlertSink for Store {
 
     fn window(&self, window: &WindowFeatures) {
         self.push(Row::Window(Box::new(window.clone())));
+    }
+
+    fn sync(&self, timeout: Duration) -> Result<(), String> {
+        let (ack, done) = sync_channel(1);
+        let tx = self.tx.lock().ok().and_then(|t| t.clone());
+        let Some(tx) = tx else { return Ok(()) };
+        tx.send(Row::Sync(ack)).map_err(|_| "the writer has stopped".to_string())?;
+        done.recv_timeout(timeout).map_err(|_| format!("rows not committed after {timeout:?}"))
+    }
+
+    fn dead_letters(&self, to: DeadLetters) {
+        let _ = self.dead_letters.set(to);
     }
 
     fn finish(&self, _grace: Duration) -> Result<Option<String>, String> {

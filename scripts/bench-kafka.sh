@@ -6,8 +6,9 @@
 # 2-partition topic with `lobsentry produce --lines-per-message LINES` (default 100; 1 = one event per
 # message), then consumes it to the end (`kafka.stop-at-end`) with 1 and 2 workers: the core pipeline
 # (books, windows, features) and the full one (plus the z-score baseline, the ONNX model and an alerts
-# topic). Prints events/s as `lobsentry run --report-json` measured it (dataflow wall time). The
-# broker shares the machine's cores with the pipeline.
+# topic). Prints events/s as `lobsentry run --report-json` measured it (dataflow wall time) and the
+# run's peak RSS, next to the same pipelines reading the file itself. The broker shares the machine's
+# cores with the pipeline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVENTS=${1:-5000000}
@@ -30,19 +31,25 @@ $B produce --brokers 127.0.0.1:$PORT --topic lob --input "$FILE" --lines-per-mes
 export LOBSENTRY__SOURCE__KIND='"kafka"' LOBSENTRY__KAFKA__BROKERS="\"127.0.0.1:$PORT\"" \
   LOBSENTRY__KAFKA__TOPIC='"lob"' LOBSENTRY__KAFKA__STOP_AT_END=true LOBSENTRY__METRICS__ENABLED=false \
   LOBSENTRY__PIPELINE__PROGRESS=false
-printf '%-6s %7s %12s %9s %14s\n' pipe workers events seconds events/s
-for pipe in core full; do
-  for w in 1 2; do
-    if [ $pipe = core ]; then
-      env LOBSENTRY__MODEL__PATH='""' LOBSENTRY__DETECT__ENABLED=false \
-        $B run -w $w --report-json "$DIR/report.json" >/dev/null 2>"$DIR/run.log"
-    else
-      env LOBSENTRY__KAFKA__ALERTS_TOPIC='"alerts"' $B run -w $w --report-json "$DIR/report.json" >/dev/null 2>"$DIR/run.log"
-    fi
-    python3 - "$DIR/report.json" $pipe $w <<'PY'
+printf '%-6s %-6s %7s %12s %9s %14s %13s\n' input pipe workers events seconds events/s peak-RSS-MiB
+for input in kafka file; do
+  src=()
+  [ $input = file ] && src=(env LOBSENTRY__SOURCE__KIND='"files"' LOBSENTRY__SOURCE__FILES="[\"$FILE\"]")
+  for pipe in core full; do
+    for w in 1 2; do
+      if [ $pipe = core ]; then
+        "${src[@]}" env LOBSENTRY__MODEL__PATH='""' LOBSENTRY__DETECT__ENABLED=false \
+          $B run -w $w --report-json "$DIR/report.json" >/dev/null 2>"$DIR/run.log"
+      else
+        "${src[@]}" env LOBSENTRY__KAFKA__ALERTS_TOPIC='"alerts"' $B run -w $w --report-json "$DIR/report.json" \
+          >/dev/null 2>"$DIR/run.log"
+      fi
+      python3 - "$DIR/report.json" $input $pipe $w <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print(f"{sys.argv[2]:<6} {sys.argv[3]:>7} {r['events']:>12} {r['elapsed_s']:>9.3f} {r['events_per_s']:>14.0f}")
+print(f"{sys.argv[2]:<6} {sys.argv[3]:<6} {sys.argv[4]:>7} {r['events']:>12} {r['elapsed_s']:>9.3f} "
+      f"{r['events_per_s']:>14.0f} {r['peak_rss_bytes'] / 2**20:>13.1f}")
 PY
+    done
   done
 done

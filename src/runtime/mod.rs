@@ -206,6 +206,24 @@ pub fn run_with(config: &Config, counters: Arc<Counters>, services: Services) ->
             )));
         }
     }
+    // Output topics must exist: a producer's first message to a missing topic would have the broker
+    // create it with its default partition count, which nobody chose.
+    let sinks = &config.kafka_sinks;
+    for spec in [&sinks.alerts, &sinks.scores, &sinks.features, &sinks.dead_letter].into_iter().flatten() {
+        let (attempts, backoff) = match &config.source {
+            SourceConfig::Kafka(k) => (k.connect_attempts, k.connect_backoff),
+            _ => (3, Duration::from_secs(1)),
+        };
+        partition_count(&spec.client_config(), &spec.topic, attempts, Duration::from_secs(5), backoff).map_err(
+            |e| {
+                Error::Data(format!(
+                "Kafka output topic {:?}: {e}. lobsentry does not create topics: create it with the partitions you \
+                 want (for example `kafka-topics.sh --create --topic {} --partitions 2`)",
+                spec.topic, spec.topic
+            ))
+            },
+        )?;
+    }
     let process = config.cluster.as_ref().map_or(0, |c| c.process);
     let job = Arc::new(JobDescription::of(&config));
     let checkpoint = match &config.checkpoint {

@@ -5,6 +5,13 @@
 //! for longer) comes back through the delivery report and is queued again here, so a broker outage
 //! delays output but loses none of it. [`KafkaWriter::flush`] waits until everything is acknowledged
 //! (checkpoints call it before recording the topic's end offsets).
+//!
+//! Errors are classified: a full local queue waits; a message the broker or librdkafka refuses for
+//! good (too large, unknown topic, not authorized, invalid) is taken out of the queue, counted
+//! (`refused`) and handed to the writer's [`KafkaWriter::on_refused`] callback with the reason, so
+//! one bad record never blocks the ones behind it. A writer made with
+//! [`KafkaWriterSpec::truncate_oversized`] (the dead-letter topic) cuts a value over the size limit
+//! instead, keeping its first bytes, and says so in `truncated` / `original-bytes` headers.
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
@@ -24,6 +31,50 @@ pub struct KafkaSinkCounters {
     pub retries: AtomicU64,
     /// Messages skipped because an earlier run already wrote them (restart de-duplication).
     pub deduplicated: AtomicU64,
+    /// Messages refused for good (too large, unknown topic, not authorized), never retried.
+    pub refused: AtomicU64,
+    /// Dead letters cut to the size limit.
+    pub truncated: AtomicU64,
+}
+
+/// What is done with a message refused for good: `(topic, key, value, reason)`.
+pub type OnRefused = Arc<dyn Fn(&str, &[u8], &[u8], &str) + Send + Sync>;
+
+/// Headroom kept under the size limit for the record's framing (a record batch header, lengths).
+const FRAMING_BYTES: usize = 512;
+
+/// Whether a produce error is for good (retrying the same message cannot succeed), as opposed to a
+/// transient one (a broker down, a leader moving, a timeout) that a retry outlives.
+///
+/// ```
+/// use lobsentry_operators::sink::kafka::is_permanent;
+/// use rdkafka::types::RDKafkaErrorCode;
+/// assert!(is_permanent(RDKafkaErrorCode::MessageSizeTooLarge));
+/// assert!(is_permanent(RDKafkaErrorCode::TopicAuthorizationFailed));
+/// assert!(!is_permanent(RDKafkaErrorCode::QueueFull));
+/// assert!(!is_permanent(RDKafkaErrorCode::MessageTimedOut));
+/// ```
+pub fn is_permanent(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::MessageSizeTooLarge
+            | C::InvalidMessageSize
+            | C::InvalidMessage
+            | C::InvalidRecord
+            | C::UnknownTopic
+            | C::UnknownPartition
+            | C::InvalidTopic
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::TransactionalIdAuthorizationFailed
+            | C::SaslAuthenticationFailed
+            | C::Authentication
+            | C::UnsupportedForMessageFormat
+            | C::MessageBatchTooLarge
+            | C::InvalidRequiredAcks
+            | C::PolicyViolation
+    )
 }
 
 /// One message, kept until the broker acknowledges it.
@@ -38,6 +89,7 @@ struct Outgoing {
 
 struct Ctx {
     failed: Arc<Mutex<Vec<Outgoing>>>,
+    refused: Arc<Mutex<Vec<(Outgoing, String)>>>,
     counters: Arc<KafkaSinkCounters>,
 }
 
@@ -49,6 +101,11 @@ impl ProducerContext for Ctx {
         match result {
             Ok(_) => {
                 self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) if e.rdkafka_error_code().is_some_and(is_permanent) => {
+                if let Ok(mut r) = self.refused.lock() {
+                    r.push((*msg, e.to_string()));
+                }
             }
             Err(_) => {
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -73,6 +130,10 @@ pub struct KafkaWriterSpec {
     pub backoff: Duration,
     /// Extra librdkafka properties.
     pub properties: Vec<(String, String)>,
+    /// Cut a value over the size limit (keeping its first bytes, with `truncated` and
+    /// `original-bytes` headers) instead of refusing it: for the dead-letter topic, whose records
+    /// are whatever arrived.
+    pub truncate_oversized: bool,
 }
 
 impl KafkaWriterSpec {
@@ -84,7 +145,30 @@ impl KafkaWriterSpec {
             message_timeout: Duration::from_secs(30),
             backoff: Duration::from_millis(200),
             properties: Vec::new(),
+            truncate_oversized: false,
         }
+    }
+
+    /// A client configuration with the brokers and the extra properties (for metadata look-ups and
+    /// reading the topic back).
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers).set("allow.auto.create.topics", "false");
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The largest record this producer sends: librdkafka's `message.max.bytes` (1,000,000 unless
+    /// set in the properties). Brokers accept 1,048,588 by default.
+    pub fn max_message_bytes(&self) -> usize {
+        self.properties
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "message.max.bytes")
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(1_000_000)
     }
 }
 
@@ -94,6 +178,8 @@ pub struct KafkaWriter {
     spec: KafkaWriterSpec,
     queue: VecDeque<Outgoing>,
     failed: Arc<Mutex<Vec<Outgoing>>>,
+    refused: Arc<Mutex<Vec<(Outgoing, String)>>>,
+    on_refused: Option<OnRefused>,
     counters: Arc<KafkaSinkCounters>,
     skip: HashSet<Vec<u8>>,
 }
@@ -108,6 +194,7 @@ impl KafkaWriter {
     /// A writer (no connection is made until the first message).
     pub fn new(spec: KafkaWriterSpec, counters: Arc<KafkaSinkCounters>) -> Result<KafkaWriter, String> {
         let failed: Arc<Mutex<Vec<Outgoing>>> = Arc::default();
+        let refused: Arc<Mutex<Vec<(Outgoing, String)>>> = Arc::default();
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &spec.brokers)
             .set("enable.idempotence", "true")
@@ -119,9 +206,31 @@ impl KafkaWriter {
             c.set(k, v);
         }
         let producer = c
-            .create_with_context(Ctx { failed: failed.clone(), counters: counters.clone() })
+            .create_with_context(Ctx { failed: failed.clone(), refused: refused.clone(), counters: counters.clone() })
             .map_err(|e| format!("Kafka producer for {:?}: {e}", spec.topic))?;
-        Ok(KafkaWriter { producer, spec, queue: VecDeque::new(), failed, counters, skip: HashSet::new() })
+        Ok(KafkaWriter {
+            producer,
+            spec,
+            queue: VecDeque::new(),
+            failed,
+            refused,
+            on_refused: None,
+            counters,
+            skip: HashSet::new(),
+        })
+    }
+
+    /// What to do with a message refused for good (it is counted in any case).
+    pub fn on_refused(&mut self, f: OnRefused) {
+        self.on_refused = Some(f);
+    }
+
+    /// Takes a message out for good: counted, and handed to the callback with the reason.
+    fn refuse(&self, m: &Outgoing, reason: &str) {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = &self.on_refused {
+            f(&self.spec.topic, &m.key, &m.value, reason);
+        }
     }
 
     /// Message ids (the `id` header) an earlier run already wrote: messages with these ids are
@@ -140,6 +249,24 @@ impl KafkaWriter {
             }
             headers.push(("id".into(), id.to_vec()));
         }
+        let limit = self.spec.max_message_bytes().saturating_sub(FRAMING_BYTES);
+        let size = |key: &[u8], value: &[u8], headers: &[(String, Vec<u8>)]| {
+            key.len() + value.len() + headers.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>()
+        };
+        let mut value = value;
+        if size(key, &value, &headers) > limit {
+            let original = value.len();
+            if !self.spec.truncate_oversized {
+                let m = Outgoing { key: key.to_vec(), value, headers, attempts: 0, not_before: Instant::now() };
+                self.refuse(&m, &format!("{original}-byte message over the {limit}-byte limit (message.max.bytes)"));
+                return;
+            }
+            headers.push(("truncated".into(), b"true".to_vec()));
+            headers.push(("original-bytes".into(), original.to_string().into_bytes()));
+            let keep = limit.saturating_sub(size(key, &[], &headers));
+            value.truncate(keep);
+            self.counters.truncated.fetch_add(1, Ordering::Relaxed);
+        }
         self.queue.push_back(Outgoing { key: key.to_vec(), value, headers, attempts: 0, not_before: Instant::now() });
         self.pump();
     }
@@ -147,6 +274,10 @@ impl KafkaWriter {
     /// Hands queued messages to librdkafka, takes back failed ones (with backoff) and serves
     /// delivery reports. Never blocks.
     pub fn pump(&mut self) {
+        let refused = self.refused.lock().map(|mut r| std::mem::take(&mut *r)).unwrap_or_default();
+        for (m, reason) in refused {
+            self.refuse(&m, &reason);
+        }
         let failed: Vec<Outgoing> = self.failed.lock().map(|mut f| std::mem::take(&mut *f)).unwrap_or_default();
         for mut m in failed {
             let backoff = self.spec.backoff.saturating_mul(1 << m.attempts.min(8)).min(Duration::from_secs(30));
@@ -168,11 +299,17 @@ impl KafkaWriter {
             let (key, value) = (m.key.clone(), m.value.clone());
             let record =
                 BaseRecord::with_opaque_to(&self.spec.topic, Box::new(m)).key(&key).payload(&value).headers(headers);
-            if let Err((_, record)) = self.producer.send(record) {
-                // Queue full: keep it and the rest for the next call.
-                waiting.push_back(*record.delivery_opaque);
-                waiting.extend(self.queue.drain(..));
-                break;
+            match self.producer.send(record) {
+                Ok(()) => {}
+                Err((e, record)) if e.rdkafka_error_code().is_some_and(is_permanent) => {
+                    self.refuse(&record.delivery_opaque, &e.to_string());
+                }
+                Err((_, record)) => {
+                    // Queue full (or another transient refusal): keep it and the rest for the next call.
+                    waiting.push_back(*record.delivery_opaque);
+                    waiting.extend(self.queue.drain(..));
+                    break;
+                }
             }
         }
         self.queue = waiting;
@@ -189,7 +326,9 @@ impl KafkaWriter {
         let deadline = Instant::now() + timeout;
         loop {
             self.pump();
-            if self.pending() == 0 && self.failed.lock().map(|f| f.is_empty()).unwrap_or(true) {
+            let settled = |v: &Arc<Mutex<Vec<_>>>| v.lock().map(|f| f.is_empty()).unwrap_or(true);
+            if self.pending() == 0 && self.failed.lock().map(|f| f.is_empty()).unwrap_or(true) && settled(&self.refused)
+            {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -221,14 +360,10 @@ impl KafkaWriter {
 
 /// The `id` headers of the messages of `topic` from `from` (per partition) to its current end: what
 /// an earlier run wrote after a checkpoint.
-pub fn read_ids(
-    brokers: &str,
-    topic: &str,
-    from: &[(i32, i64)],
-    timeout: Duration,
-) -> Result<HashSet<Vec<u8>>, String> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub fn read_ids(spec: &KafkaWriterSpec, from: &[(i32, i64)], timeout: Duration) -> Result<HashSet<Vec<u8>>, String> {
+    let topic = spec.topic.as_str();
+    let consumer: BaseConsumer = spec
+        .client_config()
         .set("group.id", "lobsentry-dedup")
         .set("enable.auto.commit", "false")
         .create()

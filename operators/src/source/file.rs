@@ -121,6 +121,7 @@ pub fn file_source<'scope>(
                     line: 0,
                     reason: format!("cannot open: {e}"),
                     text: String::new(),
+                    raw: None,
                 }),
             }
         }

@@ -428,6 +428,7 @@ fn reject(topic: &str, partition: i32, offset: i64, reason: &str, payload: &[u8]
         origin: format!("{topic}/{partition}"),
         line: offset.max(0) as u64,
         reason: reason.to_string(),
-        text: String::from_utf8_lossy(payload).into_owned(),
+        text: String::from_utf8_lossy(&payload[..payload.len().min(200)]).into_owned(),
+        raw: Some(payload.to_vec()),
     }
 }

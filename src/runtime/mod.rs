@@ -179,6 +179,17 @@ pub struct Shared {
     pub cluster: Arc<Mutex<Option<totals::Totals>>>,
 }
 
+/// librdkafka before 2.16.0 (2.12.1 is what the rdkafka crate bundles) crashes when a broker restarts
+/// (README, "A broker restart"): a warning naming the fix, given `(hex version, version string)`.
+pub fn librdkafka_warning((hex, version): (i32, String)) -> Option<String> {
+    (hex < 0x0210_0000).then(|| {
+        format!(
+            "librdkafka {version} crashes when a Kafka broker restarts (fixed in 2.16.0): build with `make build` \
+             (feature system-librdkafka, librdkafka from PyPI's confluent-kafka wheel)"
+        )
+    })
+}
+
 /// Runs the pipeline to completion (or until stopped) with no API and no stop signal.
 pub fn run(config: &Config, counters: Arc<Counters>) -> Result<RunReport, Error> {
     run_with(config, counters, Services::default())
@@ -206,9 +217,16 @@ pub fn run_with(config: &Config, counters: Arc<Counters>, services: Services) ->
             )));
         }
     }
+    let sinks = &config.kafka_sinks;
+    let uses_kafka = matches!(config.source, SourceConfig::Kafka(_))
+        || [&sinks.alerts, &sinks.scores, &sinks.features, &sinks.dead_letter].iter().any(|s| s.is_some());
+    if uses_kafka {
+        if let Some(warning) = librdkafka_warning(rdkafka::util::get_rdkafka_version()) {
+            eprintln!("lobsentry: warning: {warning}");
+        }
+    }
     // Output topics must exist: a producer's first message to a missing topic would have the broker
     // create it with its default partition count, which nobody chose.
-    let sinks = &config.kafka_sinks;
     for spec in [&sinks.alerts, &sinks.scores, &sinks.features, &sinks.dead_letter].into_iter().flatten() {
         let (attempts, backoff) = match &config.source {
             SourceConfig::Kafka(k) => (k.connect_attempts, k.connect_backoff),

@@ -6,7 +6,9 @@
 //!   capability) is the minimum over the partitions that are not idle. A partition is idle only when
 //!   it has nothing to read: no message for [`KafkaSourceSpec::idle_timeout`] *and* the broker's high
 //!   watermark of the partition is at or before its read position (asked once the partition has
-//!   been silent that long, then again every idle timeout while it stays silent). A partition with a
+//!   been silent that long, then again every idle timeout while it stays silent; the larger of the
+//!   end offset the broker lists and the high watermark its last fetch response carried, because
+//!   tansu 0.6 lists the base offset of the last record batch plus one). A partition with a
 //!   backlog therefore always holds the watermark back, however long the source did not poll (flow
 //!   control, a checkpoint barrier, librdkafka serving other partitions first), so a topic read
 //!   from a backlog gives the same windows every run. An idle partition that delivers again holds
@@ -171,6 +173,9 @@ struct PartitionState {
     watermark: BoundedOutOfOrderness,
     #[serde(skip)]
     end: Option<i64>,
+    /// `end` was raised once to the high watermark fetches reported (see [`SourceState::extend_ends`]).
+    #[serde(skip)]
+    extended: bool,
     #[serde(skip)]
     last_message: Option<Instant>,
     /// Silent for the idle timeout with nothing left to read at the last look (see the module
@@ -214,6 +219,18 @@ impl SourceState {
         let live = || self.partitions.iter().filter(|p| !p.done());
         let busy = live().filter(|p| !p.idle);
         busy.map(|p| p.watermark.watermark()).min().or_else(|| live().map(|p| p.watermark.watermark()).max())
+    }
+
+    /// Bounded partitions that reached their end offset (listed at start) read on, once, up to the
+    /// high watermark their fetch responses carried then (`fetched`): tansu 0.6 lists the base offset
+    /// of a partition's last record batch plus one, not its end.
+    fn extend_ends(&mut self, mut fetched: impl FnMut(i32) -> i64) {
+        for p in self.partitions.iter_mut().filter(|p| !p.extended) {
+            if let Some(end) = p.end.filter(|&end| p.next >= end) {
+                p.end = Some(end.max(fetched(p.partition)));
+                p.extended = true;
+            }
+        }
     }
 
     /// Marks idle the partitions silent for `idle` whose high watermark (`high`, asked of the broker)
@@ -263,6 +280,7 @@ pub fn kafka_source<'scope>(
                 end: None,
                 last_message: None,
                 idle: false,
+                extended: false,
             })
             .collect(),
         ..Default::default()
@@ -319,6 +337,7 @@ pub fn kafka_source<'scope>(
         let mut rejected: Vec<Rejected> = Vec::new();
         let mut flow = super::FlowControl::new(probe, spec.max_batches_ahead);
         let origin_prefix = spec.topic.clone();
+        let topic_c = std::ffi::CString::new(spec.topic.clone()).unwrap_or_default();
         move |_frontiers| {
             let (Some(ev_cap), Some(err_cap)) = (events_cap.as_mut(), errors_cap.as_mut()) else { return };
             let mut st = state.borrow_mut();
@@ -344,8 +363,10 @@ pub fn kafka_source<'scope>(
             // Idleness: a silent partition is asked for its high watermark (a broker round trip, at
             // most once per idle timeout and partition while it stays silent).
             st.update_idle(spec.idle_timeout, |partition| {
-                consumer.fetch_watermarks(&spec.topic, partition, Duration::from_secs(1)).ok()
+                let (low, listed) = consumer.fetch_watermarks(&spec.topic, partition, Duration::from_secs(1)).ok()?;
+                Some((low, listed.max(fetched_high(&consumer, &topic_c, partition))))
             });
+            st.extend_ends(|partition| fetched_high(&consumer, &topic_c, partition));
             let cap_time = *ev_cap.time();
             let throttled = flow.throttled();
             let at_barrier = st.watermark().is_some_and(|w| w >= next_barrier);
@@ -455,6 +476,30 @@ pub fn kafka_source<'scope>(
     Ok((events, errors))
 }
 
+/// The high watermark of `partition` that the consumer's last fetch response carried (librdkafka's
+/// cache, no broker round trip); `-1` before any fetch.
+fn fetched_high(consumer: &BaseConsumer, topic: &std::ffi::CStr, partition: i32) -> i64 {
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime, `topic` is NUL-terminated and
+    // outlives the call, and librdkafka only writes the two offsets it is given
+    // (`rd_kafka_get_watermark_offsets`, which the rdkafka crate does not wrap).
+    #[allow(unsafe_code)]
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    if err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        high
+    } else {
+        -1
+    }
+}
+
 fn reject(topic: &str, partition: i32, offset: i64, reason: &str, payload: &[u8]) -> Rejected {
     Rejected {
         origin: format!("{topic}/{partition}"),
@@ -479,7 +524,35 @@ mod tests {
             end: None,
             last_message: Instant::now().checked_sub(silent_for),
             idle: false,
+            extended: false,
         }
+    }
+
+    /// A bounded partition at its listed end reads on to the high watermark its fetches reported
+    /// (once: a topic still being written to does not keep a bounded read going), and is done only
+    /// there; a partition short of its end is left alone.
+    #[test]
+    fn a_bounded_partition_reads_to_the_end_its_fetches_reported() {
+        let quiet = DRAIN + Duration::from_millis(10);
+        let mut st = SourceState {
+            partitions: vec![partition(0, 8, 1_000, quiet), partition(1, 3, 500, quiet)],
+            ..Default::default()
+        };
+        st.partitions[0].end = Some(8); // listed 8, fetches say 20
+        st.partitions[1].end = Some(9);
+        assert!(st.partitions[0].done());
+        st.extend_ends(|p| if p == 0 { 20 } else { 30 });
+        assert_eq!((st.partitions[0].end, st.partitions[1].end), (Some(20), Some(9)));
+        assert!(!st.partitions[0].done(), "records 8..20 are still to be read");
+        assert_eq!(st.watermark(), Some(500));
+        st.partitions[0].next = 20;
+        st.extend_ends(|_| 40);
+        assert_eq!(st.partitions[0].end, Some(20), "extended once only");
+        assert!(st.partitions[0].done());
+        // No fetch yet (-1): the listed end stands.
+        st.partitions[1].next = 9;
+        st.extend_ends(|_| -1);
+        assert!(st.partitions[1].done() && st.watermark().is_none());
     }
 
     /// A silent partition with a backlog holds the watermark back however long it was silent; one

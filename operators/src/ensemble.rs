@@ -3,8 +3,9 @@
 //!
 //! For each (instrument, detector) the raw score becomes `p = P(score >= x)` against that
 //! instrument's own recent scores of that detector. The windows of one scale that end together are
-//! combined: `p_ensemble = min(1, K * min_i p_i)` over the K detectors that scored the window (a
-//! Bonferroni bound, so correlated detectors cannot add false alarms). A window is an alert when
+//! combined by the Cauchy combination test over the K detectors that scored the window
+//! ([`cauchy_combination`]: valid whatever their dependence, so correlated detectors cannot add false
+//! alarms; one detector alone gives about `K * p`, several moderately out give less). A window is an alert when
 //! `p_ensemble <= N * size / 1 h / S`: with S scales, at most N expected false alarms per
 //! instrument-hour in all. The ensemble's score is `-log10 p_ensemble` (its threshold
 //! `-log10` of the bound), its reasons name each detector at fault with its `-log10 p`, and its top
@@ -135,8 +136,7 @@ impl EnsembleState {
         let k = ps.iter().flatten().count();
         let mut ensemble = None;
         if complete && k > 0 {
-            let p_min = ps.iter().flatten().copied().fold(1.0, f64::min);
-            let p = (p_min * k as f64).min(1.0);
+            let p = cauchy_combination(ps.iter().flatten().copied());
             let flagged = p <= bound;
             let mut detectors: Vec<(String, f64, usize)> = scores
                 .iter()
@@ -168,6 +168,42 @@ impl EnsembleState {
         scores.extend(ensemble);
         scores
     }
+}
+
+/// Upper p-values above this enter the combination as this (a detector that finds a window
+/// ordinary must not veto one that finds it extreme: `tan` goes to minus infinity at 1).
+const P_CAP: f64 = 0.99;
+
+/// The Cauchy combination of p-values (Liu and Xie, JASA 2020): `T = mean_i tan((1/2 - p_i) pi)`,
+/// `p = 1/2 - atan(T) / pi`. Its tail is that of a standard Cauchy whatever the dependence between the
+/// p-values, so it keeps the false-alarm rate of one detector where a union bound (`K * min p`) pays
+/// for K; one detector alone far out gives about `K * p_min` again, and several detectors moderately
+/// out give less than any of them.
+///
+/// ```
+/// use lobsentry_operators::ensemble::cauchy_combination;
+/// let one = cauchy_combination([1e-6, 0.5]);
+/// assert!((one / 2e-6 - 1.0).abs() < 0.01, "one detector far out: about K * p_min ({one})");
+/// let two = cauchy_combination([1e-3, 1e-3]);
+/// assert!((two / 1e-3 - 1.0).abs() < 0.01 && two < 2e-3, "two alike: their p, not 2p ({two})");
+/// assert!(cauchy_combination([1e-6, 1.0]) < 1e-5, "an ordinary detector does not veto");
+/// ```
+pub fn cauchy_combination(ps: impl IntoIterator<Item = f64>) -> f64 {
+    use std::f64::consts::PI;
+    let (mut sum, mut k) = (0.0, 0usize);
+    for p in ps {
+        let p = p.clamp(1e-300, P_CAP);
+        // tan((1/2 - p) pi) = 1 / tan(p pi), and 1 / (p pi) where tan loses precision.
+        sum += if p < 1e-12 { 1.0 / (p * PI) } else { 1.0 / (p * PI).tan() };
+        k += 1;
+    }
+    if k == 0 {
+        return 1.0;
+    }
+    let t = sum / k as f64;
+    // P(Cauchy >= t): 1/2 - atan(t)/pi, and 1 / (t pi) in the far tail.
+    let p = if t > 1e12 { 1.0 / (t * PI) } else { 0.5 - t.atan() / PI };
+    p.clamp(f64::MIN_POSITIVE, 1.0)
 }
 
 /// Combines detector scores into ensemble decisions.
@@ -351,6 +387,37 @@ mod tests {
         }
         let rate = alarms as f64 / scored as f64;
         assert!(rate > 0.003 && rate < 0.02, "alarm rate {rate} for a bound of 0.01");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(8))]
+        /// The combination keeps the level of one test: with K independent uniform p-values, and
+        /// with K copies of one (the most dependent detectors), P(p_combined <= a) stays near a.
+        #[test]
+        fn the_cauchy_combination_keeps_its_level(seed in 0u64..1000, k in 2usize..5, level in 0.001f64..0.05) {
+            let mut rng = Rng::new(seed);
+            let n = 40_000;
+            let (mut independent, mut identical) = (0usize, 0usize);
+            for _ in 0..n {
+                let ps: Vec<f64> = (0..k).map(|_| rng.unit()).collect();
+                independent += usize::from(cauchy_combination(ps.iter().copied()) <= level);
+                identical += usize::from(cauchy_combination(std::iter::repeat_n(ps[0], k)) <= level);
+            }
+            let expected = level * n as f64;
+            let slack = 4.0 * expected.sqrt() + 3.0;
+            proptest::prop_assert!((independent as f64) < 1.3 * expected + slack, "independent: {independent} vs {expected}");
+            proptest::prop_assert!((independent as f64) > 0.7 * expected - slack, "independent: {independent} vs {expected}");
+            proptest::prop_assert!((identical as f64) < 1.3 * expected + slack, "identical: {identical} vs {expected}");
+        }
+    }
+
+    #[test]
+    fn two_detectors_moderately_out_alert_where_the_union_bound_would_not() {
+        // A bound of 1% per window: p = 0.008 from both detectors is 0.016 under K * min p, below
+        // 0.01 under the Cauchy combination; one at 0.008 and one ordinary is neither.
+        let (bound, both, one) = (0.01, cauchy_combination([0.008, 0.008]), cauchy_combination([0.008, 0.6]));
+        assert!(2.0 * 0.008 > bound && both <= bound, "both moderately out: {both}");
+        assert!(one > bound, "one moderately out: {one}");
     }
 
     #[test]

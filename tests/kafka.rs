@@ -781,9 +781,17 @@ fn spawn_run(args: &[&str], config: &Path, alerts: &str, ckpt: &Path, env: &[(&s
 /// events, 8 instruments) loaded into `lob`, `lines` events per message; returns a configuration that
 /// reads it to the end with checkpoints every 5 s.
 fn market_topic(tansu: &Tansu, dir: &TempDir, lines: &str) -> PathBuf {
-    tansu.create_topic("lob", 4);
-    tansu.create_topic("alerts-ref", 2);
-    tansu.create_topic("alerts", 2);
+    let csv = market_csv(tansu, dir);
+    produce_file(tansu, &csv, lines);
+    lob_config(tansu, dir, "interval = \"5s\"\n")
+}
+
+/// Topics `lob` (4 partitions), `alerts-ref` and `alerts` on `tansu`, and the synthetic market
+/// (300k events, 8 instruments) they are tested on, as a CSV file.
+fn market_csv(tansu: &Tansu, dir: &TempDir) -> PathBuf {
+    for (topic, partitions) in [("lob", 4), ("alerts-ref", 2), ("alerts", 2)] {
+        tansu.create_topic(topic, partitions);
+    }
     let csv = dir.path("market.csv");
     let status = cmd()
         .args(["generate", "--events", "300000", "--instruments", "8", "--rate", "4000", "--seed", "9"])
@@ -791,18 +799,30 @@ fn market_topic(tansu: &Tansu, dir: &TempDir, lines: &str) -> PathBuf {
         .status()
         .unwrap();
     assert!(status.success());
+    csv
+}
+
+/// Produces the CSV file `path` into topic `lob`, `lines` events per message.
+fn produce_file(tansu: &Tansu, path: &Path, lines: &str) {
     let status = cmd()
         .args(["produce", "--brokers", &tansu.brokers, "--topic", "lob", "--lines-per-message", lines, "--input"])
-        .arg(&csv)
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()
         .unwrap();
     assert!(status.success());
+}
+
+/// A configuration reading topic `lob` to its end, with `checkpoint` as its `[checkpoint]` section.
+fn lob_config(tansu: &Tansu, dir: &TempDir, checkpoint: &str) -> PathBuf {
     let config = dir.path("kafka.toml");
     std::fs::write(
         &config,
         format!(
             "[source]\nkind = \"kafka\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"lob\"\nstop-at-end = true\n\
-             [checkpoint]\ninterval = \"5s\"\n[detect]\nthreshold = 4.0\nalarms-per-hour = 300.0\ncalibration-warmup = 20\n[model]\nthreshold = 40.0\n",
+             [checkpoint]\n{checkpoint}[detect]\nthreshold = 4.0\nalarms-per-hour = 300.0\ncalibration-warmup = 20\n\
+             [model]\nthreshold = 40.0\n",
             tansu.brokers
         ),
     )
@@ -926,4 +946,95 @@ fn a_damaged_checkpoint_is_skipped_for_the_one_before_it() {
     let err = String::from_utf8_lossy(&third.stderr).into_owned();
     assert!(!third.status.success());
     assert!(err.contains("no usable checkpoint"), "{err}");
+}
+
+/// `checkpoint.max-wait` bounds the wall-clock time between checkpoints: with a 1 h interval and a
+/// market of 75 s (no barrier of the interval's grid inside it) fed in six parts 1 s apart, a
+/// 2-process cluster still checkpoints, at barriers pulled in to the 10 s grid of its windows; killed
+/// after one and restarted, it writes exactly the alerts of an uninterrupted run.
+#[test]
+fn a_wall_clock_bound_checkpoints_a_crawling_stream_and_restarts_exactly_once() {
+    let (dir, tansu) = (TempDir::new("kafka-max-wait"), Tansu::start());
+    let csv = market_csv(&tansu, &dir);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let (header, body) = text.split_once('\n').unwrap();
+    let lines: Vec<&str> = body.lines().collect();
+    let parts: Vec<PathBuf> = lines
+        .chunks(lines.len().div_ceil(6))
+        .enumerate()
+        .map(|(i, chunk)| {
+            let path = dir.path(&format!("part{i}.csv"));
+            std::fs::write(&path, format!("{header}\n{}\n", chunk.join("\n"))).unwrap();
+            path
+        })
+        .collect();
+    let produce = |path: &Path| produce_file(&tansu, path, "10");
+    let config = lob_config(&tansu, &dir, "interval = \"1h\"\nmax-wait = \"300ms\"\n");
+    let ckpt = dir.path("ckpt");
+    let live = [("LOBSENTRY__KAFKA__STOP_AT_END", "false".to_string())];
+    produce(&parts[0]);
+    // A 2-process cluster: the processes agree on each pulled barrier through the checkpoint directory.
+    let cluster = ["launch", "-n", "2", "-w", "1", "--"];
+    let mut child = spawn_run(&cluster, &config, "alerts", &ckpt, &live);
+    let started = Instant::now();
+    let mut fed = 1;
+    let mut fed_at = Instant::now();
+    let store = lobsentry_operators::checkpoint::CheckpointStore::new(&ckpt).unwrap();
+    let pulled = loop {
+        let in_data =
+            store.complete().unwrap().into_iter().filter(|b| *b > 1_000_000_000_000_000_000).collect::<Vec<_>>();
+        if let Some(&b) = in_data.last() {
+            break b;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "a live run does not end by itself");
+        if started.elapsed() > Duration::from_secs(60) {
+            let files: Vec<String> = walk(&ckpt);
+            panic!("no checkpoint within 60 s: {in_data:?}; {files:?}");
+        }
+        if fed < parts.len() - 1 && fed_at.elapsed() > Duration::from_millis(1000) {
+            produce(&parts[fed]);
+            fed += 1;
+            fed_at = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().unwrap(); // SIGKILL the launcher; its processes die with it (PDEATHSIG)
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_ne!(pulled % 3_600_000_000_000, 1, "a barrier of the 1 h grid ({pulled})");
+    assert_eq!((pulled - 1) % 10_000_000_000, 0, "a pulled barrier lands on the 10 s grid ({pulled})");
+    for part in &parts[fed..] {
+        produce(part);
+    }
+    // The rest, read to the end, resumed from the pulled checkpoint; and the uninterrupted run.
+    let out = cmd()
+        .args(cluster)
+        .arg("-c")
+        .arg(&config)
+        .env("LOBSENTRY__KAFKA__ALERTS_TOPIC", "alerts")
+        .env("LOBSENTRY__CHECKPOINT__DIR", ckpt.display().to_string())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("resuming from checkpoint {pulled}")), "{err}");
+    let mut reference = spawn_run(&["run", "-w", "2"], &config, "alerts-ref", &dir.path("ckpt-ref"), &[]);
+    assert!(reference.wait().unwrap().success());
+    assert_same_alerts(&tansu, "alerts-ref", "alerts");
+}
+
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(format!(
+                "{} = {}",
+                e.path().display(),
+                std::fs::read_to_string(e.path()).map(|t| t.chars().take(30).collect::<String>()).unwrap_or_default()
+            ));
+        }
+    }
+    out
 }

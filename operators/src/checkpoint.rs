@@ -132,12 +132,15 @@ pub struct Barrier {
     /// The smallest watermark the sources of this worker reported since the last checkpoint
     /// (`u64::MAX`: none, or all done).
     watermark: Cell<u64>,
+    /// A time beyond everything the sources of this worker emitted and at or past their
+    /// capabilities: a barrier pulled in ([`Coordinator::with_max_wait`]) may not be below it.
+    reached: Cell<u64>,
 }
 
 impl Barrier {
     /// No checkpoints: sources never stop.
     pub fn disabled() -> Self {
-        Barrier { interval_ns: 0, next: Cell::new(u64::MAX), watermark: Cell::new(u64::MAX) }
+        Barrier { interval_ns: 0, next: Cell::new(u64::MAX), watermark: Cell::new(u64::MAX), reached: Cell::new(0) }
     }
 
     /// Barriers every `interval_ns` of event time, the first one after `resume_from` (the barrier of
@@ -153,7 +156,7 @@ impl Barrier {
     /// ```
     pub fn every(interval_ns: u64, resume_from: u64) -> Self {
         assert!(interval_ns > 1, "checkpoint interval must exceed 1 ns");
-        let b = Barrier { interval_ns, next: Cell::new(0), watermark: Cell::new(u64::MAX) };
+        let b = Barrier { interval_ns, next: Cell::new(0), watermark: Cell::new(u64::MAX), reached: Cell::new(0) };
         b.next.set(b.after(resume_from));
         b
     }
@@ -192,6 +195,34 @@ impl Barrier {
     /// The last reported source watermark.
     pub fn source_watermark(&self) -> u64 {
         self.watermark.get()
+    }
+
+    /// A source emitted records ordered before `t`, or holds its capability at `t`: a barrier
+    /// pulled in must not be below it.
+    pub fn note_reached(&self, t: u64) {
+        if t > self.reached.get() {
+            self.reached.set(t);
+        }
+    }
+
+    /// The first barrier on the `grid` (`k * grid + 1`) at or after everything the sources reached,
+    /// and not after the current barrier: where this worker's sources can stop at once.
+    ///
+    /// ```
+    /// use lobsentry_operators::checkpoint::Barrier;
+    /// let b = Barrier::every(3600, 0);
+    /// b.note_reached(25);
+    /// assert_eq!(b.freeze_point(10), 31);
+    /// b.note_reached(31);
+    /// assert_eq!(b.freeze_point(10), 31, "a capability at a grid point stays there");
+    /// b.note_reached(4000);
+    /// assert_eq!(b.freeze_point(10), b.next(), "never past the barrier already in force");
+    /// ```
+    pub fn freeze_point(&self, grid: u64) -> u64 {
+        let grid = grid.max(2);
+        let r = self.reached.get().max(1);
+        let k = (r - 1).div_ceil(grid);
+        k.saturating_mul(grid).saturating_add(1).min(self.next.get())
     }
 }
 
@@ -297,6 +328,37 @@ impl CheckpointStore {
         Ok(())
     }
 
+    /// A file of the pull of barrier `barrier` after the complete checkpoint `after`: the pair never
+    /// repeats (the barrier after a pulled checkpoint may be the one that was pulled in).
+    fn pull_path(&self, what: &str, (after, barrier): (u64, u64), worker: Option<usize>) -> PathBuf {
+        let name = match worker {
+            Some(w) => format!("{what}-{after:020}-{barrier:020}-{w}"),
+            None => format!("{what}-{after:020}-{barrier:020}"),
+        };
+        self.dir.join("pull").join(name)
+    }
+
+    fn write_pull(&self, path: &Path, value: u64) -> std::io::Result<()> {
+        let dir = self.dir.join("pull");
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("pull")));
+        std::fs::write(&tmp, value.to_string())?;
+        std::fs::rename(&tmp, path)
+    }
+
+    fn read_pull(&self, path: &Path) -> Option<u64> {
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+
+    /// Forgets every barrier pull (process 0 at start, before the workers agree on the job: a pull
+    /// a killed run left behind must not steer this one; worker 0 after each checkpoint).
+    pub fn clear_pulls(&self) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(self.dir.join("pull")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// The barrier after a complete checkpoint (`None` while it is not complete).
     pub fn next_after(&self, barrier: u64) -> Option<u64> {
         std::fs::read_to_string(self.ckpt_dir(barrier).join("COMPLETE")).ok()?.trim().parse().ok()
@@ -398,13 +460,122 @@ pub struct Coordinator {
     peers: usize,
     job: String,
     written: Option<(u64, u64, std::time::Duration, std::time::Instant)>,
+    pull: Option<Pull>,
+}
+
+/// The wall-clock bound on the time between checkpoints ([`Coordinator::with_max_wait`]).
+#[derive(Debug)]
+struct Pull {
+    max_wait: std::time::Duration,
+    grid: u64,
+    /// The last checkpoint completed or barrier pulled (or the start).
+    since: std::time::Instant,
+    /// The last look for a request.
+    checked: std::time::Instant,
+    /// The round (last complete checkpoint, barrier pulled) this worker answered and waits on (its
+    /// sources stopped early).
+    frozen: Option<(u64, u64)>,
+    /// The last round answered, or the barrier it decided (each answered once).
+    answered: Option<(u64, u64)>,
+    /// The round worker 0 opened and has not decided yet.
+    open: Option<(u64, u64)>,
+    /// The last complete checkpoint (names the pulls after it).
+    after: u64,
 }
 
 impl Coordinator {
     /// A coordinator for worker `worker` of `peers`, over the operators registered in `registry`.
     pub fn new(store: CheckpointStore, registry: StateRegistry, worker: usize, peers: usize, job: String) -> Self {
         let barrier = registry.barrier();
-        Coordinator { store, registry, barrier, worker, peers, job, written: None }
+        Coordinator { store, registry, barrier, worker, peers, job, written: None, pull: None }
+    }
+
+    /// Bounds the wall-clock time between checkpoints: when none has completed for `max_wait`
+    /// (event time crawling, or a long `interval`), the next barrier is pulled in to just past what
+    /// the sources have emitted, on the `grid` (a multiple of every window length, so no window
+    /// ends at it). All workers, of every process, agree on it through the store:
+    ///
+    /// 1. worker 0 writes a request for the barrier in force, `B`;
+    /// 2. every worker stops its sources at its [`Barrier::freeze_point`] `F_w <= B` (or answers
+    ///    `B` when its part at `B` is already written) and writes `F_w`;
+    /// 3. worker 0 decides `B' = max F_w` once every answer is in; every worker moves its barrier to
+    ///    `B'` (at or past its own `F_w`, so nothing emitted is beyond it), and the checkpoint is
+    ///    taken there as at any barrier, once the watermark passes it.
+    ///
+    /// The checkpoint still needs the watermark to pass `B'`: a stream whose event time stands
+    /// still gets none (it has nothing new to save either).
+    ///
+    /// `restored` is the barrier of the checkpoint the run resumed from (0 for none).
+    pub fn with_max_wait(mut self, max_wait: std::time::Duration, grid: u64, restored: u64) -> Self {
+        let now = std::time::Instant::now();
+        self.pull = Some(Pull {
+            max_wait,
+            grid,
+            since: now,
+            checked: now,
+            frozen: None,
+            answered: None,
+            open: None,
+            after: restored,
+        });
+        self
+    }
+
+    /// The barrier pull protocol ([`Coordinator::with_max_wait`]); true while this worker waits
+    /// for a decision (no part may be written meanwhile).
+    fn pull_step(&mut self) -> Result<bool, String> {
+        let Some(pull) = self.pull.as_mut() else { return Ok(false) };
+        let store = &self.store;
+        let err = |e: std::io::Error| format!("checkpoint barrier pull: {e}");
+        // Worker 0 decides the round it opened once every worker has answered.
+        if let Some(round) = pull.open {
+            let answers: Vec<Option<u64>> =
+                (0..self.peers).map(|w| store.read_pull(&store.pull_path("freeze", round, Some(w)))).collect();
+            if answers.iter().all(Option::is_some) {
+                let decided = answers.into_iter().flatten().max().unwrap_or(round.1);
+                store.write_pull(&store.pull_path("decided", round, None), decided).map_err(err)?;
+                pull.open = None;
+            }
+        }
+        if let Some(round) = pull.frozen {
+            let Some(decided) = store.read_pull(&store.pull_path("decided", round, None)) else { return Ok(true) };
+            self.barrier.next.set(decided);
+            pull.frozen = None;
+            // The checkpoint at `decided` waits for the watermark now: no new pull before another
+            // max-wait.
+            pull.since = std::time::Instant::now();
+            pull.answered = Some((round.0, decided));
+            return Ok(false);
+        }
+        if pull.checked.elapsed() < std::time::Duration::from_millis(20) {
+            return Ok(false);
+        }
+        pull.checked = std::time::Instant::now();
+        let b = self.barrier.next();
+        let round = (pull.after, b);
+        if pull.answered == Some(round) || b == u64::MAX {
+            return Ok(false);
+        }
+        let request = store.pull_path("request", round, None);
+        if request.exists() {
+            pull.answered = Some(round);
+            if self.written.is_some() {
+                // This worker's part at `b` is written: the decision can only be `b` (no answer is
+                // past it), so there is nothing to wait for.
+                store.write_pull(&store.pull_path("freeze", round, Some(self.worker)), b).map_err(err)?;
+                return Ok(false);
+            }
+            let f = self.barrier.freeze_point(pull.grid);
+            self.barrier.next.set(f);
+            store.write_pull(&store.pull_path("freeze", round, Some(self.worker)), f).map_err(err)?;
+            pull.frozen = Some(round);
+            return Ok(true);
+        }
+        if self.worker == 0 && self.written.is_none() && pull.since.elapsed() >= pull.max_wait {
+            store.write_pull(&request, b).map_err(err)?;
+            pull.open = Some(round);
+        }
+        Ok(false)
     }
 
     /// Takes this worker's part when `frontier` (the worker's probe, after every operator) stands
@@ -412,6 +583,9 @@ impl Coordinator {
     /// the barrier on once it is complete. Returns the checkpoint completed by this call, if any.
     pub fn poll(&mut self, frontier: Option<u64>) -> Result<Option<Completed>, String> {
         if !self.barrier.enabled() {
+            return Ok(None);
+        }
+        if self.pull_step()? {
             return Ok(None);
         }
         let b = self.barrier.next();
@@ -443,6 +617,15 @@ impl Coordinator {
                     Some(next) => {
                         self.barrier.move_to(next);
                         self.written = None;
+                        if let Some(pull) = self.pull.as_mut() {
+                            pull.since = std::time::Instant::now();
+                            pull.after = b;
+                            pull.open = None;
+                            if self.worker == 0 {
+                                // Every worker has answered and left the pulls before this one.
+                                self.store.clear_pulls().map_err(|e| format!("checkpoint barrier pull: {e}"))?;
+                            }
+                        }
                         Ok(Some(Completed { barrier: b, bytes, write, align: at.elapsed() }))
                     }
                     None => Ok(None),
@@ -497,6 +680,44 @@ mod tests {
         assert!(store.read_part(7, 0).unwrap_err().contains("truncated"));
         std::fs::write(&path, b"garbage").unwrap();
         assert!(store.read_part(7, 0).unwrap_err().contains("no LSCKPT02 header"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn workers_agree_on_a_pulled_barrier_past_everything_they_emitted() {
+        let dir = std::env::temp_dir().join(format!("lobsentry-ckpt-pull-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = CheckpointStore::new(&dir).unwrap();
+        let wait = std::time::Duration::from_millis(0);
+        let barriers: Vec<Rc<Barrier>> = (0..2).map(|_| Rc::new(Barrier::every(1000, 0))).collect();
+        let mut workers: Vec<Coordinator> = (0..2)
+            .map(|w| {
+                let registry = StateRegistry::new();
+                registry.inner.borrow_mut().barrier = Some(barriers[w].clone());
+                Coordinator::new(store.clone(), registry, w, 2, "j".into()).with_max_wait(wait, 10, 0)
+            })
+            .collect();
+        barriers[0].note_reached(235);
+        barriers[1].note_reached(412);
+        let mut poll = |w: usize, frontier: u64| {
+            std::thread::sleep(std::time::Duration::from_millis(25));
+            workers[w].poll(Some(frontier)).unwrap()
+        };
+        assert!(poll(0, 100).is_none(), "worker 0 asks for a pull");
+        assert!(poll(1, 100).is_none(), "worker 1 stops at 421");
+        poll(0, 100);
+        poll(0, 100);
+        poll(1, 100);
+        for barrier in &barriers {
+            assert_eq!(barrier.next(), 421, "past 412, on the grid of 10, below 1001");
+        }
+        // The checkpoint is taken at the pulled barrier once the frontier stands there.
+        poll(0, 421);
+        poll(1, 421);
+        let done = poll(0, 421).expect("complete");
+        assert_eq!(done.barrier, 421);
+        assert_eq!(store.latest().unwrap(), Some(421));
+        assert!(!dir.join("pull").exists(), "the pull's files are cleared with the checkpoint");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

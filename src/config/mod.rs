@@ -227,6 +227,8 @@ pub struct RawCheckpoint {
     pub dir: String,
     /// Event time between checkpoints.
     pub interval: String,
+    /// Longest wall-clock time between checkpoints ("0s" = no bound).
+    pub max_wait: String,
     /// Complete checkpoints kept.
     pub retain: i64,
 }
@@ -251,8 +253,39 @@ pub struct CheckpointConfig {
     pub dir: PathBuf,
     /// Event time between barriers, ns.
     pub interval_ns: u64,
+    /// Longest wall-clock time between checkpoints (`None`: no bound).
+    pub max_wait: Option<Duration>,
     /// Complete checkpoints kept.
     pub retain: usize,
+}
+
+impl Config {
+    /// The event-time grid a barrier pulled in by `checkpoint.max-wait` lands on (`k * grid + 1`): a
+    /// multiple of the window size and slide, every detection scale and the analytics tick, so no
+    /// window or tick ends at it; the checkpoint interval itself when that does not divide it.
+    pub fn pull_grid_ns(&self) -> u64 {
+        fn gcd(a: u64, b: u64) -> u64 {
+            if b == 0 {
+                a
+            } else {
+                gcd(b, a % b)
+            }
+        }
+        let lcm = |a: u64, b: u64| if a == 0 || b == 0 { a.max(b) } else { (a / gcd(a, b)).saturating_mul(b) };
+        let mut grid = lcm(self.window.size_ns, self.window.slide_ns);
+        for (ns, _) in &self.scales.scales {
+            grid = lcm(grid, *ns);
+        }
+        if let Some(a) = &self.analytics {
+            grid = lcm(grid, a.spec.tick_ns);
+        }
+        let interval = self.checkpoint.as_ref().map_or(0, |c| c.interval_ns);
+        if grid == 0 || interval == 0 || !interval.is_multiple_of(grid) {
+            interval
+        } else {
+            grid
+        }
+    }
 }
 
 /// The Kafka input, validated (the partition count is found at start).
@@ -776,6 +809,7 @@ impl RawConfig {
         let kafka_backoff = duration("kafka.connect-backoff", &self.kafka.connect_backoff);
         let message_timeout = duration("kafka.message-timeout", &self.kafka.message_timeout);
         let interval = duration("checkpoint.interval", &self.checkpoint.interval);
+        let max_wait = duration("checkpoint.max-wait", &self.checkpoint.max_wait);
         let kafka_properties = kafka_properties(&self.kafka, &mut errors);
 
         let workers = overrides.workers.map(|w| w as i64).unwrap_or(self.pipeline.workers);
@@ -1172,6 +1206,7 @@ impl RawConfig {
             Some(CheckpointConfig {
                 dir: PathBuf::from(&self.checkpoint.dir),
                 interval_ns: interval.as_nanos() as u64,
+                max_wait: (!max_wait.is_zero()).then_some(max_wait),
                 retain: self.checkpoint.retain.max(1) as usize,
             })
         };

@@ -66,13 +66,20 @@ impl JobDescription {
                 ),
             ),
             ("checkpoint", format!("{:?}", config.checkpoint.as_ref().map(|c| c.interval_ns))),
+            // Every process must answer barrier pulls; a restart may change the bound.
+            (MAX_WAIT, format!("{:?}", config.checkpoint.as_ref().and_then(|c| c.max_wait))),
         ];
         JobDescription { entries: entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect() }
     }
 
     /// One line, stored in every checkpoint part: a checkpoint restores only into the same job.
     pub fn fingerprint(&self) -> String {
-        self.entries.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join("; ")
+        self.entries
+            .iter()
+            .filter(|(k, _)| k != MAX_WAIT)
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// The first setting in which `other` differs, as "setting: VALUE here, OTHER there".
@@ -85,6 +92,9 @@ impl JobDescription {
         })
     }
 }
+
+/// The job setting the processes must agree on that a checkpoint does not record.
+const MAX_WAIT: &str = "checkpoint.max-wait";
 
 /// What a worker announces at start.
 #[derive(Clone, Debug, Serialize, Deserialize)]

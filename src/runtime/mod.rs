@@ -136,6 +136,8 @@ pub struct CheckpointPlan {
     pub store: CheckpointStore,
     /// Event time between barriers.
     pub interval_ns: u64,
+    /// Longest wall-clock time between checkpoints, and the grid a barrier pulled in lands on.
+    pub max_wait: Option<(Duration, u64)>,
     /// Where to resume.
     pub restore: Option<checkpoints::RestorePoint>,
 }
@@ -254,7 +256,12 @@ pub fn run_with(config: &Config, counters: Arc<Counters>, services: Services) ->
             if let Some(r) = &restore {
                 eprintln!("lobsentry: resuming from checkpoint {} in {}", r.barrier, c.dir.display());
             }
-            Some(Arc::new(CheckpointPlan { store, interval_ns: c.interval_ns, restore }))
+            if process == 0 {
+                // Before the processes agree on the job: no worker looks for pulls until then.
+                store.clear_pulls().map_err(|e| Error::Io(format!("checkpoint.dir: {e}")))?;
+            }
+            let max_wait = c.max_wait.map(|w| (w, config.pull_grid_ns()));
+            Some(Arc::new(CheckpointPlan { store, interval_ns: c.interval_ns, max_wait, restore }))
         }
     };
     if let Ok(mut w) = counters.watermarks.lock() {

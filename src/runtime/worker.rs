@@ -91,13 +91,19 @@ impl Duties {
             QueryDriver::new(worker.index(), input, built.answers_probe.clone(), built.answer_rows.clone(), max_time)
         });
         let coordinator = match (&shared.checkpoint, &built.registry) {
-            (Some(plan), Some(registry)) => Some(Coordinator::new(
-                plan.store.clone(),
-                registry.clone(),
-                worker.index(),
-                worker.peers(),
-                shared.job.fingerprint(),
-            )),
+            (Some(plan), Some(registry)) => {
+                let c = Coordinator::new(
+                    plan.store.clone(),
+                    registry.clone(),
+                    worker.index(),
+                    worker.peers(),
+                    shared.job.fingerprint(),
+                );
+                Some(match plan.max_wait {
+                    Some((wait, grid)) => c.with_max_wait(wait, grid, plan.restore.as_ref().map_or(0, |r| r.barrier)),
+                    None => c,
+                })
+            }
             _ => None,
         };
         Duties {

@@ -441,6 +441,9 @@ pub fn kafka_source<'scope>(
                 }
             }
             spec.counters.messages.fetch_add(polled as u64, Ordering::Relaxed);
+            if let Some(last) = batch.iter().map(|t| t.order_ts).max() {
+                barrier.note_reached(last.saturating_add(1));
+            }
             if !batch.is_empty() {
                 events_out.activate().session(&*ev_cap).give_container(&mut batch);
                 batch.clear();
@@ -463,6 +466,7 @@ pub fn kafka_source<'scope>(
                         err_cap.downgrade(&target);
                     }
                     st.frontier = *ev_cap.time();
+                    barrier.note_reached(st.frontier);
                     if polled > 0 {
                         flow.sent(*ev_cap.time());
                         activator.activate();

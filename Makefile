@@ -125,7 +125,8 @@ model: build onnxruntime
 ## eval: the shipped model vs the z-score baseline on labelled synthetic markets and on real LOBSTER
 ## data with injected episodes (ROC-AUC, PR-AUC, precision, recall, detection delay), in three groups:
 ## seeds 7/11 (the training settings were chosen on them), 8/9/12 (used to check later choices), and
-## 10/13/14 and 18/19/20 (never used for a choice).
+## 10/13/14 and 18/19/20 (never used for a choice); then the real days with kinds of episode that no
+## setting was chosen with (generate --kinds held-out, seeds 31 and 32).
 EVAL := target/eval
 LOBSTER_DAYS := GOOG_2012-06-21_34200000_57600000_message_10 AMZN_2012-06-21_34200000_57600000_message_5
 SCORE = LOBSENTRY__METRICS__ENABLED=false LOBSENTRY__DETECT__SCORES="\"$(EVAL)/$(1).scores.jsonl\"" \
@@ -144,6 +145,13 @@ define EVAL_GROUP
 	  ./target/release/lobsentry generate --inject-into target/lobster/$$f.csv --inject-every 300 --seed $(4) \
 	    --out $(EVAL)/$(1)days/$$f.csv && $(call SCORE,$(1)days/$$f); done
 endef
+# The real days with the held-out kinds injected: $(1) name prefix, $(2) injection seed.
+define HELD_OUT_DAYS
+	mkdir -p $(EVAL)/$(1)days
+	for f in $(LOBSTER_DAYS); do \
+	  ./target/release/lobsentry generate --inject-into target/lobster/$$f.csv --inject-every 300 --seed $(2) \
+	    --kinds held-out --out $(EVAL)/$(1)days/$$f.csv && $(call SCORE,$(1)days/$$f); done
+endef
 eval: build onnxruntime
 	mkdir -p $(EVAL) target/lobster
 	unzip -qo $(SHARED)/lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip -d target/lobster
@@ -156,6 +164,10 @@ eval: build onnxruntime
 	$(call EVAL_GROUP,untouched-,10,13,14)
 	@echo "== untouched inputs, generated after the model was shipped (seeds 18, 19, 20)"
 	$(call EVAL_GROUP,later-,18,19,20)
+	@echo "== held-out kinds on the real days (seeds 31, 32): spoofing, momentum ignition, wash trades,"
+	@echo "== fleeting quotes, phantom depth; none informed a setting"
+	$(call HELD_OUT_DAYS,held-out-31-,31)
+	$(call HELD_OUT_DAYS,held-out-32-,32)
 
 clean:
 	$(CARGO) clean

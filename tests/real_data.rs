@@ -75,3 +75,46 @@ fn full_pipeline_on_real_lobster_files() {
     let first = rows.iter().find(|r| r["instrument"] == "GOOG").unwrap();
     assert!(first["features"]["spread_mean"].as_f64().unwrap() > 0.0, "{first}");
 }
+
+#[test]
+fn held_out_kinds_injected_into_a_real_day_keep_its_flow_consistent() {
+    use lobsentry::cmd::inject::{inject, parse_kinds};
+    use lobsentry_operators::generator::AnomalyKind;
+    let dir = TempDir::new("lobster-held-out");
+    let file = util::shared_data().join("lobster/AMZN_2021-04-12_34200000_57600000_message_10.csv");
+    let out = dir.path("AMZN_2021-04-12_34200000_57600000_message_10.csv");
+    let labels = dir.path("labels.csv");
+    let kinds = parse_kinds("held-out").unwrap();
+    assert_eq!(kinds, AnomalyKind::HELD_OUT);
+    assert_eq!(parse_kinds("spoofing, wash_trades").unwrap(), [AnomalyKind::Spoofing, AnomalyKind::WashTrades]);
+    let err = parse_kinds("spoofing,spread_blowout").unwrap_err();
+    assert!(err.contains("spread_blowout") && err.contains("held-out"), "{err}");
+    let episodes = inject(&file, &out, &labels, 20.0, 5, &kinds).unwrap();
+    let rows: Vec<Vec<String>> = std::fs::read_to_string(&labels)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows.len(), episodes);
+    for kind in AnomalyKind::HELD_OUT {
+        assert!(rows.iter().any(|r| r[1] == kind.name()), "no {} among {episodes} episodes", kind.name());
+    }
+    assert!(rows.iter().all(|r| AnomalyKind::from_name(&r[1]).is_some_and(|k| AnomalyKind::HELD_OUT.contains(&k))));
+    // Episodes follow one another and never overlap.
+    let spans: Vec<(u64, u64)> = rows.iter().map(|r| (r[2].parse().unwrap(), r[3].parse().unwrap())).collect();
+    assert!(spans.iter().all(|(s, e)| s < e) && spans.windows(2).all(|w| w[0].1 < w[1].0), "{spans:?}");
+    let original = replay(&book_args(file.clone(), None, 10), None).unwrap();
+    let injected = replay(&book_args(out, None, 10), None).unwrap();
+    let added = injected.messages - original.messages;
+    assert!(added > 20 * episodes as u64, "{added} messages for {episodes} episodes");
+    assert_eq!(injected.rejected, 0);
+    assert_eq!(injected.crossed_rows, 0);
+    // The file's own executions still meet the book where they did.
+    assert_eq!(injected.visible_execs, original.visible_execs);
+    assert!(original.execs_at_best - injected.execs_at_best <= original.visible_execs / 500, "{injected:?}");
+    // Resting injected orders the real market trades through are removed as ghost levels, so their
+    // deletes find no order: few, and counted.
+    let unknown = injected.book.unknown_order - original.book.unknown_order;
+    assert!(unknown <= added / 20, "{unknown} of {added} injected messages met no order");
+}

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-FEATURE_SCHEMA_VERSION = 1
+FEATURE_SCHEMA_VERSION = 2
 # (name, transform) in network order; transforms are mirrored in operators/src/model.rs.
 INPUTS = [
     ("events", "log1p"),

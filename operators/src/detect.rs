@@ -17,7 +17,7 @@ use timely::dataflow::operators::Operator;
 use timely::dataflow::StreamVec;
 
 /// Features the baseline scores (prices and mid levels are left out: they are not stationary).
-pub const SCORED_FEATURES: [&str; 12] = [
+pub const SCORED_FEATURES: [&str; 18] = [
     "events",
     "cancels",
     "execs",
@@ -30,6 +30,12 @@ pub const SCORED_FEATURES: [&str; 12] = [
     "queue_imbalance",
     "ofi",
     "cancel_add_ratio",
+    "add_volume",
+    "cancel_volume",
+    "bid_depth5_max",
+    "ask_depth5_max",
+    "bid_depth5_min",
+    "ask_depth5_min",
 ];
 
 /// Options of the baseline.

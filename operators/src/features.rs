@@ -23,9 +23,16 @@
 //! | 21 | ofi | order-flow imbalance, Cont, Kukanov & Stoikov (2014), summed over events |
 //! | 22 | cancel_add_ratio | cancels / adds |
 //! | 23 | msg_rate | events per second of window length |
+//! | 24 | add_volume | shares added (type 1) |
+//! | 25 | cancel_volume | shares cancelled or deleted (types 2, 3) |
+//! | 26, 27 | bid_depth5_max, ask_depth5_max | largest five-level size after any event of the window |
+//! | 28, 29 | bid_depth5_min, ask_depth5_min | smallest five-level size after any event of the window |
 //!
+//! Features 24-29 (schema 2) see liquidity that is posted and pulled, or pulled and refilled, inside
+//! one window, which the sizes at the window's last event (16-19) miss. Schema 2 appends to schema 1,
+//! so a model trained on schema 1 reads the same values ([`features_in_schema`]).
 //! Undefined values (no executions, one-sided book) are NaN: empty in CSV, `null` in JSON.
-//! Book features (8..21) need [`crate::book::ReconstructBook`] upstream; without a book they are NaN.
+//! Book features (8..21, 26..29) need [`crate::book::ReconstructBook`] upstream; without a book they are NaN.
 
 use crate::book::BookEvent;
 use crate::event::{EventKind, InstrumentId, LobEvent, Timed};
@@ -34,10 +41,28 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::StreamVec;
 
 /// Version of the feature order and meaning; bump on any change to [`FEATURE_NAMES`].
-pub const FEATURE_SCHEMA_VERSION: u32 = 1;
+pub const FEATURE_SCHEMA_VERSION: u32 = 2;
 
 /// Number of features.
-pub const FEATURE_COUNT: usize = 24;
+pub const FEATURE_COUNT: usize = 30;
+
+/// How many features (a prefix of [`FEATURE_NAMES`]) schema `version` had; `None` for a schema this
+/// build does not know. Each schema only appended to the one before, so a model trained on an
+/// earlier schema reads the values it was trained on.
+///
+/// ```
+/// use lobsentry_operators::features::{features_in_schema, FEATURE_COUNT, FEATURE_SCHEMA_VERSION};
+/// assert_eq!(features_in_schema(1), Some(24));
+/// assert_eq!(features_in_schema(FEATURE_SCHEMA_VERSION), Some(FEATURE_COUNT));
+/// assert_eq!(features_in_schema(FEATURE_SCHEMA_VERSION + 1), None);
+/// ```
+pub fn features_in_schema(version: u32) -> Option<usize> {
+    match version {
+        1 => Some(24),
+        2 => Some(30),
+        _ => None,
+    }
+}
 
 /// Feature names in vector order.
 pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
@@ -65,6 +90,12 @@ pub const FEATURE_NAMES: [&str; FEATURE_COUNT] = [
     "ofi",
     "cancel_add_ratio",
     "msg_rate",
+    "add_volume",
+    "cancel_volume",
+    "bid_depth5_max",
+    "ask_depth5_max",
+    "bid_depth5_min",
+    "ask_depth5_min",
 ];
 
 /// A window length in ns the way the configuration writes durations ("1s", "250ms", "10s").
@@ -131,6 +162,10 @@ pub struct FeatureAcc {
     last_top: Option<crate::book::TopOfBook>,
     ofi: i64,
     has_book: bool,
+    add_volume: u64,
+    cancel_volume: u64,
+    /// Five-level sizes (bid max, ask max, bid min, ask min) over the window's events.
+    depth5: Option<[u64; 4]>,
 }
 
 impl FeatureAcc {
@@ -141,8 +176,14 @@ impl FeatureAcc {
         }
         self.events += 1;
         match e.kind {
-            EventKind::Add => self.adds += 1,
-            k if k.is_cancel() => self.cancels += 1,
+            EventKind::Add => {
+                self.adds += 1;
+                self.add_volume += e.size;
+            }
+            k if k.is_cancel() => {
+                self.cancels += 1;
+                self.cancel_volume += e.size;
+            }
             k if k.is_execution() => {
                 if self.execs == 0 {
                     self.min_exec = e.price.0;
@@ -191,6 +232,11 @@ impl FeatureAcc {
             }
             None => self.last_spread = None,
         }
+        let (bid5, ask5) = (b.top.bid_depth5, b.top.ask_depth5);
+        self.depth5 = Some(match self.depth5 {
+            None => [bid5, ask5, bid5, ask5],
+            Some([bmax, amax, bmin, amin]) => [bmax.max(bid5), amax.max(ask5), bmin.min(bid5), amin.min(ask5)],
+        });
         self.last_top = Some(b.top);
         self.ofi += b.ofi;
     }
@@ -236,6 +282,13 @@ impl FeatureAcc {
         }
         v[22] = if self.adds > 0 { self.cancels as f64 / self.adds as f64 } else { nan };
         v[23] = self.events as f64 / ((window.end - window.start) as f64 / 1e9);
+        v[24] = self.add_volume as f64;
+        v[25] = self.cancel_volume as f64;
+        if let Some(d) = self.depth5 {
+            for (k, x) in d.into_iter().enumerate() {
+                v[26 + k] = x as f64;
+            }
+        }
         WindowFeatures { instrument, window, exec_price_range, vwap_ticks, values: v }
     }
 }

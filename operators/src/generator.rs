@@ -30,6 +30,21 @@ pub enum AnomalyKind {
     QuoteStuffing,
     /// Both sides' best levels are pulled, widening the spread for a while.
     SpreadBlowout,
+    /// One very large order at the best price, held for a moment and deleted, a few times (spoofing
+    /// at the touch). Injected into real days only, and left out of every choice ([`AnomalyKind::HELD_OUT`]).
+    Spoofing,
+    /// Steady aggressive buying or selling against one side for seconds, hidden executions walking
+    /// up to three ticks through it, with the aggressor's side refilled (momentum ignition).
+    MomentumIgnition,
+    /// Seconds of trades that move nothing: hidden executions at the touch, alternating sides (wash
+    /// trades, painting the tape).
+    WashTrades,
+    /// Orders that improve the best price (or join it when the spread is one tick) and are deleted
+    /// 2 ms later, every 20 ms for 5 s (fleeting quotes).
+    FleetingQuotes,
+    /// Large orders a few ticks behind one side that rest for 15 s and are deleted together (slow
+    /// layering, phantom depth).
+    PhantomDepth,
 }
 
 impl AnomalyKind {
@@ -42,6 +57,20 @@ impl AnomalyKind {
         AnomalyKind::SpreadBlowout,
     ];
 
+    /// Kinds injected into real days by `lobsentry generate --inject-into` by default: the ones the
+    /// detectors' settings were chosen with.
+    pub const INJECTED: [AnomalyKind; 3] = [AnomalyKind::QuoteStuffing, AnomalyKind::Layering, AnomalyKind::FlashCrash];
+
+    /// Kinds for real days that no setting was chosen with (`--kinds held-out`): they measure how the
+    /// detectors generalise to episodes nobody showed them.
+    pub const HELD_OUT: [AnomalyKind; 5] = [
+        AnomalyKind::Spoofing,
+        AnomalyKind::MomentumIgnition,
+        AnomalyKind::WashTrades,
+        AnomalyKind::FleetingQuotes,
+        AnomalyKind::PhantomDepth,
+    ];
+
     /// The snake_case name used in label files.
     pub fn name(self) -> &'static str {
         match self {
@@ -50,12 +79,17 @@ impl AnomalyKind {
             AnomalyKind::Layering => "layering",
             AnomalyKind::QuoteStuffing => "quote_stuffing",
             AnomalyKind::SpreadBlowout => "spread_blowout",
+            AnomalyKind::Spoofing => "spoofing",
+            AnomalyKind::MomentumIgnition => "momentum_ignition",
+            AnomalyKind::WashTrades => "wash_trades",
+            AnomalyKind::FleetingQuotes => "fleeting_quotes",
+            AnomalyKind::PhantomDepth => "phantom_depth",
         }
     }
 
     /// Parses [`AnomalyKind::name`].
     pub fn from_name(name: &str) -> Option<AnomalyKind> {
-        Self::ALL.into_iter().find(|k| k.name() == name)
+        Self::ALL.into_iter().chain(Self::HELD_OUT).find(|k| k.name() == name)
     }
 }
 
@@ -490,6 +524,8 @@ impl InstrumentSim {
                     push(&mut t, 100_000_000, Script::Refill(Side::Sell), q);
                 }
             }
+            // Kinds for real days only: `kind` is drawn from ALL above.
+            other => unreachable!("{other:?} is not a synthetic kind"),
         }
         self.open_label = Some(AnomalyLabel { instrument: self.id, kind, start_ns: t0, end_ns: t });
     }

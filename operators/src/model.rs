@@ -7,7 +7,7 @@
 //! length; the ONNX input and output names; the scoring mode; the threshold and how it was
 //! calibrated; the training data and metrics.
 
-use crate::features::{WindowFeatures, FEATURE_NAMES, FEATURE_SCHEMA_VERSION};
+use crate::features::{features_in_schema, WindowFeatures, FEATURE_NAMES, FEATURE_SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -260,11 +260,24 @@ impl ModelMeta {
     pub fn check(&self) -> Result<(), String> {
         let mut errors: Vec<String> = Vec::new();
         let positive = |x: f64| x > 0.0 && x.is_finite();
-        if self.feature_schema_version != FEATURE_SCHEMA_VERSION {
-            errors.push(format!(
+        // Later schemas only append features, so a model of an earlier one reads its own prefix.
+        let known = features_in_schema(self.feature_schema_version)
+            .filter(|_| self.feature_schema_version <= FEATURE_SCHEMA_VERSION);
+        match known {
+            None => errors.push(format!(
                 "trained on feature schema {}, this build computes schema {FEATURE_SCHEMA_VERSION}",
                 self.feature_schema_version
-            ));
+            )),
+            Some(n) => {
+                for f in &self.features {
+                    if FEATURE_NAMES.iter().position(|x| *x == f.name).is_some_and(|i| i >= n) {
+                        errors.push(format!(
+                            "feature {:?} is not in schema {}, which the model records",
+                            f.name, self.feature_schema_version
+                        ));
+                    }
+                }
+            }
         }
         if self.window_ns == 0 {
             errors.push(
@@ -537,6 +550,12 @@ mod tests {
         let mut m = meta(ScoringMode::Reconstruction, ScoreOn::LastStep);
         m.feature_schema_version = 99;
         assert!(m.check().unwrap_err().contains("schema"));
+        // A schema-1 model reads the schema-1 prefix; a schema-2 feature is not in it.
+        let mut m = meta(ScoringMode::Reconstruction, ScoreOn::LastStep);
+        m.feature_schema_version = 1;
+        m.check().unwrap();
+        m.features[0].name = "add_volume".into();
+        assert!(m.check().unwrap_err().contains("\"add_volume\" is not in schema 1"));
         // Every numeric setting, every problem at once.
         let mut m = meta(ScoringMode::Reconstruction, ScoreOn::LastStep);
         m.running = Some(RunningNorm { span: 0.0, floor: -1.0, floors: None });

@@ -43,6 +43,10 @@ pub struct RollUpAcc {
     twa_weighted: (f64, f64),
     last_book: Option<[f64; 5]>,
     ofi: Option<f64>,
+    /// Shares added and cancelled (features 24, 25).
+    volumes: [f64; 2],
+    /// Five-level size extremes (features 26-29: bid max, ask max, bid min, ask min).
+    depth5: Option<[f64; 4]>,
     windows: u64,
 }
 
@@ -99,6 +103,15 @@ impl RollUpAcc {
         if let Some(ofi) = finite(v[21]) {
             self.ofi = Some(self.ofi.unwrap_or(0.0) + ofi);
         }
+        self.volumes[0] += v[24];
+        self.volumes[1] += v[25];
+        if v[26..30].iter().all(|x| x.is_finite()) {
+            let d = [v[26], v[27], v[28], v[29]];
+            self.depth5 = Some(match self.depth5 {
+                None => d,
+                Some(e) => [e[0].max(d[0]), e[1].max(d[1]), e[2].min(d[2]), e[3].min(d[3])],
+            });
+        }
         self.windows += 1;
     }
 
@@ -137,6 +150,10 @@ impl RollUpAcc {
         }
         v[22] = if self.sums[1] > 0.0 { self.sums[2] / self.sums[1] } else { nan };
         v[23] = self.sums[0] / ((window.end - window.start) as f64 / 1e9);
+        v[24..26].copy_from_slice(&self.volumes);
+        if let Some(d) = self.depth5 {
+            v[26..30].copy_from_slice(&d);
+        }
         let vwap_ticks = (volume > 0.0 && self.notional_ticks > 0.0).then(|| self.notional_ticks / volume);
         WindowFeatures { instrument, window, exec_price_range: self.exec_range, vwap_ticks, values: v }
     }
@@ -309,8 +326,8 @@ pub fn silent_window(last: &WindowFeatures, window: Window) -> WindowFeatures {
     let nan = f64::NAN;
     let l = &last.values;
     let mut v = [nan; FEATURE_COUNT];
-    for k in [0, 1, 2, 3, 4, 23] {
-        v[k] = 0.0; // events, adds, cancels, execs, exec_volume, msg_rate
+    for k in [0, 1, 2, 3, 4, 23, 24, 25] {
+        v[k] = 0.0; // events, adds, cancels, execs, exec_volume, msg_rate, add and cancel volume
     }
     if l[11].is_finite() {
         v[8..12].fill(l[11]); // the mid stays where it closed
@@ -320,6 +337,9 @@ pub fn silent_window(last: &WindowFeatures, window: Window) -> WindowFeatures {
     v[14] = if l[15].is_finite() { l[15] } else { l[14] };
     v[15] = v[14];
     v[16..21].copy_from_slice(&l[16..21]);
+    if l[18].is_finite() && l[19].is_finite() {
+        v[26..30].copy_from_slice(&[l[18], l[19], l[18], l[19]]); // the book as it last was
+    }
     if l[21].is_finite() {
         v[21] = 0.0;
     }

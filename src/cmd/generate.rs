@@ -42,12 +42,18 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 6.0)]
     pub anomalies_per_hour: f64,
     /// Instead of a synthetic market, copy this LOBSTER message file to --out with injected, labelled
-    /// episodes (quote stuffing, layering, flash-crash sweeps); --out must keep a LOBSTER file name.
+    /// episodes (see --kinds); --out must keep a LOBSTER file name.
     #[arg(long)]
     pub inject_into: Option<PathBuf>,
     /// With --inject-into: mean seconds between injected episodes.
     #[arg(long, default_value_t = 600.0)]
     pub inject_every: f64,
+    /// With --inject-into: the kinds to inject, drawn uniformly: "standard" (quote_stuffing, layering,
+    /// flash_crash: the kinds the detectors' settings were chosen with), "held-out" (spoofing,
+    /// momentum_ignition, wash_trades, fleeting_quotes, phantom_depth: kinds no setting was chosen
+    /// with), or a comma-separated list of names.
+    #[arg(long, default_value = "standard")]
+    pub kinds: String,
 }
 
 /// Writes the market.
@@ -81,7 +87,9 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
                 "--out {name:?}: keep a LOBSTER message file name (TICKER_DATE_start_end_message_N.csv) so it can be read back"
             )]));
         }
-        let n = super::inject::inject(messages, &args.out, &labels_path, args.inject_every, args.seed)?;
+        let kinds =
+            super::inject::parse_kinds(&args.kinds).map_err(|e| Error::Config(vec![format!("--kinds: {e}")]))?;
+        let n = super::inject::inject(messages, &args.out, &labels_path, args.inject_every, args.seed, &kinds)?;
         eprintln!("wrote {} with {n} injected episodes, labels in {}", args.out.display(), labels_path.display());
         return Ok(());
     }

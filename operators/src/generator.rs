@@ -220,6 +220,9 @@ pub struct InstrumentSim {
     labels: Vec<AnomalyLabel>,
     open_label: Option<AnomalyLabel>,
     pending: VecDeque<LobEvent>,
+    /// Until this time no normal order improves the best price (a spread blowout's liquidity
+    /// providers are gone until its refill).
+    wide_until_ns: u64,
 }
 
 fn side_index(side: Side) -> usize {
@@ -263,6 +266,7 @@ impl InstrumentSim {
             labels: Vec::new(),
             open_label: None,
             pending: VecDeque::new(),
+            wide_until_ns: 0,
             rng,
         };
         // Warm-up episodes never start in the first 30 s, so a model always sees normal data first.
@@ -435,11 +439,9 @@ impl InstrumentSim {
                 (Some(b), Some(a)) => (a.0 - b.0) / TICK,
                 _ => 1,
             };
-            let offset = if spread > 1 && self.rng.unit() < 0.3 {
-                -(self.rng.below((spread - 1) as u64) as i64) - 1
-            } else {
-                self.rng.below(6) as i64
-            };
+            let inside = spread > 1 && self.rng.unit() < 0.3 && self.clock_ns >= self.wide_until_ns;
+            let offset =
+                if inside { -(self.rng.below((spread - 1) as u64) as i64) - 1 } else { self.rng.below(6) as i64 };
             let price = self.price_behind(side, offset);
             let size = 100 * (1 + self.rng.below(5)) + if self.rng.unit() < 0.1 { self.rng.below(100) } else { 0 };
             Some(self.make_add(side, price, size))
@@ -488,6 +490,8 @@ impl InstrumentSim {
                 for _ in 0..6 {
                     push(&mut t, 150_000_000, Script::Refill(side), q);
                 }
+                // Nobody steps inside the spread the withdrawal left until its refills are done.
+                self.wide_until_ns = t;
             }
             AnomalyKind::FlashCrash => {
                 for _ in 0..40 {
@@ -514,11 +518,14 @@ impl InstrumentSim {
                 }
             }
             AnomalyKind::SpreadBlowout => {
-                for _ in 0..12 {
-                    push(&mut t, 5_000_000, Script::DeleteBest(Side::Buy), q);
-                    push(&mut t, 5_000_000, Script::DeleteBest(Side::Sell), q);
+                // The best levels of both sides are pulled (about three levels each) and nobody
+                // quotes inside the spread until the refill: the spread stays wide for 2 s.
+                for _ in 0..36 {
+                    push(&mut t, 2_000_000, Script::DeleteBest(Side::Buy), q);
+                    push(&mut t, 2_000_000, Script::DeleteBest(Side::Sell), q);
                 }
                 t += 2_000_000_000;
+                self.wide_until_ns = t;
                 for _ in 0..4 {
                     push(&mut t, 100_000_000, Script::Refill(Side::Buy), q);
                     push(&mut t, 100_000_000, Script::Refill(Side::Sell), q);
@@ -811,6 +818,48 @@ mod tests {
         let labels = market.take_labels();
         assert!(labels.len() >= 5, "{} labels", labels.len());
         assert!(labels.iter().all(|l| l.start_ns <= l.end_ns));
+    }
+
+    #[test]
+    fn a_spread_blowout_keeps_the_spread_wide_until_its_refill() {
+        let spec = MarketSpec {
+            instruments: 2,
+            events: Some(1_000_000),
+            rate_per_sec: 400.0,
+            anomalies_per_instrument_hour: 120.0,
+            ..MarketSpec::default()
+        };
+        let mut market = Market::new(&spec);
+        let mut books: std::collections::HashMap<InstrumentId, Book> = Default::default();
+        // (instrument, time, spread in ticks) after every event.
+        let mut spreads = Vec::new();
+        for ev in market.by_ref() {
+            let book = books.entry(ev.instrument).or_default();
+            book.apply(&ev);
+            if let (Some((b, _)), Some((a, _))) = (book.best_bid(), book.best_ask()) {
+                spreads.push((ev.instrument, ev.ts_ns, (a.0 - b.0) / TICK));
+            }
+        }
+        let labels = market.take_labels();
+        let blowouts: Vec<_> = labels.iter().filter(|l| l.kind == AnomalyKind::SpreadBlowout).collect();
+        assert!(blowouts.len() >= 3, "{} blowouts", blowouts.len());
+        let wide_share = |inside: &dyn Fn(InstrumentId, u64) -> bool| {
+            let within: Vec<i64> = spreads.iter().filter(|(i, t, _)| inside(*i, *t)).map(|s| s.2).collect();
+            within.iter().filter(|&&s| s >= 3).count() as f64 / within.len().max(1) as f64
+        };
+        // From 0.3 s after the start (the deletes take 0.14 s) to the refill, 2 s later.
+        let during = wide_share(&|i, t| {
+            blowouts
+                .iter()
+                .any(|l| l.instrument == i && t >= l.start_ns + 300_000_000 && t < l.start_ns + 2_000_000_000)
+        });
+        let outside = wide_share(&|i, t| {
+            !labels
+                .iter()
+                .any(|l| l.instrument == i && t + 5_000_000_000 >= l.start_ns && t <= l.end_ns + 5_000_000_000)
+        });
+        assert!(during >= 0.9, "spread of 3 ticks or more after {during} of a blowout's events");
+        assert!(outside <= 0.1, "spread of 3 ticks or more after {outside} of the events away from episodes");
     }
 
     #[test]

@@ -45,6 +45,12 @@ INPUTS = [
     ("queue_imbalance", "identity"),
     ("ofi", "signed_log1p"),
     ("cancel_add_ratio", "log1p"),
+    ("add_volume", "log1p"),
+    ("cancel_volume", "log1p"),
+    ("bid_depth5_max", "log1p"),
+    ("ask_depth5_max", "log1p"),
+    ("bid_depth5_min", "log1p"),
+    ("ask_depth5_min", "log1p"),
 ]
 
 
@@ -212,6 +218,8 @@ def main():
                     help="max_scaled divides each feature's squared error by (its held-out mean) ** this: 1 weighs "
                          "every feature by its own typical error, 0 not at all (the noisiest features then dominate)")
     ap.add_argument("--forecast", action="store_true", help="train the LSTM forecaster instead")
+    ap.add_argument("--max-relative-error", type=float, default=0.95,
+                    help="refuse to write a model whose held-out squared error is above this share of the running-mean predictor's")
     ap.add_argument("--context-floor", type=float, default=0.1, help="floor of the per-sequence context std")
     ap.add_argument("--no-context", action="store_true", help="global normalisation only")
     # Adds and top-of-book depth are left out by default: they are the noisiest inputs (their
@@ -318,6 +326,22 @@ def main():
         errors = np.concatenate([last_step_errors(model, h, True) for h in hold_parts if len(h) > 1])
     else:
         errors = last_step_errors(model, hold, False)
+    # Against the running-mean predictor: on running-standardised inputs it predicts 0 for the last
+    # window, so its squared error is the last window's value squared.
+    if args.forecast:
+        targets = np.concatenate([h[1:, -1, :] for h in hold_parts if len(h) > 1])
+    else:
+        targets = hold[:, -1, :]
+    base = (targets.astype(np.float64) ** 2).mean(axis=0)
+    ratio = errors.mean(axis=0) / np.maximum(base, 1e-12)
+    overall = float(errors.mean() / max(float((targets.astype(np.float64) ** 2).mean()), 1e-12))
+    print("held-out squared error relative to the running-mean predictor (1 = no better):", file=sys.stderr)
+    for (name, _), r in zip(INPUTS, ratio):
+        print(f"  {name:<18} {r:.3f}", file=sys.stderr)
+    print(f"  {'all':<18} {overall:.3f}", file=sys.stderr)
+    if overall > args.max_relative_error:
+        sys.exit(f"the model does not clearly beat the running mean: {overall:.3f} > --max-relative-error {args.max_relative_error}")
+    vs_running_mean = {"overall": overall, "per_feature": {n: float(r) for (n, _), r in zip(INPUTS, ratio)}}
     # Typical squared error per feature on held-out normal data (floored so a feature the network
     # reconstructs perfectly cannot make every tiny error infinite), raised to --scale-power: a partial
     # correction, so that features whose held-out errors are wide (heavy-tailed real days) still count.
@@ -393,7 +417,7 @@ def main():
             "torch": torch.__version__,
             "architecture": "LSTM forecaster (48)" if args.forecast else "masked transformer autoencoder: context-centred input, last step masked, d_model 48, 4 heads, 2 encoder layers",
         },
-        "metrics": {"history": history, "onnx_vs_torch_max_abs_diff": max_diff},
+        "metrics": {"history": history, "onnx_vs_torch_max_abs_diff": max_diff, "vs_running_mean": vs_running_mean},
     }
     with open(os.path.join(args.out, "model.json"), "w") as f:
         json.dump(meta, f, indent=2)

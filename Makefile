@@ -13,7 +13,7 @@ export PKG_CONFIG_PATH := $(RDKAFKA_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PA
 export LOBSENTRY_LIBRDKAFKA_DIR := $(RDKAFKA_DIR)
 export LD_LIBRARY_PATH := $(RDKAFKA_DIR)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: librdkafka demo test test-tools fmt clippy doc build bench bench-kafka bench-store bench-memory real-data clean onnxruntime model eval kafka-tools
+.PHONY: librdkafka demo test test-tools fmt clippy doc build bench bench-kafka bench-store bench-memory real-data clean onnxruntime model model-lstm train-features eval kafka-tools
 
 ## demo: the embedded default: synthetic market -> books -> 1 s windows -> features -> printed summary.
 demo: onnxruntime librdkafka
@@ -105,7 +105,16 @@ kafka-tools: onnxruntime
 	@test -x $(VENV)/bin/moto_server || $(VENV)/bin/pip install --quiet "moto[server]"
 
 ## model: rebuild the shipped model from ../shared/data plus synthetic normal data (needs torch).
-model: build onnxruntime
+## model-lstm: the LSTM forecaster (scored in forecast mode) on the same training data.
+TRAIN_FEATURES = $(TRAIN)/normal.features.csv $(TRAIN)/goog.features.csv $(TRAIN)/amzn2012.features.csv \
+	$(TRAIN)/amzn2021.features.csv
+model: train-features
+	$(PY) training/train.py --out models/lobsentry-ae --features $(TRAIN_FEATURES)
+
+model-lstm: train-features
+	$(PY) training/train.py --forecast --name lobsentry-lstm --out models/lobsentry-lstm --features $(TRAIN_FEATURES)
+
+train-features: build onnxruntime
 	$(VENV)/bin/pip install --quiet torch onnx numpy
 	mkdir -p $(TRAIN) target/lobster
 	unzip -qo $(SHARED)/lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip -d target/lobster
@@ -119,8 +128,6 @@ model: build onnxruntime
 	  --output $(TRAIN)/amzn2012.features.csv
 	./target/release/lobsentry features -w 2 --input $(SHARED)/lobster/AMZN_2021-04-12_34200000_57600000_message_10.csv \
 	  --output $(TRAIN)/amzn2021.features.csv
-	$(PY) training/train.py --out models/lobsentry-ae --features $(TRAIN)/normal.features.csv \
-	  $(TRAIN)/goog.features.csv $(TRAIN)/amzn2012.features.csv $(TRAIN)/amzn2021.features.csv
 
 ## eval: the shipped model vs the z-score baseline on labelled synthetic markets and on real LOBSTER
 ## data with injected episodes (ROC-AUC, PR-AUC, precision, recall, detection delay), in three groups:

@@ -68,6 +68,40 @@ fn the_shipped_model_scores_batches_after_warm_up() {
 }
 
 #[test]
+fn the_shipped_lstm_forecaster_scores_in_forecast_mode() {
+    use lobsentry_operators::model::ScoringMode;
+    let dir = TempDir::new("model-lstm");
+    let spec = util::market(80_000, 8, 22);
+    let input = dir.path("in.csv");
+    util::write_csv(&input, &util::events(&spec, 0, 0.0));
+    let scores = dir.path("scores.jsonl");
+    let scores_env = model_env(&scores);
+    let model = model_env(&repo("models/lobsentry-lstm"));
+    let config = util::config(
+        None,
+        2,
+        vec![input],
+        &dir.path("features.csv"),
+        vec![("LOBSENTRY__DETECT__SCORES", scores_env.as_str()), ("LOBSENTRY__MODEL__PATH", model.as_str())],
+    );
+    let meta = config.model.as_ref().expect("the forecaster is configured").meta.clone();
+    assert_eq!(meta.mode, ScoringMode::Forecast);
+    let counters = Arc::new(Counters::standalone(&config));
+    pipeline::run(&config, counters.clone()).unwrap();
+    let m = &counters.metrics;
+    let scored = m.scored_windows.with_label_values(&["model"]).get();
+    assert!(scored > 100, "{scored}");
+    assert!(m.inference_batch_size.get_sample_count() * 3 <= scored, "one call per batch");
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&scores).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lstm: Vec<_> = lines.iter().filter(|v| v["model"].as_str().unwrap().starts_with("lobsentry-lstm@")).collect();
+    assert_eq!(lstm.len() as u64, scored);
+    assert!(lstm
+        .iter()
+        .all(|v| v["score"].as_f64().unwrap().is_finite() && v["top_features"].as_array().unwrap().len() == 3));
+}
+
+#[test]
 fn a_model_that_disagrees_with_its_metadata_is_refused_naming_both() {
     let dir = TempDir::new("model-shape");
     let pkg = dir.path("pkg");

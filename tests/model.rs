@@ -31,7 +31,11 @@ fn the_shipped_model_scores_batches_after_warm_up() {
         2,
         vec![input],
         &out,
-        vec![("LOBSENTRY__DETECT__SCORES", scores_env.as_str()), ("LOBSENTRY__MODEL__PATH", model.as_str())],
+        vec![
+            ("LOBSENTRY__DETECT__SCORES", scores_env.as_str()),
+            ("LOBSENTRY__MODEL__PATH", model.as_str()),
+            ("LOBSENTRY__MODEL__EXTRA", "[]"),
+        ],
     );
     let meta = config.model.as_ref().expect("the model is configured").meta.clone();
     let counters = Arc::new(Counters::standalone(&config));
@@ -82,7 +86,11 @@ fn the_shipped_lstm_forecaster_scores_in_forecast_mode() {
         2,
         vec![input],
         &dir.path("features.csv"),
-        vec![("LOBSENTRY__DETECT__SCORES", scores_env.as_str()), ("LOBSENTRY__MODEL__PATH", model.as_str())],
+        vec![
+            ("LOBSENTRY__DETECT__SCORES", scores_env.as_str()),
+            ("LOBSENTRY__MODEL__PATH", model.as_str()),
+            ("LOBSENTRY__MODEL__EXTRA", "[]"),
+        ],
     );
     let meta = config.model.as_ref().expect("the forecaster is configured").meta.clone();
     assert_eq!(meta.mode, ScoringMode::Forecast);
@@ -99,6 +107,48 @@ fn the_shipped_lstm_forecaster_scores_in_forecast_mode() {
     assert!(lstm
         .iter()
         .all(|v| v["score"].as_f64().unwrap().is_finite() && v["top_features"].as_array().unwrap().len() == 3));
+}
+
+#[test]
+fn two_models_score_side_by_side_and_one_configured_twice_is_refused() {
+    let dir = TempDir::new("model-both");
+    let spec = util::market(60_000, 6, 23);
+    let input = dir.path("in.csv");
+    util::write_csv(&input, &util::events(&spec, 0, 0.0));
+    let scores = dir.path("scores.jsonl");
+    let scores_env = model_env(&scores);
+    let extra = format!("[{}]", model_env(&repo("models/lobsentry-lstm")));
+    let config = util::config(
+        None,
+        2,
+        vec![input],
+        &dir.path("f.csv"),
+        vec![("LOBSENTRY__DETECT__SCORES", scores_env.as_str()), ("LOBSENTRY__MODEL__EXTRA", extra.as_str())],
+    );
+    let names: Vec<String> = config
+        .model
+        .iter()
+        .chain(&config.extra_models)
+        .map(|m| format!("{}@{}", m.meta.name, m.meta.version))
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let counters = Arc::new(Counters::standalone(&config));
+    pipeline::run(&config, counters.clone()).unwrap();
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&scores).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let per_model = |name: &str| lines.iter().filter(|v| v["model"] == name).count() as u64;
+    let (ae, lstm) = (per_model(&names[0]), per_model(&names[1]));
+    assert!(ae > 100 && lstm > 100, "{ae} and {lstm} scores");
+    assert_eq!(ae + lstm, counters.metrics.scored_windows.with_label_values(&["model"]).get());
+    // The same package twice would share its calibration and checkpoint names: refused.
+    let twice = model_env(&repo("models/lobsentry-ae"));
+    let extra = format!("[{twice}]");
+    let err = lobsentry::config::load_raw(None, [("LOBSENTRY__MODEL__EXTRA".to_string(), extra)])
+        .unwrap()
+        .validate(&Default::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("configured twice") && err.contains("lobsentry-ae@"), "{err}");
 }
 
 #[test]

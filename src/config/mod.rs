@@ -352,6 +352,9 @@ pub struct RawModel {
     pub max_batch: i64,
     /// Threshold override (0 = the model's).
     pub threshold: f64,
+    /// Further model packages scored side by side with `path` (each on the scale it was trained for)
+    /// and combined with it by the ensemble.
+    pub extra: Vec<String>,
 }
 
 /// A validated model section.
@@ -624,6 +627,8 @@ pub struct Config {
     pub scores: Option<PathBuf>,
     /// The ONNX model.
     pub model: Option<ModelConfig>,
+    /// Further ONNX models (`model.extra`), with the same runtime options.
+    pub extra_models: Vec<ModelConfig>,
     /// Kafka outputs.
     pub kafka_sinks: KafkaSinks,
     /// Checkpoints (`None`: off).
@@ -1132,18 +1137,15 @@ impl RawConfig {
         if !(m.threshold >= 0.0 && m.threshold.is_finite()) {
             errors.push(format!("model.threshold: {} is negative", m.threshold));
         }
-        let model = if m.path.is_empty() || overrides.features_only {
-            None
-        } else {
-            let dir = PathBuf::from(&m.path);
-            let meta = lobsentry_operators::model::ModelMeta::load(&dir)
-                .map_err(|e| errors.push(format!("model.path: {e}")))
-                .ok();
+        let mut load_package = |path: &str, key: &str| -> Option<ModelConfig> {
+            let dir = PathBuf::from(path);
+            let meta =
+                lobsentry_operators::model::ModelMeta::load(&dir).map_err(|e| errors.push(format!("{key}: {e}"))).ok();
             let lib = find_onnxruntime(&m.onnxruntime).map_err(|e| errors.push(e)).ok();
             if let Some(meta) = &meta {
                 if !scales.is_empty() && !scales.iter().any(|(s, _)| *s == meta.window_ns) {
                     errors.push(format!(
-                        "model.path: {} was trained on {} windows, and the detectors run on {} (detect.scales): add {:?} to detect.scales or use a model trained for them",
+                        "{key}: {} was trained on {} windows, and the detectors run on {} (detect.scales): add {:?} to detect.scales or use a model trained for them",
                         meta.name,
                         lobsentry_operators::features::human_len(meta.window_ns),
                         scales.iter().map(|(s, _)| lobsentry_operators::features::human_len(*s)).collect::<Vec<_>>().join(", "),
@@ -1163,6 +1165,22 @@ impl RawConfig {
                 _ => None,
             }
         };
+        let skip_models = m.path.is_empty() || overrides.features_only;
+        let model = if skip_models { None } else { load_package(&m.path, "model.path") };
+        let mut extra_models = Vec::new();
+        if !m.extra.is_empty() && m.path.is_empty() {
+            errors.push("model.extra: needs model.path (the first model)".into());
+        } else if !skip_models {
+            for (i, path) in m.extra.iter().enumerate() {
+                extra_models.extend(load_package(path, &format!("model.extra[{i}]")));
+            }
+        }
+        let mut names: Vec<String> =
+            model.iter().chain(&extra_models).map(|c| format!("{}@{}", c.meta.name, c.meta.version)).collect();
+        names.sort();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            errors.push(format!("model.extra: {} is configured twice (each model needs its own name)", w[0]));
+        }
         let writer = |topic: &str| {
             (!topic.is_empty()).then(|| {
                 let mut w = lobsentry_operators::sink::kafka::KafkaWriterSpec::new(&self.kafka.brokers, topic);
@@ -1286,6 +1304,7 @@ impl RawConfig {
             alerts: optional(&self.detect.alerts),
             scores: optional(&self.detect.scores),
             model,
+            extra_models,
             kafka_sinks,
             checkpoint,
             analytics,

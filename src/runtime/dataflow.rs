@@ -340,33 +340,35 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
             if let Some(spec) = config.detect {
                 scores.push(rename(scale.clone().score_zscore_with(spec, registry.clone()), &label));
             }
-            let (Some(model), Some(env)) = (&config.model, &shared.ort_env) else { continue };
-            if model.meta.window_ns != ns {
-                continue;
+            let Some(env) = &shared.ort_env else { continue };
+            for model in config.model.iter().chain(&config.extra_models) {
+                if model.meta.window_ns != ns {
+                    continue;
+                }
+                let m = counters.clone();
+                let n = counters.clone();
+                let spec = InferenceSpec {
+                    env: env.clone(),
+                    dir: model.dir.clone(),
+                    meta: model.meta.clone(),
+                    intra_threads: model.intra_threads,
+                    max_batch: model.max_batch,
+                    threshold: model.threshold,
+                    top: 3,
+                    on_batch: Some(Arc::new(move |size, latency| {
+                        m.metrics.inference_batch_size.observe(size as f64);
+                        m.metrics.inference_latency.observe(latency.as_secs_f64());
+                    })),
+                    state: registry.clone(),
+                    on_skip: Some(Arc::new(move |warmup, skipped| {
+                        n.metrics.inference_warmup.inc_by(warmup);
+                        n.metrics.inference_skipped.inc_by(skipped);
+                    })),
+                };
+                // The model was opened and checked before the workers started.
+                let scored = scale.clone().score_with_model(spec).map_err(|e| format!("model: {e}"))?;
+                scores.push(rename(scored, &label));
             }
-            let m = counters.clone();
-            let n = counters.clone();
-            let spec = InferenceSpec {
-                env: env.clone(),
-                dir: model.dir.clone(),
-                meta: model.meta.clone(),
-                intra_threads: model.intra_threads,
-                max_batch: model.max_batch,
-                threshold: model.threshold,
-                top: 3,
-                on_batch: Some(Arc::new(move |size, latency| {
-                    m.metrics.inference_batch_size.observe(size as f64);
-                    m.metrics.inference_latency.observe(latency.as_secs_f64());
-                })),
-                state: registry.clone(),
-                on_skip: Some(Arc::new(move |warmup, skipped| {
-                    n.metrics.inference_warmup.inc_by(warmup);
-                    n.metrics.inference_skipped.inc_by(skipped);
-                })),
-            };
-            // The model was opened and checked before the workers started.
-            let scored = scale.score_with_model(spec).map_err(|e| format!("model: {e}"))?;
-            scores.push(rename(scored, &label));
         }
         if let (Some(spec), false) = (&config.scales.ensemble, scores.is_empty()) {
             let times = input_times.take();

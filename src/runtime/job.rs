@@ -40,9 +40,13 @@ impl JobDescription {
                 format!("synthetic {s:?}")
             }
         };
-        let model = config.model.as_ref().map_or("none".to_string(), |m| {
-            format!("{}@{} window {} ns", m.meta.name, m.meta.version, m.meta.window_ns)
-        });
+        let models: Vec<String> = config
+            .model
+            .iter()
+            .chain(&config.extra_models)
+            .map(|m| format!("{}@{} window {} ns", m.meta.name, m.meta.version, m.meta.window_ns))
+            .collect();
+        let model = if models.is_empty() { "none".to_string() } else { models.join(", ") };
         let sinks = &config.kafka_sinks;
         let entries = vec![
             ("processes", processes.to_string()),

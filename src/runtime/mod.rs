@@ -104,9 +104,11 @@ impl std::fmt::Debug for Services {
 pub fn open_model(config: &Config) -> Result<Option<ort::environment::Environment>, Error> {
     let Some(model) = &config.model else { return Ok(None) };
     let env = onnxruntime(&model.onnxruntime).map_err(|e| Error::Data(e.to_string()))?;
-    let mut spec = InferenceSpec::load(env.clone(), &model.dir).map_err(|e| Error::Data(e.to_string()))?;
-    spec.intra_threads = model.intra_threads;
-    open_session(&spec).map_err(|e| Error::Data(e.to_string()))?;
+    for model in std::iter::once(model).chain(&config.extra_models) {
+        let mut spec = InferenceSpec::load(env.clone(), &model.dir).map_err(|e| Error::Data(e.to_string()))?;
+        spec.intra_threads = model.intra_threads;
+        open_session(&spec).map_err(|e| Error::Data(e.to_string()))?;
+    }
     Ok(Some(env))
 }
 

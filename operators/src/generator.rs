@@ -34,13 +34,13 @@ pub enum AnomalyKind {
     /// at the touch). Injected into real days only, and left out of every choice ([`AnomalyKind::HELD_OUT`]).
     Spoofing,
     /// Steady aggressive buying or selling against one side for seconds, hidden executions walking
-    /// up to three ticks through it, with the aggressor's side refilled (momentum ignition).
+    /// up to two ticks through it (momentum ignition).
     MomentumIgnition,
     /// Seconds of trades that move nothing: hidden executions at the touch, alternating sides (wash
     /// trades, painting the tape).
     WashTrades,
-    /// Orders that improve the best price (or join it when the spread is one tick) and are deleted
-    /// 2 ms later, every 20 ms for 5 s (fleeting quotes).
+    /// Orders that improve the best price (or join it when the spread is under three ticks) and are
+    /// deleted 2 ms later, every 50 ms for 5 s (fleeting quotes).
     FleetingQuotes,
     /// Large orders a few ticks behind one side that rest for 15 s and are deleted together (slow
     /// layering, phantom depth).

@@ -261,9 +261,7 @@ impl ModelMeta {
         let mut errors: Vec<String> = Vec::new();
         let positive = |x: f64| x > 0.0 && x.is_finite();
         // Later schemas only append features, so a model of an earlier one reads its own prefix.
-        let known = features_in_schema(self.feature_schema_version)
-            .filter(|_| self.feature_schema_version <= FEATURE_SCHEMA_VERSION);
-        match known {
+        match features_in_schema(self.feature_schema_version) {
             None => errors.push(format!(
                 "trained on feature schema {}, this build computes schema {FEATURE_SCHEMA_VERSION}",
                 self.feature_schema_version

@@ -115,10 +115,7 @@ pub fn inject(
             if let (Some((bid, bid_size)), Some((ask, ask_size))) = (book.best_bid(), book.best_ask()) {
                 let kind = kinds[rng.below(kinds.len() as u64) as usize];
                 let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
-                let other = match side {
-                    Side::Buy => Side::Sell,
-                    Side::Sell => Side::Buy,
-                };
+                let other = side.opposite();
                 let tick = 100;
                 // `offset` ticks behind the best price of a side (negative: inside the spread).
                 let behind_of = |side: Side, offset: i64| match side {

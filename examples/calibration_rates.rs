@@ -3,8 +3,9 @@
 //! `cargo run --release --example calibration_rates`
 //!
 //! Five score distributions (light to heavy tails), three seeds each, 200,000 scores, alarms at tail
-//! probability 1/1000. Three history policies: the default (every score winsorised at the 1/1000
-//! level), winsorising at 1/200, and SPOT's (flagged scores left out, the rest kept whole).
+//! probability 1/1000. Four history policies: the default (every score winsorised at the 1/1000
+//! level), no cap (every score whole: what is left is the fit's own estimation error), winsorising at
+//! 1/200, and SPOT's (flagged scores left out, the rest kept whole).
 
 use lobsentry_operators::calibrate::{TailCalibrator, TailSpec};
 use lobsentry_operators::generator::Rng;
@@ -35,6 +36,7 @@ fn main() {
     let alpha = 1e-3;
     let policies = [
         ("winsorised at 1/1000 (default)", TailSpec::default(), false),
+        ("no cap (every score whole)", TailSpec { cap: 1e-300, ..TailSpec::default() }, false),
         ("winsorised at 1/200", TailSpec { cap: 0.005, ..TailSpec::default() }, false),
         // SPOT keeps unflagged scores whole: a cap far out in the tail changes nothing.
         ("SPOT: flagged left out", TailSpec { cap: 1e-300, ..TailSpec::default() }, true),

@@ -16,6 +16,12 @@
 //! ([`crate::calibrate::TailSpec::cap`]), so an episode does not teach the calibration that
 //! episodes are normal.
 //!
+//! An alert holds for [`EnsembleSpec::hold_ns`] after its window ends: a window of the same
+//! instrument (any scale) that the bound flags and that starts before the hold runs out continues
+//! that alert instead of raising another (its score and `p_value` are kept, `is_anomaly` is not set,
+//! and the hold extends past its end). One event seen by several windows and scales is then one
+//! alert, and the false-alarm budget counts events, as an analyst does.
+//!
 //! Windows cut short by the end of the input (their end is after the input's last event) are passed
 //! on undecided, without an ensemble score: they are not complete windows (see [`Ensemble::ensemble`]).
 
@@ -50,6 +56,10 @@ pub struct EnsembleSpec {
     /// Window lengths (ns) mapped to their scale label (`""` for the primary scale), for names; with
     /// no labels every scale's ensemble is named `ensemble`.
     pub labels: Vec<(u64, String)>,
+    /// How long (ns) an alert holds after its window's end: flagged windows of the instrument that
+    /// start before then continue it rather than raise new alerts (0: every flagged window alerts).
+    #[serde(default)]
+    pub hold_ns: u64,
 }
 
 impl EnsembleSpec {
@@ -81,6 +91,9 @@ pub struct EnsembleState {
     /// Per window length: (start of the first window, windows seen), for the windows an hour.
     #[serde(default)]
     rates: BTreeMap<u64, (u64, u64)>,
+    /// The current alert holds until this time (ns): see [`EnsembleSpec::hold_ns`].
+    #[serde(default)]
+    alert_until: Option<u64>,
 }
 
 /// Windows an instrument must have had at a scale before its own window rate sets the bound.
@@ -98,7 +111,7 @@ impl EnsembleState {
     /// use lobsentry_operators::ensemble::{EnsembleSpec, EnsembleState};
     /// use lobsentry_operators::event::InstrumentId;
     /// use lobsentry_operators::window::Window;
-    /// let spec = EnsembleSpec { alarms_per_hour: 1.0, scales: 1, tail: TailSpec::default(), labels: vec![] };
+    /// let spec = EnsembleSpec { alarms_per_hour: 1.0, scales: 1, tail: TailSpec::default(), labels: vec![], hold_ns: 0 };
     /// let score = |i: u64, model: &str, x: f64| WindowScore {
     ///     instrument: InstrumentId::new("X").unwrap(), window: Window { start: i * 1_000_000_000, end: (i + 1) * 1_000_000_000 },
     ///     score: x, threshold: 8.0, is_anomaly: false, top_features: vec![("events".into(), x)],
@@ -137,7 +150,14 @@ impl EnsembleState {
         let mut ensemble = None;
         if complete && k > 0 {
             let p = cauchy_combination(ps.iter().flatten().copied());
-            let flagged = p <= bound;
+            let mut flagged = p <= bound;
+            if flagged {
+                // Inside the hold of an alert: the same event, which extends it.
+                let held = self.alert_until.is_some_and(|until| window.start < until);
+                let until = window.end.saturating_add(spec.hold_ns);
+                self.alert_until = Some(self.alert_until.map_or(until, |u| if held { u.max(until) } else { until }));
+                flagged = !held;
+            }
             let mut detectors: Vec<(String, f64, usize)> = scores
                 .iter()
                 .zip(&ps)
@@ -368,7 +388,34 @@ mod tests {
     }
 
     fn spec(alarms_per_hour: f64) -> EnsembleSpec {
-        EnsembleSpec { alarms_per_hour, scales: 1, tail: TailSpec::default(), labels: vec![] }
+        EnsembleSpec { alarms_per_hour, scales: 1, tail: TailSpec::default(), labels: vec![], hold_ns: 0 }
+    }
+
+    /// An event that several consecutive windows see is one alert while the hold lasts; the next
+    /// event after the hold is a new alert; with no hold every flagged window alerts.
+    #[test]
+    fn an_alert_holds_over_the_windows_of_one_event() {
+        let alerts = |hold_ns: u64| {
+            let spec = EnsembleSpec { hold_ns, ..spec(1.0) };
+            let mut rng = Rng::new(5);
+            let mut state = EnsembleState::default();
+            let mut alerted = Vec::new();
+            for i in 0..2_000u64 {
+                // Two events of three windows each, 30 windows apart.
+                let x = if (1_500..1_503).contains(&i) || (1_533..1_536).contains(&i) { 1e6 } else { rng.exp(1.0) };
+                let out = state.combine(vec![score(i, "a", x)], &spec, true);
+                // (The stationary windows around the events may alarm at the budget's rate too.)
+                if out.iter().any(|s| s.model == "ensemble" && s.is_anomaly) && (1_490..1_600).contains(&i) {
+                    alerted.push(i);
+                }
+            }
+            alerted
+        };
+        assert_eq!(alerts(10_000_000_000), vec![1_500, 1_533]);
+        let every = alerts(0);
+        for i in [1_500, 1_501, 1_502, 1_533, 1_534, 1_535] {
+            assert!(every.contains(&i), "without a hold window {i} alerts: {every:?}");
+        }
     }
 
     #[test]

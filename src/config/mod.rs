@@ -325,6 +325,8 @@ pub struct RawDetect {
     pub calibration_warmup: i64,
     /// Empty windows given to an instrument that falls silent while the market trades (per gap).
     pub silent_windows: i64,
+    /// How long an alert holds: flagged windows of the instrument starting within it continue it.
+    pub alert_hold: String,
 }
 
 /// The detection time scales and the calibrated ensemble over them.
@@ -1121,11 +1123,19 @@ impl RawConfig {
         for e in tail.validate() {
             errors.push(format!("detect.calibration-{e}"));
         }
+        let hold_ns = match parse_duration(&d.alert_hold) {
+            Ok(dur) => dur.as_nanos() as u64,
+            Err(e) => {
+                errors.push(format!("detect.alert-hold: {e}"));
+                0
+            }
+        };
         let ensemble = (d.alarms_per_hour > 0.0).then(|| lobsentry_operators::ensemble::EnsembleSpec {
             alarms_per_hour: d.alarms_per_hour,
             scales: scales.len(),
             tail,
             labels: scales.clone(),
+            hold_ns,
         });
         let m = &self.model;
         if m.intra_threads < 1 {

@@ -136,9 +136,12 @@ train-features: build onnxruntime
 ## setting was chosen with (generate --kinds held-out, seeds 31 and 32).
 EVAL := target/eval
 LOBSTER_DAYS := GOOG_2012-06-21_34200000_57600000_message_10 AMZN_2012-06-21_34200000_57600000_message_5
+# The run's window features go to eval too: its reference, a plain rolling z-score over five simple
+# features, and every 1 s detector's PR-AUC over the reference's.
 SCORE = LOBSENTRY__METRICS__ENABLED=false LOBSENTRY__DETECT__SCORES="\"$(EVAL)/$(1).scores.jsonl\"" \
-	  ./target/release/lobsentry run --input $(EVAL)/$(1).csv > /dev/null && \
-	  ./target/release/lobsentry eval --scores $(EVAL)/$(1).scores.jsonl --labels $(EVAL)/$(1).labels.csv
+	  ./target/release/lobsentry run --input $(EVAL)/$(1).csv --output $(EVAL)/$(1).features.csv > /dev/null && \
+	  ./target/release/lobsentry eval --scores $(EVAL)/$(1).scores.jsonl --labels $(EVAL)/$(1).labels.csv \
+	    --features $(EVAL)/$(1).features.csv
 # One group: $(1) name prefix, $(2)/$(3) seeds of the 1M/5M-event synthetic markets, $(4) injection seed.
 define EVAL_GROUP
 	mkdir -p $(EVAL)/$(1)days

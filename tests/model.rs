@@ -228,9 +228,12 @@ fn eval_reports_both_detectors_per_anomaly_type() {
         .unwrap();
     assert!(status.success());
     let scores = dir.path("scores.jsonl");
+    let features = dir.path("features.csv");
     let out = util::cmd()
         .args(["run", "--input"])
         .arg(&input)
+        .arg("--output")
+        .arg(&features)
         .env("LOBSENTRY__DETECT__SCORES", model_env(&scores))
         .output()
         .unwrap();
@@ -240,11 +243,20 @@ fn eval_reports_both_detectors_per_anomaly_type() {
         .arg(&scores)
         .arg("--labels")
         .arg(dir.path("market.labels.csv"))
+        .arg("--features")
+        .arg(&features)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
-    for detector in ["zscore-baseline", "lobsentry-ae@"] {
+    // The reference rolling z-score over five simple features, and every 1 s detector against it.
+    let section = text.split("PR-AUC over reference-zscore5's").nth(1).expect("the reference section");
+    // (The market is too short for the calibration's warm-up: the 1 s detectors here are the model
+    // and the baseline.)
+    let baseline = section.lines().find(|l| l.trim_start().starts_with("zscore-baseline ")).expect("ratios");
+    let ratio: f64 = baseline.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(ratio.is_finite() && ratio > 0.0, "{baseline}");
+    for detector in ["zscore-baseline", "lobsentry-ae@", "reference-zscore5"] {
         let rows: Vec<&str> = text.lines().filter(|l| l.starts_with(detector)).collect();
         assert!(rows.len() >= 2, "{text}");
         let all = rows.iter().find(|l| l.split_whitespace().nth(1) == Some("all")).expect("an `all` row");

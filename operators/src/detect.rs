@@ -93,9 +93,10 @@ pub struct ZScoreState {
     last_end: u64,
 }
 
-fn scored_indices() -> Vec<usize> {
-    SCORED_FEATURES.iter().filter_map(|n| FEATURE_NAMES.iter().position(|f| f == n)).collect()
-}
+/// The reference a plain rolling z-score is measured with (`lobsentry eval --features`): five simple
+/// window features (activity, trading, price, cost of liquidity, book balance), scored like the
+/// baseline but without anything this project chose.
+pub const REFERENCE_FEATURES: [&str; 5] = ["events", "exec_volume", "log_return", "spread_twa", "queue_imbalance"];
 
 impl ZScoreState {
     /// Scores a window against the history, then folds it in. `None` during warm-up, for windows
@@ -120,17 +121,24 @@ impl ZScoreState {
     /// assert_eq!(burst.top_features[0].0, "events");
     /// ```
     pub fn score(&mut self, w: &WindowFeatures, spec: &ZScoreSpec) -> Option<WindowScore> {
+        self.score_features(w, spec, &SCORED_FEATURES)
+    }
+
+    /// [`ZScoreState::score`] over the features `names` (one state must always be given the same
+    /// names); unknown names are skipped.
+    pub fn score_features(&mut self, w: &WindowFeatures, spec: &ZScoreSpec, names: &[&str]) -> Option<WindowScore> {
         if self.seen > 0 && w.window.end <= self.last_end {
             return None;
         }
-        let idx = scored_indices();
+        let idx: Vec<(usize, &str)> =
+            names.iter().filter_map(|n| FEATURE_NAMES.iter().position(|f| f == n).map(|i| (i, *n))).collect();
         if self.mean.is_empty() {
             self.mean = vec![f64::NAN; idx.len()];
             self.var = vec![0.0; idx.len()];
         }
         let alpha = 2.0 / (spec.span + 1.0);
         let mut zs: Vec<(usize, f64)> = Vec::new();
-        for (k, &i) in idx.iter().enumerate() {
+        for (k, &(i, _)) in idx.iter().enumerate() {
             let x = w.values[i];
             if !x.is_finite() {
                 continue;
@@ -160,7 +168,7 @@ impl ZScoreState {
             score,
             threshold: spec.threshold,
             is_anomaly: score > spec.threshold,
-            top_features: zs.iter().take(spec.top).map(|(k, z)| (SCORED_FEATURES[*k].to_string(), *z)).collect(),
+            top_features: zs.iter().take(spec.top).map(|(k, z)| (idx[*k].1.to_string(), *z)).collect(),
             model: "zscore-baseline".into(),
             p_value: None,
             detectors: Vec::new(),

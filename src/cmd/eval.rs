@@ -21,6 +21,77 @@ pub struct EvalArgs {
     /// Labels CSV (`instrument,kind,start_ns,end_ns`, as `lobsentry generate` writes).
     #[arg(long)]
     pub labels: PathBuf,
+    /// The run's window features (`lobsentry run --output F.csv`): adds the reference detector
+    /// `reference-zscore5`, a plain rolling z-score over five simple features
+    /// ([`lobsentry_operators::detect::REFERENCE_FEATURES`]), and each ensemble's PR-AUC over its.
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+}
+
+/// The name of the reference detector `--features` adds.
+pub const REFERENCE: &str = "reference-zscore5";
+
+/// Scores a features CSV (`instrument,window_start_ns,window_end_ns,` then feature names) with the
+/// plain rolling z-score over [`lobsentry_operators::detect::REFERENCE_FEATURES`] (the baseline's
+/// span, warm-up and threshold).
+pub fn reference_scores(path: &PathBuf) -> Result<Vec<Scored>, Error> {
+    use lobsentry_operators::detect::{ZScoreSpec, ZScoreState, REFERENCE_FEATURES};
+    use lobsentry_operators::event::InstrumentId;
+    use lobsentry_operators::features::{WindowFeatures, FEATURE_COUNT, FEATURE_NAMES};
+    use lobsentry_operators::window::Window;
+    let file = std::fs::File::open(path).map_err(io_at(path))?;
+    let mut lines = std::io::BufReader::new(file).lines();
+    let header = lines.next().transpose().map_err(io_at(path))?.unwrap_or_default();
+    let columns: Vec<Option<usize>> =
+        header.split(',').map(|name| FEATURE_NAMES.iter().position(|f| *f == name.trim())).collect();
+    if header.split(',').take(3).collect::<Vec<_>>() != ["instrument", "window_start_ns", "window_end_ns"]
+        || !REFERENCE_FEATURES.iter().all(|n| header.split(',').any(|h| h == *n))
+    {
+        return Err(Error::Data(format!(
+            "{}: want a features CSV (instrument,window_start_ns,window_end_ns,{} ...)",
+            path.display(),
+            REFERENCE_FEATURES.join(",")
+        )));
+    }
+    let mut windows: Vec<WindowFeatures> = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let line = line.map_err(io_at(path))?;
+        let bad = |what: &str| Error::Data(format!("{}:{}: {what}", path.display(), n + 2));
+        let f: Vec<&str> = line.split(',').collect();
+        if f.len() != columns.len() {
+            return Err(bad("wrong number of fields"));
+        }
+        let mut values = [f64::NAN; FEATURE_COUNT];
+        for (text, column) in f.iter().zip(&columns) {
+            if let (Some(i), false) = (column, text.is_empty()) {
+                values[*i] = text.parse().map_err(|_| bad("a feature is not a number"))?;
+            }
+        }
+        windows.push(WindowFeatures {
+            instrument: InstrumentId::new(f[0]).map_err(|e| bad(&e))?,
+            window: Window {
+                start: f[1].parse().map_err(|_| bad("bad window_start_ns"))?,
+                end: f[2].parse().map_err(|_| bad("bad window_end_ns"))?,
+            },
+            exec_price_range: None,
+            vwap_ticks: None,
+            values,
+        });
+    }
+    windows.sort_by(|a, b| (a.instrument.as_str(), a.window.end).cmp(&(b.instrument.as_str(), b.window.end)));
+    let spec = ZScoreSpec::default();
+    let mut states: HashMap<InstrumentId, ZScoreState> = HashMap::new();
+    Ok(windows
+        .iter()
+        .filter_map(|w| states.entry(w.instrument).or_default().score_features(w, &spec, &REFERENCE_FEATURES))
+        .map(|s| Scored {
+            instrument: s.instrument.as_str().to_string(),
+            start: s.window.start,
+            end: s.window.end,
+            score: s.score,
+            alert: s.is_anomaly,
+        })
+        .collect())
 }
 
 /// One scored window.
@@ -283,7 +354,10 @@ fn scale_of(windows: &[Scored]) -> u64 {
 
 /// Runs `eval`.
 pub fn run(args: EvalArgs) -> Result<(), Error> {
-    let by_model = read_scores(&args.scores)?;
+    let mut by_model = read_scores(&args.scores)?;
+    if let Some(features) = &args.features {
+        by_model.insert(REFERENCE.to_string(), reference_scores(features)?);
+    }
     let episodes = read_labels(&args.labels)?;
     if by_model.is_empty() {
         return Err(Error::Data(format!("{}: no scores", args.scores.display())));
@@ -342,6 +416,7 @@ pub fn run(args: EvalArgs) -> Result<(), Error> {
     for kind in &kinds {
         rows.push((kind.to_string(), episodes.iter().filter(|e| e.kind == *kind).collect()));
     }
+    let mut pr_aucs: HashMap<(&str, &str), f64> = HashMap::new();
     for (model, windows) in &by_model {
         let set = &common[&scales[model.as_str()]];
         let windows: Vec<Scored> =
@@ -349,6 +424,7 @@ pub fn run(args: EvalArgs) -> Result<(), Error> {
         for (name, list) in &rows {
             let m = evaluate(&windows, list, &episodes);
             let d = decide(&windows, list, &episodes);
+            pr_aucs.insert((model.as_str(), name.as_str()), m.pr_auc);
             println!(
                 "{:<26} {:<22} {:>8} {:>6} {:>8.4} {:>8.4} {:>9.3} {:>7.3} {:>9} {:>9.2}s {:>7} {:>9.2}",
                 model,
@@ -364,6 +440,20 @@ pub fn run(args: EvalArgs) -> Result<(), Error> {
                 d.false_alarms,
                 d.false_alarm_rate()
             );
+        }
+    }
+    // Each detector of the reference's scale against the reference (the "2x a rolling z-score").
+    if let Some(reference_scale) = scales.get(REFERENCE) {
+        println!("PR-AUC over {REFERENCE}'s (same windows)");
+        for model in by_model.keys().filter(|m| *m != REFERENCE && scales[m.as_str()] == *reference_scale) {
+            let ratios: Vec<String> = rows
+                .iter()
+                .map(|(name, _)| {
+                    let ratio = pr_aucs[&(model.as_str(), name.as_str())] / pr_aucs[&(REFERENCE, name.as_str())];
+                    format!("{name} {ratio:.2}")
+                })
+                .collect();
+            println!("  {model:<26} {}", ratios.join("  "));
         }
     }
     // The run's decision: the ensemble's alerts on every scale together.
@@ -395,6 +485,33 @@ pub fn run(args: EvalArgs) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The reference z-score reads a features CSV (any column order, empty = NaN), scores each
+    /// instrument after the warm-up and finds a burst; a file that is not a features CSV is an error.
+    #[test]
+    fn the_reference_zscore_scores_a_features_csv() {
+        let dir = std::env::temp_dir().join(format!("lobsentry-eval-ref-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.csv");
+        let mut text = String::from(
+            "instrument,window_start_ns,window_end_ns,exec_volume,events,log_return,spread_twa,queue_imbalance\n",
+        );
+        for i in 0..100u64 {
+            let events = if i == 80 { 5_000 } else { 100 + i % 7 };
+            for inst in ["A", "B"] {
+                text.push_str(&format!("{inst},{},{},{},{events},0,0.01,\n", i * 10, i * 10 + 10, 200 + i % 5));
+            }
+        }
+        std::fs::write(&path, text).unwrap();
+        let scored = reference_scores(&path).unwrap();
+        assert_eq!(scored.len(), 2 * (100 - 30), "two instruments, 30 windows of warm-up each");
+        let top = scored.iter().max_by(|a, b| a.score.total_cmp(&b.score)).unwrap();
+        assert_eq!(top.start, 800);
+        assert!(top.alert && scored.iter().filter(|s| s.alert).count() == 2, "the burst on each instrument");
+        std::fs::write(&path, "instrument,kind,start_ns,end_ns\nA,x,1,2\n").unwrap();
+        assert!(reference_scores(&path).unwrap_err().to_string().contains("want a features CSV"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn auc_and_ap_against_hand_computed_values() {

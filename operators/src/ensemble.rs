@@ -17,10 +17,11 @@
 //! episodes are normal.
 //!
 //! An alert holds for [`EnsembleSpec::hold_ns`] after its window ends: a window of the same
-//! instrument (any scale) that the bound flags and that starts before the hold runs out continues
-//! that alert instead of raising another (its score and `p_value` are kept, `is_anomaly` is not set,
-//! and the hold extends past its end). One event seen by several windows and scales is then one
-//! alert, and the false-alarm budget counts events, as an analyst does.
+//! instrument (any scale) that the bound flags and that starts before the hold runs out belongs to
+//! that alert instead of raising another (its score and `p_value` are kept, `is_anomaly` is not set;
+//! the hold is not extended, so an event longer than the hold alerts again after it). One event seen
+//! by several windows and scales is then one alert, and the false-alarm budget counts events, as an
+//! analyst does.
 //!
 //! Windows cut short by the end of the input (their end is after the input's last event) are passed
 //! on undecided, without an ensemble score: they are not complete windows (see [`Ensemble::ensemble`]).
@@ -57,7 +58,7 @@ pub struct EnsembleSpec {
     /// no labels every scale's ensemble is named `ensemble`.
     pub labels: Vec<(u64, String)>,
     /// How long (ns) an alert holds after its window's end: flagged windows of the instrument that
-    /// start before then continue it rather than raise new alerts (0: every flagged window alerts).
+    /// start before then belong to it rather than raise new alerts (0: every flagged window alerts).
     #[serde(default)]
     pub hold_ns: u64,
 }
@@ -152,10 +153,13 @@ impl EnsembleState {
             let p = cauchy_combination(ps.iter().flatten().copied());
             let mut flagged = p <= bound;
             if flagged {
-                // Inside the hold of an alert: the same event, which extends it.
+                // Inside the hold of an alert: the same event. The hold is not extended, so a long
+                // spell (or a false alarm just before an episode) cannot hold back the next alert
+                // for longer than the hold.
                 let held = self.alert_until.is_some_and(|until| window.start < until);
-                let until = window.end.saturating_add(spec.hold_ns);
-                self.alert_until = Some(self.alert_until.map_or(until, |u| if held { u.max(until) } else { until }));
+                if !held {
+                    self.alert_until = Some(window.end.saturating_add(spec.hold_ns));
+                }
                 flagged = !held;
             }
             let mut detectors: Vec<(String, f64, usize)> = scores
@@ -401,8 +405,9 @@ mod tests {
             let mut state = EnsembleState::default();
             let mut alerted = Vec::new();
             for i in 0..2_000u64 {
-                // Two events of three windows each, 30 windows apart.
-                let x = if (1_500..1_503).contains(&i) || (1_533..1_536).contains(&i) { 1e6 } else { rng.exp(1.0) };
+                // Two events of three windows each, 30 windows apart, then one of 25 windows.
+                let event = (1_500..1_503).contains(&i) || (1_533..1_536).contains(&i) || (1_560..1_585).contains(&i);
+                let x = if event { 1e6 } else { rng.exp(1.0) };
                 let out = state.combine(vec![score(i, "a", x)], &spec, true);
                 // (The stationary windows around the events may alarm at the budget's rate too.)
                 if out.iter().any(|s| s.model == "ensemble" && s.is_anomaly) && (1_490..1_600).contains(&i) {
@@ -411,7 +416,8 @@ mod tests {
             }
             alerted
         };
-        assert_eq!(alerts(10_000_000_000), vec![1_500, 1_533]);
+        // The long event alerts again once each hold (10 windows after the alerted one) is over.
+        assert_eq!(alerts(10_000_000_000), vec![1_500, 1_533, 1_560, 1_571, 1_582]);
         let every = alerts(0);
         for i in [1_500, 1_501, 1_502, 1_533, 1_534, 1_535] {
             assert!(every.contains(&i), "without a hold window {i} alerts: {every:?}");

@@ -699,21 +699,26 @@ fn latest_checkpoint(dir: &Path) -> u64 {
     lobsentry_operators::checkpoint::CheckpointStore::new(dir).unwrap().latest().unwrap().unwrap_or(0)
 }
 
-/// SIGKILL at several points and restart: the alerts topic, and the alerts table of the
-/// PostgreSQL history the killed runs also write, hold exactly the alerts of an uninterrupted run,
-/// each once.
+/// SIGKILL at several points and restart, with both shipped models: the alerts topic, and the
+/// alerts table of the PostgreSQL history the killed runs also write, hold exactly the alerts of an
+/// uninterrupted run, each once.
 #[test]
 fn sigkill_and_restart_lose_and_duplicate_no_alert() {
     let (dir, tansu) = (TempDir::new("kafka-kill"), Tansu::start());
     let pg = crate::store::Postgres::start(&dir, "pw-kill");
     let config = market_topic(&tansu, &dir, "1");
+    // Both shipped models (the autoencoder and, through model.extra, the LSTM forecaster): every
+    // detector's calibration, both models' sequences and the alert hold are in the checkpoints.
+    let models = ("LOBSENTRY__MODEL__EXTRA", r#"["models/lobsentry-lstm"]"#.to_string());
     let store = [
         ("LOBSENTRY__STORE__URL", pg.url()),
         ("LOBSENTRY__STORE__PASSWORD_ENV", "LOBSENTRY_TEST_PG_PASSWORD".to_string()),
         ("LOBSENTRY_TEST_PG_PASSWORD", "pw-kill".to_string()),
+        models.clone(),
     ];
     let run = |alerts: &str, ckpt: &Path| {
-        let env: &[(&str, String)] = if alerts == "alerts" { &store } else { &[] };
+        let reference = [models.clone()];
+        let env: &[(&str, String)] = if alerts == "alerts" { &store } else { &reference };
         spawn_run(&["run", "-w", "2"], &config, alerts, ckpt, env)
     };
     let mut reference = run("alerts-ref", &dir.path("ckpt-ref"));

@@ -133,7 +133,8 @@ train-features: build onnxruntime
 ## data with injected episodes (ROC-AUC, PR-AUC, precision, recall, detection delay), in three groups:
 ## seeds 7/11 (the training settings were chosen on them), 8/9/12 (used to check later choices), and
 ## 10/13/14 and 18/19/20 (never used for a choice); then the real days with kinds of episode that no
-## setting was chosen with (generate --kinds held-out, seeds 31 and 32).
+## setting was chosen with (generate --kinds held-out, seeds 31 and 32), and synthetic markets with them
+## (seeds 33 and 34).
 EVAL := target/eval
 LOBSTER_DAYS := GOOG_2012-06-21_34200000_57600000_message_10 AMZN_2012-06-21_34200000_57600000_message_5
 # The run's window features go to eval too: its reference, a plain rolling z-score over five simple
@@ -162,6 +163,12 @@ define HELD_OUT_DAYS
 	  ./target/release/lobsentry generate --inject-into target/lobster/$$f.csv --inject-every 300 --seed $(2) \
 	    --kinds held-out --out $(EVAL)/$(1)days/$$f.csv && $(call SCORE,$(1)days/$$f); done
 endef
+# A synthetic market with the held-out kinds: $(1) name prefix, $(2) seed.
+define HELD_OUT_SYNTHETIC
+	./target/release/lobsentry generate --events 5000000 --instruments 20 --rate 5000 --anomalies-per-hour 30 \
+	  --seed $(2) --kinds held-out --out $(EVAL)/$(1)synthetic5m.csv
+	$(call SCORE,$(1)synthetic5m)
+endef
 eval: build onnxruntime
 	mkdir -p $(EVAL) target/lobster
 	unzip -qo $(SHARED)/lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip -d target/lobster
@@ -178,6 +185,9 @@ eval: build onnxruntime
 	@echo "== fleeting quotes, phantom depth; none informed a setting"
 	$(call HELD_OUT_DAYS,held-out-31-,31)
 	$(call HELD_OUT_DAYS,held-out-32-,32)
+	@echo "== held-out kinds in synthetic markets (seeds 33, 34; 5M events, 20 instruments)"
+	$(call HELD_OUT_SYNTHETIC,held-out-33-,33)
+	$(call HELD_OUT_SYNTHETIC,held-out-34-,34)
 
 clean:
 	$(CARGO) clean

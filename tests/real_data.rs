@@ -84,11 +84,17 @@ fn held_out_kinds_injected_into_a_real_day_keep_its_flow_consistent() {
     let file = util::shared_data().join("lobster/AMZN_2021-04-12_34200000_57600000_message_10.csv");
     let out = dir.path("AMZN_2021-04-12_34200000_57600000_message_10.csv");
     let labels = dir.path("labels.csv");
-    let kinds = parse_kinds("held-out").unwrap();
+    let injected = &AnomalyKind::INJECTED;
+    let kinds = parse_kinds("held-out", injected).unwrap();
     assert_eq!(kinds, AnomalyKind::HELD_OUT);
-    assert_eq!(parse_kinds("spoofing, wash_trades").unwrap(), [AnomalyKind::Spoofing, AnomalyKind::WashTrades]);
-    let err = parse_kinds("spoofing,spread_blowout").unwrap_err();
+    assert_eq!(
+        parse_kinds("spoofing, wash_trades", injected).unwrap(),
+        [AnomalyKind::Spoofing, AnomalyKind::WashTrades]
+    );
+    // A synthetic-only kind cannot be injected into a real day (a synthetic market takes it).
+    let err = parse_kinds("spoofing,spread_blowout", injected).unwrap_err();
     assert!(err.contains("spread_blowout") && err.contains("held-out"), "{err}");
+    assert!(parse_kinds("spoofing,spread_blowout", &AnomalyKind::ALL).is_ok());
     let episodes = inject(&file, &out, &labels, 20.0, 5, &kinds).unwrap();
     let rows: Vec<Vec<String>> = std::fs::read_to_string(&labels)
         .unwrap()

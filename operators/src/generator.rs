@@ -121,6 +121,10 @@ pub struct MarketSpec {
     pub start_ns: u64,
     /// Mean number of injected episodes per instrument-hour of event time (0 disables injection).
     pub anomalies_per_instrument_hour: f64,
+    /// The kinds of episode, drawn uniformly ([`AnomalyKind::ALL`] when empty); the held-out kinds
+    /// ([`AnomalyKind::HELD_OUT`]) are scripted here as `generate --inject-into` injects them.
+    #[serde(default)]
+    pub kinds: Vec<AnomalyKind>,
 }
 
 impl Default for MarketSpec {
@@ -133,6 +137,7 @@ impl Default for MarketSpec {
             // 2026-01-05 14:30:00 UTC (09:30 New York).
             start_ns: 1_767_623_400_000_000_000,
             anomalies_per_instrument_hour: 6.0,
+            kinds: Vec::new(),
         }
     }
 }
@@ -192,6 +197,9 @@ enum Script {
     DeleteOwn,
     /// Add orders at the touch again to refill a side.
     Refill(Side),
+    /// A hidden execution (no resting order of the book) `offset` ticks behind the best price of a
+    /// side.
+    ExecuteHidden { side: Side, offset: i64, size: Qty },
 }
 
 /// One instrument's simulation.
@@ -223,6 +231,8 @@ pub struct InstrumentSim {
     /// Until this time no normal order improves the best price (a spread blowout's liquidity
     /// providers are gone until its refill).
     wide_until_ns: u64,
+    /// The kinds of episode drawn from.
+    kinds: Vec<AnomalyKind>,
 }
 
 fn side_index(side: Side) -> usize {
@@ -267,6 +277,7 @@ impl InstrumentSim {
             open_label: None,
             pending: VecDeque::new(),
             wide_until_ns: 0,
+            kinds: if spec.kinds.is_empty() { AnomalyKind::ALL.to_vec() } else { spec.kinds.clone() },
             rng,
         };
         // Warm-up episodes never start in the first 30 s, so a model always sees normal data first.
@@ -473,8 +484,23 @@ impl InstrumentSim {
     }
 
     fn schedule_episode(&mut self) {
-        let kind = AnomalyKind::ALL[self.rng.below(AnomalyKind::ALL.len() as u64) as usize];
+        let kind = self.kinds[self.rng.below(self.kinds.len() as u64) as usize];
         let side = self.random_side();
+        let other = side.opposite();
+        // The held-out kinds need the touch's size, the spread and random sizes up front.
+        let touch: Qty = self
+            .best(side)
+            .and_then(|p| self.levels[side_index(side)].get(&p))
+            .map_or(0, |ids| ids.iter().filter_map(|id| self.orders.get(id)).map(|o| o.2).sum());
+        let spread_ticks = match (self.best(Side::Buy), self.best(Side::Sell)) {
+            (Some(b), Some(a)) => (a.0 - b.0) / TICK,
+            _ => 1,
+        };
+        let wash_sizes: Vec<Qty> = if kind == AnomalyKind::WashTrades {
+            (0..50).map(|_| 100 * (1 + self.rng.below(5))).collect()
+        } else {
+            Vec::new()
+        };
         let t0 = self.clock_ns;
         let mut t = t0;
         let push = |t: &mut u64, gap_ns: u64, s: Script, q: &mut VecDeque<(u64, Script)>| {
@@ -531,8 +557,41 @@ impl InstrumentSim {
                     push(&mut t, 100_000_000, Script::Refill(Side::Sell), q);
                 }
             }
-            // Kinds for real days only: `kind` is drawn from ALL above.
-            other => unreachable!("{other:?} is not a synthetic kind"),
+            // The held-out kinds, scripted as src/cmd/inject.rs injects them into real days.
+            AnomalyKind::Spoofing => {
+                let size = (touch * 10).clamp(1_000, 20_000);
+                for _ in 0..3 {
+                    push(&mut t, 300_000_000, Script::AddBehind { side, offset: 0, size }, q);
+                    push(&mut t, 400_000_000, Script::DeleteOwn, q);
+                }
+            }
+            AnomalyKind::MomentumIgnition => {
+                for step in 0..30 {
+                    push(&mut t, 100_000_000, Script::ExecuteHidden { side: other, offset: step / 10, size: 300 }, q);
+                }
+            }
+            AnomalyKind::WashTrades => {
+                for (i, size) in wash_sizes.into_iter().enumerate() {
+                    let s = if i % 2 == 0 { side } else { other };
+                    push(&mut t, 200_000_000, Script::ExecuteHidden { side: s, offset: 0, size }, q);
+                }
+            }
+            AnomalyKind::FleetingQuotes => {
+                let offset = if spread_ticks >= 3 { -1 } else { 0 };
+                for _ in 0..100 {
+                    push(&mut t, 48_000_000, Script::AddBehind { side, offset, size: 100 }, q);
+                    push(&mut t, 2_000_000, Script::DeleteOwn, q);
+                }
+            }
+            AnomalyKind::PhantomDepth => {
+                for level in 0..6 {
+                    push(&mut t, 50_000_000, Script::AddBehind { side, offset: 3 + level, size: 3_000 }, q);
+                }
+                t += 15_000_000_000;
+                for _ in 0..6 {
+                    push(&mut t, 20_000_000, Script::DeleteOwn, q);
+                }
+            }
         }
         self.open_label = Some(AnomalyLabel { instrument: self.id, kind, start_ns: t0, end_ns: t });
     }
@@ -571,6 +630,10 @@ impl InstrumentSim {
                 let price = self.price_behind(side, 0);
                 let size = 100 * (1 + self.rng.below(5));
                 Some(self.make_add(side, price, size))
+            }
+            Script::ExecuteHidden { side, offset, size } => {
+                let price = self.price_behind(side, offset);
+                Some(self.event(EventKind::ExecuteHidden, 0, size, price, side))
             }
         }
     }
@@ -798,26 +861,34 @@ mod tests {
 
     #[test]
     fn flow_is_consistent_and_anomalies_are_labelled() {
-        let spec = MarketSpec {
-            instruments: 2,
-            events: Some(200_000),
-            rate_per_sec: 400.0,
-            anomalies_per_instrument_hour: 20.0,
-            ..MarketSpec::default()
-        };
-        let mut market = Market::new(&spec);
-        let mut books: std::collections::HashMap<InstrumentId, Book> = Default::default();
-        for ev in market.by_ref() {
-            books.entry(ev.instrument).or_default().apply(&ev);
+        // The synthetic kinds (the default), then the held-out kinds scripted in a synthetic market.
+        for (kinds, anomalies) in [(Vec::new(), 120.0), (AnomalyKind::HELD_OUT.to_vec(), 120.0)] {
+            let spec = MarketSpec {
+                instruments: 2,
+                events: Some(200_000),
+                rate_per_sec: 400.0,
+                anomalies_per_instrument_hour: anomalies,
+                kinds: kinds.clone(),
+                ..MarketSpec::default()
+            };
+            let mut market = Market::new(&spec);
+            let mut books: std::collections::HashMap<InstrumentId, Book> = Default::default();
+            for ev in market.by_ref() {
+                books.entry(ev.instrument).or_default().apply(&ev);
+            }
+            for book in books.values() {
+                let s = book.stats();
+                assert_eq!(s.inconsistencies(), 0, "{s:?}");
+                assert_eq!(s.ghost_levels_removed, 0);
+            }
+            let labels = market.take_labels();
+            assert!(labels.len() >= 5, "{} labels", labels.len());
+            assert!(labels.iter().all(|l| l.start_ns <= l.end_ns));
+            let drawn: std::collections::BTreeSet<AnomalyKind> = labels.iter().map(|l| l.kind).collect();
+            let want: std::collections::BTreeSet<AnomalyKind> =
+                if kinds.is_empty() { AnomalyKind::ALL.into() } else { kinds.iter().copied().collect() };
+            assert!(drawn.is_subset(&want) && drawn.len() >= 4, "kinds drawn: {drawn:?}, of {want:?}");
         }
-        for book in books.values() {
-            let s = book.stats();
-            assert_eq!(s.inconsistencies(), 0, "{s:?}");
-            assert_eq!(s.ghost_levels_removed, 0);
-        }
-        let labels = market.take_labels();
-        assert!(labels.len() >= 5, "{} labels", labels.len());
-        assert!(labels.iter().all(|l| l.start_ns <= l.end_ns));
     }
 
     #[test]

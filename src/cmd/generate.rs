@@ -3,7 +3,7 @@
 use crate::config::parse_duration;
 use crate::error::{io_at, Error};
 use clap::Args;
-use lobsentry_operators::generator::{Disorder, Market, MarketSpec};
+use lobsentry_operators::generator::{AnomalyKind, Disorder, Market, MarketSpec};
 use lobsentry_operators::source::decode::{write_csv_line, write_json_line, CSV_HEADER};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -48,8 +48,9 @@ pub struct GenerateArgs {
     /// With --inject-into: mean seconds between injected episodes.
     #[arg(long, default_value_t = 600.0)]
     pub inject_every: f64,
-    /// With --inject-into: the kinds to inject, drawn uniformly: "standard" (quote_stuffing, layering,
-    /// flash_crash: the kinds the detectors' settings were chosen with), "held-out" (spoofing,
+    /// The kinds of episode, drawn uniformly: "standard" (the kinds the detectors' settings were
+    /// chosen with: for a synthetic market liquidity_withdrawal, flash_crash, layering, quote_stuffing,
+    /// spread_blowout; with --inject-into quote_stuffing, layering, flash_crash), "held-out" (spoofing,
     /// momentum_ignition, wash_trades, fleeting_quotes, phantom_depth: kinds no setting was chosen
     /// with), or a comma-separated list of names.
     #[arg(long, default_value = "standard")]
@@ -87,18 +88,21 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
                 "--out {name:?}: keep a LOBSTER message file name (TICKER_DATE_start_end_message_N.csv) so it can be read back"
             )]));
         }
-        let kinds =
-            super::inject::parse_kinds(&args.kinds).map_err(|e| Error::Config(vec![format!("--kinds: {e}")]))?;
+        let kinds = super::inject::parse_kinds(&args.kinds, &AnomalyKind::INJECTED)
+            .map_err(|e| Error::Config(vec![format!("--kinds: {e}")]))?;
         let n = super::inject::inject(messages, &args.out, &labels_path, args.inject_every, args.seed, &kinds)?;
         eprintln!("wrote {} with {n} injected episodes, labels in {}", args.out.display(), labels_path.display());
         return Ok(());
     }
+    let kinds = super::inject::parse_kinds(&args.kinds, &AnomalyKind::ALL)
+        .map_err(|e| Error::Config(vec![format!("--kinds: {e}")]))?;
     let spec = MarketSpec {
         instruments: args.instruments,
         events: Some(args.events),
         rate_per_sec: args.rate,
         seed: args.seed,
         anomalies_per_instrument_hour: args.anomalies_per_hour,
+        kinds,
         ..MarketSpec::default()
     };
     let json = args.out.extension().is_some_and(|e| e == "jsonl" || e == "json" || e == "ndjson");

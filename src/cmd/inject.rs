@@ -33,20 +33,20 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 
-/// Parses `--kinds`: "standard", "held-out" or a comma-separated list of kind names.
-pub fn parse_kinds(text: &str) -> Result<Vec<AnomalyKind>, String> {
+/// Parses `--kinds`: "standard" (the kinds in `standard`), "held-out" or a comma-separated list of
+/// names among `standard` and the held-out kinds.
+pub fn parse_kinds(text: &str, standard: &[AnomalyKind]) -> Result<Vec<AnomalyKind>, String> {
     match text.trim() {
-        "standard" => return Ok(AnomalyKind::INJECTED.to_vec()),
+        "standard" => return Ok(standard.to_vec()),
         "held-out" => return Ok(AnomalyKind::HELD_OUT.to_vec()),
         _ => {}
     }
-    let known = |k: &AnomalyKind| AnomalyKind::INJECTED.contains(k) || AnomalyKind::HELD_OUT.contains(k);
+    let known = |k: &AnomalyKind| standard.contains(k) || AnomalyKind::HELD_OUT.contains(k);
     let kinds = text
         .split(',')
         .map(|name| {
             AnomalyKind::from_name(name.trim()).filter(known).ok_or_else(|| {
-                let names: Vec<&str> =
-                    AnomalyKind::INJECTED.iter().chain(&AnomalyKind::HELD_OUT).map(|k| k.name()).collect();
+                let names: Vec<&str> = standard.iter().chain(&AnomalyKind::HELD_OUT).map(|k| k.name()).collect();
                 format!("unknown kind {name:?}: want standard, held-out or names among {}", names.join(", "))
             })
         })

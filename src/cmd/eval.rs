@@ -23,7 +23,8 @@ pub struct EvalArgs {
     pub labels: PathBuf,
     /// The run's window features (`lobsentry run --output F.csv`): adds the reference detector
     /// `reference-zscore5`, a plain rolling z-score over five simple features
-    /// ([`lobsentry_operators::detect::REFERENCE_FEATURES`]), and each ensemble's PR-AUC over its.
+    /// ([`lobsentry_operators::detect::REFERENCE_FEATURES`]), and every 1 s detector's PR-AUC over
+    /// the reference's.
     #[arg(long)]
     pub features: Option<PathBuf>,
 }

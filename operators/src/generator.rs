@@ -106,6 +106,35 @@ pub struct AnomalyLabel {
     pub end_ns: u64,
 }
 
+/// Parses a list of kinds (`generate --kinds`, `generator.kinds`): "standard" (the kinds in
+/// `standard`), "held-out" ([`AnomalyKind::HELD_OUT`]) or a comma-separated list of names among
+/// `standard` and the held-out kinds.
+///
+/// ```
+/// use lobsentry_operators::generator::{parse_kinds, AnomalyKind};
+/// assert_eq!(parse_kinds("held-out", &AnomalyKind::ALL).unwrap(), AnomalyKind::HELD_OUT);
+/// assert_eq!(parse_kinds("standard", &AnomalyKind::INJECTED).unwrap(), AnomalyKind::INJECTED);
+/// assert!(parse_kinds("spread_blowout", &AnomalyKind::INJECTED).is_err());
+/// ```
+pub fn parse_kinds(text: &str, standard: &[AnomalyKind]) -> Result<Vec<AnomalyKind>, String> {
+    match text.trim() {
+        "standard" => return Ok(standard.to_vec()),
+        "held-out" => return Ok(AnomalyKind::HELD_OUT.to_vec()),
+        _ => {}
+    }
+    let known = |k: &AnomalyKind| standard.contains(k) || AnomalyKind::HELD_OUT.contains(k);
+    let kinds = text
+        .split(',')
+        .map(|name| {
+            AnomalyKind::from_name(name.trim()).filter(known).ok_or_else(|| {
+                let names: Vec<&str> = standard.iter().chain(&AnomalyKind::HELD_OUT).map(|k| k.name()).collect();
+                format!("unknown kind {name:?}: want standard, held-out or names among {}", names.join(", "))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(kinds)
+}
+
 /// Parameters of a synthetic market.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MarketSpec {

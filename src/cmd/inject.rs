@@ -33,26 +33,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 
-/// Parses `--kinds`: "standard" (the kinds in `standard`), "held-out" or a comma-separated list of
-/// names among `standard` and the held-out kinds.
-pub fn parse_kinds(text: &str, standard: &[AnomalyKind]) -> Result<Vec<AnomalyKind>, String> {
-    match text.trim() {
-        "standard" => return Ok(standard.to_vec()),
-        "held-out" => return Ok(AnomalyKind::HELD_OUT.to_vec()),
-        _ => {}
-    }
-    let known = |k: &AnomalyKind| standard.contains(k) || AnomalyKind::HELD_OUT.contains(k);
-    let kinds = text
-        .split(',')
-        .map(|name| {
-            AnomalyKind::from_name(name.trim()).filter(known).ok_or_else(|| {
-                let names: Vec<&str> = standard.iter().chain(&AnomalyKind::HELD_OUT).map(|k| k.name()).collect();
-                format!("unknown kind {name:?}: want standard, held-out or names among {}", names.join(", "))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(kinds)
-}
+pub use lobsentry_operators::generator::parse_kinds;
 
 fn write_message(out: &mut impl Write, day_start_ns: u64, e: &LobEvent) -> std::io::Result<()> {
     let t = e.ts_ns - day_start_ns;

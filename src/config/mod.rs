@@ -514,6 +514,8 @@ pub struct RawGenerator {
     pub realtime_speed: f64,
     /// Idle timeout.
     pub idle_timeout: String,
+    /// Kinds of episode ("standard", "held-out" or a list of names).
+    pub kinds: String,
 }
 
 /// `[window]`.
@@ -865,12 +867,21 @@ impl RawConfig {
                 if !(g.realtime_speed >= 0.0 && g.realtime_speed.is_finite()) {
                     errors.push(format!("generator.realtime-speed: {} is negative", g.realtime_speed));
                 }
+                let kinds = lobsentry_operators::generator::parse_kinds(
+                    &g.kinds,
+                    &lobsentry_operators::generator::AnomalyKind::ALL,
+                )
+                .unwrap_or_else(|e| {
+                    errors.push(format!("generator.kinds: {e}"));
+                    Vec::new()
+                });
                 let market = MarketSpec {
                     instruments: g.instruments.max(1) as usize,
                     events: (g.events > 0).then_some(g.events as u64),
                     rate_per_sec: g.rate,
                     seed: g.seed as u64,
                     anomalies_per_instrument_hour: g.anomalies_per_instrument_hour,
+                    kinds,
                     ..MarketSpec::default()
                 };
                 let mut market = market;

@@ -21,7 +21,7 @@
 //! that alert instead of raising another (its score and `p_value` are kept, `is_anomaly` is not set;
 //! the hold is not extended, so an event longer than the hold alerts again after it). One event seen
 //! by several windows and scales is then one alert, and the false-alarm budget counts events, as an
-//! analyst does.
+//! analyst does. Each detector's own decision holds the same way, on its own.
 //!
 //! Windows cut short by the end of the input (their end is after the input's last event) are passed
 //! on undecided, without an ensemble score: they are not complete windows (see [`Ensemble::ensemble`]).
@@ -95,6 +95,19 @@ pub struct EnsembleState {
     /// The current alert holds until this time (ns): see [`EnsembleSpec::hold_ns`].
     #[serde(default)]
     alert_until: Option<u64>,
+    /// The same for each detector's own decisions, by detector (its name without the scale).
+    #[serde(default)]
+    detector_holds: BTreeMap<String, u64>,
+}
+
+/// A flagged window inside `until`'s hold belongs to that alert (`false`: not an alert); outside it,
+/// it is an alert and starts a hold of `hold_ns` after its end (`true`). The hold is not extended.
+fn hold_alert(until: &mut Option<u64>, window: crate::window::Window, hold_ns: u64) -> bool {
+    if until.is_some_and(|u| window.start < u) {
+        return false;
+    }
+    *until = Some(window.end.saturating_add(hold_ns));
+    true
 }
 
 /// Windows an instrument must have had at a scale before its own window rate sets the bound.
@@ -145,6 +158,13 @@ impl EnsembleState {
             let p = if complete { cal.tail_probability(s.score, &spec.tail) } else { None };
             s.p_value = p;
             s.is_anomaly = p.is_some_and(|p| p <= bound);
+            if s.is_anomaly {
+                // Each detector's own decisions count events too, across its scales.
+                let detector = s.model.split('/').next().unwrap_or_default();
+                let mut until = self.detector_holds.get(detector).copied();
+                s.is_anomaly = hold_alert(&mut until, window, spec.hold_ns);
+                self.detector_holds.insert(detector.to_string(), until.unwrap_or_default());
+            }
             ps.push(p);
         }
         let k = ps.iter().flatten().count();
@@ -156,11 +176,7 @@ impl EnsembleState {
                 // Inside the hold of an alert: the same event. The hold is not extended, so a long
                 // spell (or a false alarm just before an episode) cannot hold back the next alert
                 // for longer than the hold.
-                let held = self.alert_until.is_some_and(|until| window.start < until);
-                if !held {
-                    self.alert_until = Some(window.end.saturating_add(spec.hold_ns));
-                }
-                flagged = !held;
+                flagged = hold_alert(&mut self.alert_until, window, spec.hold_ns);
             }
             let mut detectors: Vec<(String, f64, usize)> = scores
                 .iter()
@@ -413,6 +429,10 @@ mod tests {
                 if out.iter().any(|s| s.model == "ensemble" && s.is_anomaly) && (1_490..1_600).contains(&i) {
                     alerted.push(i);
                 }
+                // The detector's own decision holds the same way.
+                let own = out.iter().any(|s| s.model == "a" && s.is_anomaly);
+                let ensemble = out.iter().any(|s| s.model == "ensemble" && s.is_anomaly);
+                assert!(!event || own == ensemble, "window {i}: detector {own}, ensemble {ensemble}");
             }
             alerted
         };

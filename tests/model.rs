@@ -5,7 +5,7 @@ use crate::util::{self, TempDir};
 use lobsentry::config::SourceConfig;
 use lobsentry::metrics::Counters;
 use lobsentry::runtime as pipeline;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 fn repo(p: &str) -> std::path::PathBuf {
@@ -16,16 +16,17 @@ fn model_env(dir: &Path) -> String {
     format!("{:?}", dir.display().to_string())
 }
 
-#[test]
-fn the_shipped_model_scores_batches_after_warm_up() {
-    let dir = TempDir::new("model-scores");
-    let spec = util::market(80_000, 8, 21);
+/// An 80,000-event market of 8 instruments (seed `seed`) and the configuration that scores it with
+/// the model package `package` alone, 2 workers; returns the directory, the configuration and the
+/// paths of its features and scores files.
+fn one_model_run(tag: &str, seed: u64, package: &str) -> (TempDir, lobsentry::config::Config, PathBuf, PathBuf) {
+    let dir = TempDir::new(tag);
+    let spec = util::market(80_000, 8, seed);
     let input = dir.path("in.csv");
     util::write_csv(&input, &util::events(&spec, 0, 0.0));
-    let out = dir.path("features.csv");
-    let scores = dir.path("scores.jsonl");
+    let (out, scores) = (dir.path("features.csv"), dir.path("scores.jsonl"));
     let scores_env = model_env(&scores);
-    let model = model_env(&repo("models/lobsentry-ae"));
+    let model = model_env(&repo(package));
     let config = util::config(
         None,
         2,
@@ -37,6 +38,12 @@ fn the_shipped_model_scores_batches_after_warm_up() {
             ("LOBSENTRY__MODEL__EXTRA", "[]"),
         ],
     );
+    (dir, config, out, scores)
+}
+
+#[test]
+fn the_shipped_model_scores_batches_after_warm_up() {
+    let (_dir, config, out, scores) = one_model_run("model-scores", 21, "models/lobsentry-ae");
     let meta = config.model.as_ref().expect("the model is configured").meta.clone();
     let counters = Arc::new(Counters::standalone(&config));
     let report = pipeline::run(&config, counters.clone()).unwrap();
@@ -74,24 +81,7 @@ fn the_shipped_model_scores_batches_after_warm_up() {
 #[test]
 fn the_shipped_lstm_forecaster_scores_in_forecast_mode() {
     use lobsentry_operators::model::ScoringMode;
-    let dir = TempDir::new("model-lstm");
-    let spec = util::market(80_000, 8, 22);
-    let input = dir.path("in.csv");
-    util::write_csv(&input, &util::events(&spec, 0, 0.0));
-    let scores = dir.path("scores.jsonl");
-    let scores_env = model_env(&scores);
-    let model = model_env(&repo("models/lobsentry-lstm"));
-    let config = util::config(
-        None,
-        2,
-        vec![input],
-        &dir.path("features.csv"),
-        vec![
-            ("LOBSENTRY__DETECT__SCORES", scores_env.as_str()),
-            ("LOBSENTRY__MODEL__PATH", model.as_str()),
-            ("LOBSENTRY__MODEL__EXTRA", "[]"),
-        ],
-    );
+    let (_dir, config, _, scores) = one_model_run("model-lstm", 22, "models/lobsentry-lstm");
     let meta = config.model.as_ref().expect("the forecaster is configured").meta.clone();
     assert_eq!(meta.mode, ScoringMode::Forecast);
     let counters = Arc::new(Counters::standalone(&config));

@@ -78,8 +78,8 @@ fn full_pipeline_on_real_lobster_files() {
 
 #[test]
 fn held_out_kinds_injected_into_a_real_day_keep_its_flow_consistent() {
-    use lobsentry::cmd::inject::{inject, parse_kinds};
-    use lobsentry_operators::generator::AnomalyKind;
+    use lobsentry::cmd::inject::inject;
+    use lobsentry_operators::generator::{parse_kinds, AnomalyKind};
     let dir = TempDir::new("lobster-held-out");
     let file = util::shared_data().join("lobster/AMZN_2021-04-12_34200000_57600000_message_10.csv");
     let out = dir.path("AMZN_2021-04-12_34200000_57600000_message_10.csv");

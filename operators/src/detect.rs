@@ -91,6 +91,10 @@ pub struct ZScoreState {
     mean: Vec<f64>,
     var: Vec<f64>,
     last_end: u64,
+    /// Positions in the feature vector of the names scored, found once (not checkpointed: they
+    /// follow from the names).
+    #[serde(skip)]
+    features: Vec<usize>,
 }
 
 /// The reference a plain rolling z-score is measured with (`lobsentry eval --features`): five simple
@@ -130,15 +134,17 @@ impl ZScoreState {
         if self.seen > 0 && w.window.end <= self.last_end {
             return None;
         }
-        let idx: Vec<(usize, &str)> =
-            names.iter().filter_map(|n| FEATURE_NAMES.iter().position(|f| f == n).map(|i| (i, *n))).collect();
+        if self.features.is_empty() {
+            self.features = names.iter().filter_map(|n| FEATURE_NAMES.iter().position(|f| f == n)).collect();
+        }
+        let idx = &self.features;
         if self.mean.is_empty() {
             self.mean = vec![f64::NAN; idx.len()];
             self.var = vec![0.0; idx.len()];
         }
         let alpha = 2.0 / (spec.span + 1.0);
         let mut zs: Vec<(usize, f64)> = Vec::new();
-        for (k, &(i, _)) in idx.iter().enumerate() {
+        for (k, &i) in idx.iter().enumerate() {
             let x = w.values[i];
             if !x.is_finite() {
                 continue;
@@ -168,7 +174,7 @@ impl ZScoreState {
             score,
             threshold: spec.threshold,
             is_anomaly: score > spec.threshold,
-            top_features: zs.iter().take(spec.top).map(|(k, z)| (idx[*k].1.to_string(), *z)).collect(),
+            top_features: zs.iter().take(spec.top).map(|(k, z)| (FEATURE_NAMES[idx[*k]].to_string(), *z)).collect(),
             model: "zscore-baseline".into(),
             p_value: None,
             detectors: Vec::new(),

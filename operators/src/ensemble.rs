@@ -92,28 +92,29 @@ pub struct EnsembleState {
     /// Per window length: (start of the first window, windows seen), for the windows an hour.
     #[serde(default)]
     rates: BTreeMap<u64, (u64, u64)>,
-    /// The current alert holds until this time (ns): see [`EnsembleSpec::hold_ns`].
+    /// Until when (ns) each decision's current alert holds, by decider (`ensemble` or a detector;
+    /// the name without the scale, so a hold covers every scale): see [`EnsembleSpec::hold_ns`].
     #[serde(default)]
-    alert_until: Option<u64>,
-    /// The same for each detector's own decisions, by detector (its name without the scale).
-    #[serde(default)]
-    detector_holds: BTreeMap<String, u64>,
-}
-
-/// A flagged window inside `until`'s hold belongs to that alert (`false`: not an alert); outside it,
-/// it is an alert and starts a hold of `hold_ns` after its end (`true`). The hold is not extended.
-fn hold_alert(until: &mut Option<u64>, window: crate::window::Window, hold_ns: u64) -> bool {
-    if until.is_some_and(|u| window.start < u) {
-        return false;
-    }
-    *until = Some(window.end.saturating_add(hold_ns));
-    true
+    holds: BTreeMap<String, u64>,
 }
 
 /// Windows an instrument must have had at a scale before its own window rate sets the bound.
 const RATE_WARMUP: u64 = 100;
 
 impl EnsembleState {
+    /// A flagged window of `decider`: inside its hold it belongs to that alert (`false`: not an
+    /// alert); outside, it is an alert and starts a hold of `hold_ns` after its end (`true`). The hold
+    /// is not extended, so a long spell (or a false alarm just before an episode) cannot hold back
+    /// the next alert for longer than the hold.
+    fn hold(&mut self, decider: &str, window: crate::window::Window, hold_ns: u64) -> bool {
+        let decider = decider.split('/').next().unwrap_or_default();
+        if self.holds.get(decider).is_some_and(|&until| window.start < until) {
+            return false;
+        }
+        self.holds.insert(decider.to_string(), window.end.saturating_add(hold_ns));
+        true
+    }
+
     /// Calibrates and combines the scores of one (instrument, window) from every detector. Returns
     /// the detectors' scores with their `p_value` and own decision, then the ensemble's score (when at
     /// least one detector is past its warm-up). `complete = false` (a window cut short by the end of
@@ -157,27 +158,16 @@ impl EnsembleState {
             let cal = self.calibrators.entry(s.model.clone()).or_default();
             let p = if complete { cal.tail_probability(s.score, &spec.tail) } else { None };
             s.p_value = p;
-            s.is_anomaly = p.is_some_and(|p| p <= bound);
-            if s.is_anomaly {
-                // Each detector's own decisions count events too, across its scales.
-                let detector = s.model.split('/').next().unwrap_or_default();
-                let mut until = self.detector_holds.get(detector).copied();
-                s.is_anomaly = hold_alert(&mut until, window, spec.hold_ns);
-                self.detector_holds.insert(detector.to_string(), until.unwrap_or_default());
-            }
+            // Each detector's own decisions count events too, across its scales.
+            s.is_anomaly = p.is_some_and(|p| p <= bound) && self.hold(&s.model, window, spec.hold_ns);
             ps.push(p);
         }
         let k = ps.iter().flatten().count();
         let mut ensemble = None;
         if complete && k > 0 {
             let p = cauchy_combination(ps.iter().flatten().copied());
-            let mut flagged = p <= bound;
-            if flagged {
-                // Inside the hold of an alert: the same event. The hold is not extended, so a long
-                // spell (or a false alarm just before an episode) cannot hold back the next alert
-                // for longer than the hold.
-                flagged = hold_alert(&mut self.alert_until, window, spec.hold_ns);
-            }
+            // Inside the hold of an alert: the same event.
+            let flagged = p <= bound && self.hold("ensemble", window, spec.hold_ns);
             let mut detectors: Vec<(String, f64, usize)> = scores
                 .iter()
                 .zip(&ps)

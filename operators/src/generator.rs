@@ -31,7 +31,7 @@ pub enum AnomalyKind {
     /// Both sides' best levels are pulled, widening the spread for a while.
     SpreadBlowout,
     /// One very large order at the best price, held for a moment and deleted, a few times (spoofing
-    /// at the touch). Injected into real days only, and left out of every choice ([`AnomalyKind::HELD_OUT`]).
+    /// at the touch). Left out of every choice ([`AnomalyKind::HELD_OUT`]), like the four after it.
     Spoofing,
     /// Steady aggressive buying or selling against one side for seconds, hidden executions walking
     /// up to two ticks through it (momentum ignition).
@@ -61,8 +61,9 @@ impl AnomalyKind {
     /// detectors' settings were chosen with.
     pub const INJECTED: [AnomalyKind; 3] = [AnomalyKind::QuoteStuffing, AnomalyKind::Layering, AnomalyKind::FlashCrash];
 
-    /// Kinds for real days that no setting was chosen with (`--kinds held-out`): they measure how the
-    /// detectors generalise to episodes nobody showed them.
+    /// Kinds no setting was chosen with (`--kinds held-out`, `generator.kinds = "held-out"`), for real
+    /// days and synthetic markets: they measure how the detectors generalise to episodes nobody
+    /// showed them.
     pub const HELD_OUT: [AnomalyKind; 5] = [
         AnomalyKind::Spoofing,
         AnomalyKind::MomentumIgnition,

@@ -3,7 +3,7 @@
 use crate::config::parse_duration;
 use crate::error::{io_at, Error};
 use clap::Args;
-use lobsentry_operators::generator::{AnomalyKind, Disorder, Market, MarketSpec};
+use lobsentry_operators::generator::{parse_kinds, AnomalyKind, Disorder, Market, MarketSpec};
 use lobsentry_operators::source::decode::{write_csv_line, write_json_line, CSV_HEADER};
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
@@ -88,14 +88,14 @@ pub fn run(args: GenerateArgs) -> Result<(), Error> {
                 "--out {name:?}: keep a LOBSTER message file name (TICKER_DATE_start_end_message_N.csv) so it can be read back"
             )]));
         }
-        let kinds = super::inject::parse_kinds(&args.kinds, &AnomalyKind::INJECTED)
+        let kinds = parse_kinds(&args.kinds, &AnomalyKind::INJECTED)
             .map_err(|e| Error::Config(vec![format!("--kinds: {e}")]))?;
         let n = super::inject::inject(messages, &args.out, &labels_path, args.inject_every, args.seed, &kinds)?;
         eprintln!("wrote {} with {n} injected episodes, labels in {}", args.out.display(), labels_path.display());
         return Ok(());
     }
-    let kinds = super::inject::parse_kinds(&args.kinds, &AnomalyKind::ALL)
-        .map_err(|e| Error::Config(vec![format!("--kinds: {e}")]))?;
+    let kinds =
+        parse_kinds(&args.kinds, &AnomalyKind::ALL).map_err(|e| Error::Config(vec![format!("--kinds: {e}")]))?;
     let spec = MarketSpec {
         instruments: args.instruments,
         events: Some(args.events),

@@ -33,8 +33,6 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 
-pub use lobsentry_operators::generator::parse_kinds;
-
 fn write_message(out: &mut impl Write, day_start_ns: u64, e: &LobEvent) -> std::io::Result<()> {
     let t = e.ts_ns - day_start_ns;
     writeln!(

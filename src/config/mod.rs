@@ -325,7 +325,7 @@ pub struct RawDetect {
     pub calibration_warmup: i64,
     /// Empty windows given to an instrument that falls silent while the market trades (per gap).
     pub silent_windows: i64,
-    /// How long an alert holds: flagged windows of the instrument starting within it continue it.
+    /// How long an alert holds: flagged windows of the instrument starting within it belong to it.
     pub alert_hold: String,
 }
 

@@ -9,13 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The detector names used in metrics (`detector` label), the summary and the API.
-pub const DETECTORS: [&str; 3] = ["baseline", "model", "ensemble"];
+pub const DETECTORS: [&str; 4] = ["baseline", "multivariate", "model", "ensemble"];
 
 /// The `detector` of a score: "model" for ONNX models, "baseline" for the z-score baseline,
-/// "ensemble" for the calibrated combination.
+/// "multivariate" for Hotelling's T², "ensemble" for the calibrated combination.
 pub fn detector_label(s: &WindowScore) -> &'static str {
     if s.model.starts_with("zscore") {
         "baseline"
+    } else if s.model.starts_with(lobsentry_operators::multivariate::NAME) {
+        "multivariate"
     } else if s.model.starts_with("ensemble") {
         "ensemble"
     } else {

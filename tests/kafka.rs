@@ -26,7 +26,9 @@ fn read_topic(brokers: &str, topic: &str, partitions: i32) -> Vec<(BTreeMap<Stri
     raw.into_iter().map(|(h, p)| (h, String::from_utf8_lossy(&p).into_owned())).collect()
 }
 
-/// [`read_topic`] with the payloads as bytes.
+/// [`read_topic`] with the payloads as bytes: every message below each partition's end offset when
+/// called (the topic's writers have finished), however slowly a loaded machine delivers them, and
+/// any that follow within 2 s; it panics if the end offsets are not reached within a minute.
 fn read_topic_bytes(brokers: &str, topic: &str, partitions: i32) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -35,15 +37,28 @@ fn read_topic_bytes(brokers: &str, topic: &str, partitions: i32) -> Vec<(BTreeMa
         .create()
         .unwrap();
     let mut tpl = TopicPartitionList::new();
+    // Per partition: the offset of its last message, which must be read (none when it is empty).
+    let mut pending = BTreeMap::new();
     for p in 0..partitions {
         tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("end offsets of {topic}/{p}: {e}"));
+        if high > low {
+            pending.insert(p, high - 1);
+        }
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
-    let mut last = Instant::now();
-    while last.elapsed() < Duration::from_secs(2) {
+    let (started, mut last) = (Instant::now(), Instant::now());
+    // Until every partition's end is reached, then until nothing came for 2 s.
+    while !pending.is_empty() || last.elapsed() < Duration::from_secs(2) {
+        assert!(started.elapsed() < Duration::from_secs(60), "{topic}: not every message arrived: {pending:?}");
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             last = Instant::now();
+            if pending.get(&m.partition()).is_some_and(|&last| m.offset() >= last) {
+                pending.remove(&m.partition());
+            }
             let mut headers = BTreeMap::new();
             if let Some(h) = m.headers() {
                 for h in h.iter() {

@@ -182,7 +182,28 @@ impl ZScoreState {
     }
 }
 
-/// Scores windows with the rolling z-score baseline.
+/// A per-instrument detector state that scores windows one at a time (the z-score baseline,
+/// [`crate::multivariate`]): what [`ScoreWindows::score_detector`] keeps per instrument.
+pub trait WindowDetector: Default + Serialize + serde::de::DeserializeOwned + 'static {
+    /// The detector's options.
+    type Spec: Copy + 'static;
+    /// The name its state is checkpointed under.
+    const KIND: &'static str;
+    /// Scores a window against the instrument's history and folds it in (`None`: warm-up, or a
+    /// window that does not end after the last one).
+    fn score_window(&mut self, w: &WindowFeatures, spec: &Self::Spec) -> Option<WindowScore>;
+}
+
+impl WindowDetector for ZScoreState {
+    type Spec = ZScoreSpec;
+    const KIND: &'static str = "zscore";
+
+    fn score_window(&mut self, w: &WindowFeatures, spec: &ZScoreSpec) -> Option<WindowScore> {
+        self.score(w, spec)
+    }
+}
+
+/// Scores windows with the rolling z-score baseline, or with any [`WindowDetector`].
 pub trait ScoreWindows<'scope> {
     /// Scores each window against its instrument's history; returns every score (anomalies have
     /// `is_anomaly`). Windows are routed by instrument and scored in window-end order.
@@ -218,6 +239,15 @@ pub trait ScoreWindows<'scope> {
         spec: ZScoreSpec,
         state: Option<crate::checkpoint::StateRegistry>,
     ) -> StreamVec<'scope, u64, WindowScore>;
+
+    /// Scores every window with the detector `D`, one state per instrument (exchanged by
+    /// instrument, each worker's windows taken in order of window end), checkpointed in `state`
+    /// under `D::KIND`.
+    fn score_detector<D: WindowDetector>(
+        self,
+        spec: D::Spec,
+        state: Option<crate::checkpoint::StateRegistry>,
+    ) -> StreamVec<'scope, u64, WindowScore>;
 }
 
 impl<'scope> ScoreWindows<'scope> for StreamVec<'scope, u64, WindowFeatures> {
@@ -230,15 +260,23 @@ impl<'scope> ScoreWindows<'scope> for StreamVec<'scope, u64, WindowFeatures> {
         spec: ZScoreSpec,
         registry: Option<crate::checkpoint::StateRegistry>,
     ) -> StreamVec<'scope, u64, WindowScore> {
+        self.score_detector::<ZScoreState>(spec, registry)
+    }
+
+    fn score_detector<D: WindowDetector>(
+        self,
+        spec: D::Spec,
+        registry: Option<crate::checkpoint::StateRegistry>,
+    ) -> StreamVec<'scope, u64, WindowScore> {
         use crate::checkpoint::{decode, encode};
         let pact = ExchangePact::new(|w: &WindowFeatures| w.instrument.route());
         self.unary(pact, "ScoreWindows", move |_cap, _info| {
-            let states: std::rc::Rc<std::cell::RefCell<FxHashMap<InstrumentId, ZScoreState>>> = Default::default();
+            let states: std::rc::Rc<std::cell::RefCell<FxHashMap<InstrumentId, D>>> = Default::default();
             if let Some(registry) = &registry {
                 let saved = states.clone();
-                if let Some(bytes) = registry.register("zscore", move || encode(&*saved.borrow())) {
+                if let Some(bytes) = registry.register(D::KIND, move || encode(&*saved.borrow())) {
                     *states.borrow_mut() =
-                        decode(&bytes).unwrap_or_else(|e| panic!("checkpoint: z-score state does not decode: {e}"));
+                        decode(&bytes).unwrap_or_else(|e| panic!("checkpoint: {} state does not decode: {e}", D::KIND));
                 }
             }
             let mut staged: Vec<WindowFeatures> = Vec::new();
@@ -251,7 +289,7 @@ impl<'scope> ScoreWindows<'scope> for StreamVec<'scope, u64, WindowFeatures> {
                     staged.sort_by_key(|w| (w.window.end, w.instrument));
                     let mut session = output.session(&cap);
                     for w in staged.drain(..) {
-                        if let Some(score) = states.entry(w.instrument).or_default().score(&w, &spec) {
+                        if let Some(score) = states.entry(w.instrument).or_default().score_window(&w, &spec) {
                             session.give(score);
                         }
                     }

@@ -14,6 +14,7 @@
 //! * [`sink`]: CSV / JSON-lines window writers and the [`sink::WriteWindows`] operator.
 //! * [`calibrate`]: online per-instrument calibration of scores into tail probabilities (SPOT).
 //! * [`detect`]: the rolling z-score baseline detector and the [`detect::ScoreWindows`] operator.
+//! * [`multivariate`]: Hotelling's T² of each window against the instrument's joint history.
 //! * [`model`] and [`inference`]: ONNX model packages and the [`inference::ScoreWithModel`] operator
 //!   (ONNX Runtime through `ort`, loaded dynamically).
 //! * [`generator`]: a synthetic market with labelled anomalies.
@@ -40,6 +41,7 @@ pub mod generator;
 #[cfg(feature = "onnx")]
 pub mod inference;
 pub mod model;
+pub mod multivariate;
 pub mod rollup;
 pub mod sink;
 pub mod source;

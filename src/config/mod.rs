@@ -327,6 +327,12 @@ pub struct RawDetect {
     pub silent_windows: i64,
     /// How long an alert holds: flagged windows of the instrument starting within it belong to it.
     pub alert_hold: String,
+    /// Score windows with the multivariate detector (Hotelling's T²) too.
+    pub multivariate: bool,
+    /// Its span (windows) of the exponentially weighted mean and covariance.
+    pub multivariate_span: f64,
+    /// Windows an instrument must see before it scores them.
+    pub multivariate_warmup: i64,
 }
 
 /// The detection time scales and the calibrated ensemble over them.
@@ -623,6 +629,8 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// The baseline detector (`None`: disabled).
     pub detect: Option<lobsentry_operators::detect::ZScoreSpec>,
+    /// The multivariate detector (`None`: disabled).
+    pub multivariate: Option<lobsentry_operators::multivariate::MultivariateSpec>,
     /// Time scales and the calibrated ensemble.
     pub scales: DetectScales,
     /// Where anomalies go (JSON lines).
@@ -1102,6 +1110,19 @@ impl RawConfig {
             threshold: d.threshold,
             top: 3,
         });
+        if !(d.multivariate_span >= 1.0 && d.multivariate_span.is_finite()) {
+            errors.push(format!("detect.multivariate-span: {} is not at least 1", d.multivariate_span));
+        }
+        if d.multivariate_warmup < 1 {
+            errors.push(format!("detect.multivariate-warmup: {} is not positive", d.multivariate_warmup));
+        }
+        let multivariate = (d.enabled && d.multivariate && !overrides.features_only).then(|| {
+            lobsentry_operators::multivariate::MultivariateSpec {
+                span: d.multivariate_span,
+                warmup: d.multivariate_warmup.max(1) as u64,
+                ..Default::default()
+            }
+        });
         let mut scales: Vec<(u64, String)> = Vec::new();
         let scale_texts: Vec<String> =
             if d.scales.is_empty() { vec![self.window.size.clone()] } else { d.scales.clone() };
@@ -1321,6 +1342,7 @@ impl RawConfig {
             cluster,
             metrics_addr,
             detect,
+            multivariate,
             scales: DetectScales { scales, ensemble, silent_windows: self.detect.silent_windows.max(0) as u64 },
             alerts: optional(&self.detect.alerts),
             scores: optional(&self.detect.scores),

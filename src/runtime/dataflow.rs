@@ -17,6 +17,7 @@ use lobsentry_operators::ensemble::Ensemble;
 use lobsentry_operators::event::{LobEvent, Timed};
 use lobsentry_operators::features::{ExtractFeatures, WindowFeatures};
 use lobsentry_operators::inference::{InferenceSpec, ScoreWithModel};
+use lobsentry_operators::multivariate::MultivariateState;
 use lobsentry_operators::rollup::{FillSilent, RollUp};
 use lobsentry_operators::sink::{WriteWindows, WriterFactory};
 use lobsentry_operators::source::kafka::kafka_source;
@@ -339,6 +340,10 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
             };
             if let Some(spec) = config.detect {
                 scores.push(rename(scale.clone().score_zscore_with(spec, registry.clone()), &label));
+            }
+            if let Some(spec) = config.multivariate {
+                let scored = scale.clone().score_detector::<MultivariateState>(spec, registry.clone());
+                scores.push(rename(scored, &label));
             }
             let Some(env) = &shared.ort_env else { continue };
             for model in config.model.iter().chain(&config.extra_models) {

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Offline checks of the ensemble's decision on scored, labelled runs (`lobsentry run` with
+`detect.scores`, labels from `lobsentry generate`); standard library only.
+
+  python3 scripts/decision_check.py margin 1,0.5 target/eval/sparse-3*-days/*.scores.jsonl
+      re-decides every ensemble window with its bound times each factor (the alert hold of 10 s per
+      instrument across scales, as `detect.alert-hold`) and prints episodes found and false alarms
+      per instrument-hour, per file and in total. Factor 1 reproduces `lobsentry eval`'s decision.
+
+  python3 scripts/decision_check.py calibration target/eval/sparse-3*-days/*.scores.jsonl
+      for the windows more than 20 s from every episode, per scale and detector, the share whose
+      p-value is at most 1e-2, 1e-3 and 1e-4 as a multiple of that level (1.00 = exact), and the
+      smallest p-value (the decision's bound is 1.39e-4 for 1 s windows, 1.39e-3 for 10 s ones).
+"""
+import collections
+import csv
+import json
+import sys
+
+
+def episodes(scores_path, pad_ns=0):
+    labels = scores_path.replace("scores.jsonl", "labels.csv")
+    return [(int(r["start_ns"]) - pad_ns, int(r["end_ns"]) + pad_ns) for r in csv.DictReader(open(labels))]
+
+
+def overlapping(eps, start, end):
+    return [i for i, (a, b) in enumerate(eps) if start < b and end > a]
+
+
+def margin(factors, paths, hold_ns=10_000_000_000):
+    totals = {f: [0, 0, 0, 0.0] for f in factors}
+    for path in paths:
+        eps = episodes(path)
+        windows = []
+        for line in open(path):
+            if '"detector":"ensemble"' not in line:
+                continue
+            r = json.loads(line)
+            if r["p_value"] is None:
+                continue
+            bound = 10 ** -r["threshold"]
+            windows.append((r["window_end_ns"], r["window_start_ns"], r["p_value"], bound, r["instrument"]))
+        windows.sort()
+        hours = (max(w[0] for w in windows) - min(w[1] for w in windows)) / 3600e9
+        instrument_hours = hours * len({w[4] for w in windows})
+        row = []
+        for f in factors:
+            until, found, false_alarms = {}, set(), 0
+            for end, start, p, bound, instrument in windows:
+                if p > bound * f or start < until.get(instrument, 0):
+                    continue
+                until[instrument] = end + hold_ns
+                hit = overlapping(eps, start, end)
+                found.update(hit)
+                false_alarms += not hit
+            row.append(f"x{f}: {len(found)}/{len(eps)}, {false_alarms / instrument_hours:.2f} FA/inst-h")
+            t = totals[f]
+            t[0] += len(found)
+            t[1] += len(eps)
+            t[2] += false_alarms
+            t[3] += instrument_hours
+        print(path, " | ".join(row))
+    print("total", " | ".join(f"x{f}: {t[0]}/{t[1]}, {t[2]} FA in {t[3]:.1f} inst-h = {t[2] / t[3]:.2f}" for f, t in totals.items()))
+
+
+def calibration(paths, levels=(1e-2, 1e-3, 1e-4)):
+    n, below, least = collections.Counter(), collections.Counter(), {}
+    for path in paths:
+        eps = episodes(path, pad_ns=20_000_000_000)
+        for line in open(path):
+            r = json.loads(line)
+            if r["p_value"] is None:
+                continue
+            if overlapping(eps, r["window_start_ns"], r["window_end_ns"]):
+                continue
+            key = (r["scale"], r["detector"])
+            n[key] += 1
+            least[key] = min(least.get(key, 1.0), r["p_value"])
+            for level in levels:
+                below[(key, level)] += r["p_value"] <= level
+    for key in sorted(n):
+        shares = "  ".join(f"p <= {l:g}: {below[(key, l)]} ({below[(key, l)] / n[key] / l:.2f}x)" for l in levels)
+        print(*key, n[key], "windows;", shares, f" smallest p {least[key]:.1e}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) >= 4 and sys.argv[1] == "margin":
+        margin([float(x) for x in sys.argv[2].split(",")], sys.argv[3:])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "calibration":
+        calibration(sys.argv[2:])
+    else:
+        sys.exit(__doc__)

@@ -6,7 +6,7 @@
 //! instrument-hour") holds everywhere. The method is peaks-over-threshold (SPOT, Siffer et al., KDD
 //! 2017):
 //!
-//! - the last [`TailSpec::history`] scores are kept; the threshold `t` is their
+//! - the last [`TailSpec::history`] scores are kept (7,200 by default); the threshold `t` is their
 //!   [`TailSpec::quantile`];
 //! - the excesses over `t` are fitted with a generalised Pareto distribution (probability-weighted
 //!   moments, Hosking and Wallis 1987; the shape is clamped to [`XI_MIN`]..[`XI_MAX`], so the fit
@@ -44,7 +44,10 @@ pub const FEW_PEAKS_XI: f64 = 0.3;
 /// Options of a [`TailCalibrator`].
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TailSpec {
-    /// Scores of history kept (a ring).
+    /// Scores of history kept (a ring). The default, 7,200, is the number of 1 s windows in which
+    /// the default decision allows one false alarm per scale (1 an hour over two scales): the fit
+    /// then reaches the decision's level from its own data instead of extrapolating beyond it (with
+    /// 1,800 the realised rate at that level was 3-4x the nominal one on real days).
     pub history: usize,
     /// Quantile of the history that starts the tail (SPOT's initial threshold).
     pub quantile: f64,
@@ -60,7 +63,7 @@ pub struct TailSpec {
 
 impl Default for TailSpec {
     fn default() -> Self {
-        TailSpec { history: 1800, quantile: 0.95, warmup: 100, refit_every: 64, cap: 0.001 }
+        TailSpec { history: 7200, quantile: 0.95, warmup: 100, refit_every: 64, cap: 0.001 }
     }
 }
 
@@ -232,7 +235,7 @@ pub struct TailCalibrator {
 /// Scores above the cap more often than this many times the cap's own probability mean the fit is
 /// too light for the stream (not that episodes are frequent): they then enter the history whole.
 pub const CAP_OVERRUN: f64 = 30.0;
-/// Weight of one observation in the over-cap rate (about the last 1,800 scores, the default history):
+/// Weight of one observation in the over-cap rate (about the last 1,800 scores: half an hour of 1 s windows):
 /// with [`CAP_OVERRUN`] an episode must keep a stream over the cap for about a minute of 1 s windows
 /// before its scores enter whole.
 const OVER_CAP_WEIGHT: f64 = 1.0 / 1800.0;

@@ -11,6 +11,11 @@
       for the windows more than 20 s from every episode, per scale and detector, the share whose
       p-value is at most 1e-2, 1e-3 and 1e-4 as a multiple of that level (1.00 = exact), and the
       smallest p-value (the decision's bound is 1.39e-4 for 1 s windows, 1.39e-3 for 10 s ones).
+
+  python3 scripts/decision_check.py oracle 10s target/eval/sparse-3*-days/*.scores.jsonl
+      an upper bound on what a better calibration of one scale could add: per file, the threshold
+      on that scale's ensemble p-values that gives half a false alarm per instrument-hour on that
+      file (known only with its labels), and the episodes it finds that the decision did not.
 """
 import collections
 import csv
@@ -83,9 +88,39 @@ def calibration(paths, levels=(1e-2, 1e-3, 1e-4)):
         print(*key, n[key], "windows;", shares, f" smallest p {least[key]:.1e}")
 
 
+def oracle(scale, paths):
+    total_found = total_new = total = 0
+    for path in paths:
+        eps = episodes(path)
+        windows = [json.loads(line) for line in open(path) if '"detector":"ensemble"' in line]
+        windows = [w for w in windows if w["p_value"] is not None]
+        found = set()
+        for w in windows:
+            if w["is_anomaly"]:
+                found.update(overlapping(eps, w["window_start_ns"], w["window_end_ns"]))
+        hours = (max(w["window_end_ns"] for w in windows) - min(w["window_start_ns"] for w in windows)) / 3600e9
+        instruments = len({w["instrument"] for w in windows})
+        at_scale = [w for w in windows if w["scale"] == scale]
+        normal = sorted(w["p_value"] for w in at_scale if not overlapping(eps, w["window_start_ns"], w["window_end_ns"]))
+        allowed = max(1, int(0.5 * hours * instruments))
+        threshold = normal[allowed - 1]
+        caught = set()
+        for w in at_scale:
+            if w["p_value"] <= threshold:
+                caught.update(overlapping(eps, w["window_start_ns"], w["window_end_ns"]))
+        new = caught - found
+        print(path, f"decision {len(found)}/{len(eps)}; {scale} at p <= {threshold:.1e} ({allowed} false alarms): {len(caught)} episodes, {len(new)} new")
+        total_found += len(found)
+        total_new += len(new)
+        total += len(eps)
+    print(f"total: decision {total_found}/{total}, {total_new} more")
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "margin":
         margin([float(x) for x in sys.argv[2].split(",")], sys.argv[3:])
+    elif len(sys.argv) >= 4 and sys.argv[1] == "oracle":
+        oracle(sys.argv[2], sys.argv[3:])
     elif len(sys.argv) >= 3 and sys.argv[1] == "calibration":
         calibration(sys.argv[2:])
     else:

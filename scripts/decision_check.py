@@ -16,6 +16,10 @@
       an upper bound on what a better calibration of one scale could add: per file, the threshold
       on that scale's ensemble p-values that gives half a false alarm per instrument-hour on that
       file (known only with its labels), and the episodes it finds that the decision did not.
+
+  python3 scripts/decision_check.py missed target/eval/{held-out,sparse}-3*-days/*.scores.jsonl
+      per kind, the episodes the decision missed and the smallest ensemble p-value among each one's
+      windows (any scale): its minimum, quartile and median over the missed episodes.
 """
 import collections
 import csv
@@ -116,9 +120,35 @@ def oracle(scale, paths):
     print(f"total: decision {total_found}/{total}, {total_new} more")
 
 
+def missed(paths):
+    best_by_kind = collections.defaultdict(list)
+    for path in paths:
+        labels = path.replace("scores.jsonl", "labels.csv")
+        eps = [(int(r["start_ns"]), int(r["end_ns"]), r["kind"]) for r in csv.DictReader(open(labels))]
+        best, found = [1.0] * len(eps), [False] * len(eps)
+        for line in open(path):
+            if '"detector":"ensemble"' not in line:
+                continue
+            r = json.loads(line)
+            if r["p_value"] is None:
+                continue
+            for i in overlapping([(a, b) for a, b, _ in eps], r["window_start_ns"], r["window_end_ns"]):
+                best[i] = min(best[i], r["p_value"])
+                found[i] |= r["is_anomaly"]
+        for i, (_, _, kind) in enumerate(eps):
+            if not found[i]:
+                best_by_kind[kind].append(best[i])
+    for kind, ps in sorted(best_by_kind.items()):
+        ps.sort()
+        q = lambda f: ps[int(f * (len(ps) - 1))]
+        print(f"{kind:20s} missed {len(ps):4d}  best ensemble p: min {q(0):.1e}  q25 {q(0.25):.1e}  median {q(0.5):.1e}")
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "margin":
         margin([float(x) for x in sys.argv[2].split(",")], sys.argv[3:])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "missed":
+        missed(sys.argv[2:])
     elif len(sys.argv) >= 4 and sys.argv[1] == "oracle":
         oracle(sys.argv[2], sys.argv[3:])
     elif len(sys.argv) >= 3 and sys.argv[1] == "calibration":

@@ -36,17 +36,22 @@ def overlapping(eps, start, end):
     return [i for i, (a, b) in enumerate(eps) if start < b and end > a]
 
 
+def ensemble_windows(path):
+    """The ensemble's decided windows of a scores file (those with a p-value)."""
+    for line in open(path):
+        if '"detector":"ensemble"' not in line:
+            continue
+        r = json.loads(line)
+        if r["p_value"] is not None:
+            yield r
+
+
 def margin(factors, paths, hold_ns=10_000_000_000):
     totals = {f: [0, 0, 0, 0.0] for f in factors}
     for path in paths:
         eps = episodes(path)
         windows = []
-        for line in open(path):
-            if '"detector":"ensemble"' not in line:
-                continue
-            r = json.loads(line)
-            if r["p_value"] is None:
-                continue
+        for r in ensemble_windows(path):
             bound = 10 ** -r["threshold"]
             windows.append((r["window_end_ns"], r["window_start_ns"], r["p_value"], bound, r["instrument"]))
         windows.sort()
@@ -96,8 +101,7 @@ def oracle(scale, paths):
     total_found = total_new = total = 0
     for path in paths:
         eps = episodes(path)
-        windows = [json.loads(line) for line in open(path) if '"detector":"ensemble"' in line]
-        windows = [w for w in windows if w["p_value"] is not None]
+        windows = list(ensemble_windows(path))
         found = set()
         for w in windows:
             if w["is_anomaly"]:
@@ -126,12 +130,7 @@ def missed(paths):
         labels = path.replace("scores.jsonl", "labels.csv")
         eps = [(int(r["start_ns"]), int(r["end_ns"]), r["kind"]) for r in csv.DictReader(open(labels))]
         best, found = [1.0] * len(eps), [False] * len(eps)
-        for line in open(path):
-            if '"detector":"ensemble"' not in line:
-                continue
-            r = json.loads(line)
-            if r["p_value"] is None:
-                continue
+        for r in ensemble_windows(path):
             for i in overlapping([(a, b) for a, b, _ in eps], r["window_start_ns"], r["window_end_ns"]):
                 best[i] = min(best[i], r["p_value"])
                 found[i] |= r["is_anomaly"]

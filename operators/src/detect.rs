@@ -135,7 +135,7 @@ impl ZScoreState {
             return None;
         }
         if self.features.is_empty() {
-            self.features = names.iter().filter_map(|n| FEATURE_NAMES.iter().position(|f| f == n)).collect();
+            self.features = crate::features::feature_positions(names);
         }
         let idx = &self.features;
         if self.mean.is_empty() {

@@ -125,6 +125,12 @@ pub struct WindowFeatures {
     pub values: [f64; FEATURE_COUNT],
 }
 
+/// Positions in [`FEATURE_NAMES`] of the features `names`, in their order (unknown names are
+/// skipped): what a detector scoring a subset of the features looks up once per instrument.
+pub fn feature_positions(names: &[&str]) -> Vec<usize> {
+    names.iter().filter_map(|n| FEATURE_NAMES.iter().position(|f| f == n)).collect()
+}
+
 impl WindowFeatures {
     /// A feature by name.
     pub fn get(&self, name: &str) -> Option<f64> {

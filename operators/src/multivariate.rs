@@ -28,7 +28,7 @@
 //! [`MultivariateSpec::threshold`] is used only without calibration.
 
 use crate::detect::{WindowDetector, WindowScore, SCORED_FEATURES};
-use crate::features::{WindowFeatures, FEATURE_NAMES};
+use crate::features::{feature_positions, WindowFeatures, FEATURE_NAMES};
 use serde::{Deserialize, Serialize};
 
 /// The name of the multivariate detector's scores.
@@ -66,7 +66,8 @@ pub struct MultivariateState {
     scale: Vec<f64>,
     /// Mean of the transformed features.
     mean: Vec<f64>,
-    /// Their covariance, row-major `d x d`.
+    /// Their covariance, row-major `d x d`; only its lower triangle (`j <= i`) is kept, the only
+    /// part the Cholesky factorisation reads (the rest stays 0).
     cov: Vec<f64>,
     /// The inverse of the (ridged) covariance when last refreshed; empty before.
     inverse: Vec<f64>,
@@ -124,7 +125,7 @@ impl MultivariateState {
             return None;
         }
         if self.features.is_empty() {
-            self.features = SCORED_FEATURES.iter().filter_map(|n| FEATURE_NAMES.iter().position(|f| f == n)).collect();
+            self.features = feature_positions(&SCORED_FEATURES);
         }
         let d = self.features.len();
         if self.mean.len() != d {
@@ -178,7 +179,7 @@ impl MultivariateState {
                 *m += alpha * rk;
             }
             for i in 0..d {
-                for j in 0..d {
+                for j in 0..=i {
                     let c = &mut self.cov[i * d + j];
                     *c = (1.0 - alpha) * (*c + alpha * r[i] * r[j]);
                 }
@@ -299,8 +300,8 @@ mod tests {
     /// close to linear and T² close to chi-squared with 18 degrees of freedom).
     fn normal_windows(n: u64, seed: u64) -> Vec<WindowFeatures> {
         let mut rng = Rng(seed | 1);
-        let positions: Vec<usize> =
-            SCORED_FEATURES.iter().map(|n| FEATURE_NAMES.iter().position(|f| f == n).unwrap()).collect();
+        let positions = feature_positions(&SCORED_FEATURES);
+        assert_eq!(positions.len(), SCORED_FEATURES.len());
         (0..n)
             .map(|i| {
                 let mut v = [0.0; FEATURE_COUNT];

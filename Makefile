@@ -156,17 +156,18 @@ define EVAL_GROUP
 	  ./target/release/lobsentry generate --inject-into target/lobster/$$f.csv --inject-every 300 --seed $(4) \
 	    --out $(EVAL)/$(1)days/$$f.csv && $(call SCORE,$(1)days/$$f); done
 endef
-# The real days with the held-out kinds injected: $(1) name prefix, $(2) injection seed.
+# The real days with the held-out kinds injected: $(1) name prefix, $(2) injection seed, $(3) mean
+# seconds between episodes (300), $(4) the group (held-out).
 define HELD_OUT_DAYS
 	mkdir -p $(EVAL)/$(1)days
 	for f in $(LOBSTER_DAYS); do \
 	  ./target/release/lobsentry generate --inject-into target/lobster/$$f.csv --inject-every $(or $(3),300) --seed $(2) \
-	    --kinds held-out --out $(EVAL)/$(1)days/$$f.csv && $(call SCORE,$(1)days/$$f); done
+	    --kinds $(or $(4),held-out) --out $(EVAL)/$(1)days/$$f.csv && $(call SCORE,$(1)days/$$f); done
 endef
-# A synthetic market with the held-out kinds: $(1) name prefix, $(2) seed.
+# A synthetic market with the held-out kinds: $(1) name prefix, $(2) seed, $(3) the group (held-out).
 define HELD_OUT_SYNTHETIC
 	./target/release/lobsentry generate --events 5000000 --instruments 20 --rate 5000 --anomalies-per-hour 30 \
-	  --seed $(2) --kinds held-out --out $(EVAL)/$(1)synthetic5m.csv
+	  --seed $(2) --kinds $(or $(3),held-out) --out $(EVAL)/$(1)synthetic5m.csv
 	$(call SCORE,$(1)synthetic5m)
 endef
 eval: build onnxruntime
@@ -192,6 +193,13 @@ eval: build onnxruntime
 	@echo "== held-out kinds in synthetic markets (seeds 33, 34; 5M events, 20 instruments)"
 	$(call HELD_OUT_SYNTHETIC,held-out-33-,33)
 	$(call HELD_OUT_SYNTHETIC,held-out-34-,34)
+	@echo "== the second held-out group (seeds 41, 42 on the real days, 43 synthetic): spoof_and_trade,"
+	@echo "== pennying, feed_gap; added 2026-12-06 after the first group had informed choices, none since"
+	$(call HELD_OUT_DAYS,held-out-2-41-,41,,held-out-2)
+	$(call HELD_OUT_DAYS,held-out-2-42-,42,,held-out-2)
+	$(call HELD_OUT_DAYS,sparse-2-41-,41,670,held-out-2)
+	$(call HELD_OUT_DAYS,sparse-2-42-,42,670,held-out-2)
+	$(call HELD_OUT_SYNTHETIC,held-out-2-43-,43,held-out-2)
 
 clean:
 	$(CARGO) clean

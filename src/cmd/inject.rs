@@ -22,6 +22,18 @@
 //!   tick (joins it when the spread is under three ticks) and is deleted 2 ms later;
 //! * `phantom_depth`: six orders of 3,000 shares three to eight ticks behind one side, resting for
 //!   15 s and deleted together.
+//!
+//! `--kinds held-out-2` (a second group, added after the first had informed choices, and left out
+//! of every choice since):
+//! * `spoof_and_trade`: four times, three orders of five times the best level's size (500 to 10,000
+//!   shares) one to three ticks behind one side, a 100-share order at the other side's best price
+//!   that is executed 300 ms later, and the three deleted; about 7 s;
+//! * `pennying`: 100-share orders each one tick better than the last, every 300 ms, until the spread
+//!   is one tick (at most eight; one order joining the best price when the spread is a tick), all
+//!   deleted a second after the last;
+//! * `feed_gap`: the file's own messages of 20 s are held back and arrive together at its end, with
+//!   its end's time (a feed that stalls and catches up; the one kind that moves the file's own
+//!   messages, and only in time, so the book stays consistent).
 
 use crate::error::{io_at, Error};
 use lobsentry_operators::book::Book;
@@ -77,6 +89,7 @@ pub fn inject(
     let mut writer = BufWriter::new(std::fs::File::create(out).map_err(io_at(out))?);
     let mut label_rows = Vec::new();
     let mut next_episode: Option<u64> = None;
+    let mut gap_until: Option<u64> = None;
     let gap = |rng: &mut Rng| (rng.exp(every_s) * 1e9) as u64 + 30_000_000_000;
     for line in BufReader::new(text.as_bytes()).lines() {
         let line = line.map_err(io_at(messages))?;
@@ -89,6 +102,13 @@ pub fn inject(
             pending.pop_front();
             write_message(&mut writer, ctx.day_start_ns, &p).map_err(io_at(out))?;
         }
+        if let Some(end) = gap_until.filter(|end| event.ts_ns < *end) {
+            // A feed gap: the message arrives at the gap's end.
+            pending.push_back(LobEvent { ts_ns: end, ..event });
+            book.apply(&event);
+            continue;
+        }
+        gap_until = None;
         let start = *next_episode.get_or_insert_with(|| event.ts_ns + gap(&mut rng));
         if event.ts_ns >= start && pending.is_empty() {
             if let (Some((bid, bid_size)), Some((ask, ask_size))) = (book.best_bid(), book.best_ask()) {
@@ -197,6 +217,53 @@ pub fn inject(
                             pending.push_back(ev(t, EventKind::Delete, id, 3_000, behind(3 + i as i64)));
                         }
                     }
+                    AnomalyKind::SpoofAndTrade => {
+                        let touch = match side {
+                            Side::Buy => bid_size,
+                            Side::Sell => ask_size,
+                        };
+                        let size = (touch * 5).clamp(500, 10_000);
+                        for _ in 0..4 {
+                            let first = next_id;
+                            for offset in 1..=3 {
+                                t += 20_000_000;
+                                pending.push_back(ev(t, EventKind::Add, next_id, size, behind(offset)));
+                                next_id += 1;
+                            }
+                            let genuine = behind_of(other, 0);
+                            t += 100_000_000;
+                            pending.push_back(ev_on(other, t, EventKind::Add, next_id, 100, genuine));
+                            t += 300_000_000;
+                            pending.push_back(ev_on(other, t, EventKind::ExecuteVisible, next_id, 100, genuine));
+                            next_id += 1;
+                            for i in (0..3).rev() {
+                                t += 100_000_000;
+                                pending.push_back(ev(t, EventKind::Delete, first + i, size, behind(1 + i as i64)));
+                            }
+                            t += 1_000_000_000;
+                        }
+                    }
+                    AnomalyKind::Pennying => {
+                        let spread = (ask.0 - bid.0) / tick;
+                        let steps = (spread - 1).clamp(1, 8);
+                        let first = next_id;
+                        for k in 1..=steps {
+                            t += 300_000_000;
+                            let price = behind(-k.min(spread - 1));
+                            pending.push_back(ev(t, EventKind::Add, next_id, 100, price));
+                            next_id += 1;
+                        }
+                        t += 1_000_000_000;
+                        for (k, id) in (first..next_id).enumerate() {
+                            t += 10_000_000;
+                            let price = behind(-(k as i64 + 1).min(spread - 1));
+                            pending.push_back(ev(t, EventKind::Delete, id, 100, price));
+                        }
+                    }
+                    AnomalyKind::FeedGap => {
+                        t += 20_000_000_000;
+                        gap_until = Some(t);
+                    }
                     // flash_crash, and the synthetic-only kinds (parse_kinds admits none of them).
                     _ => {
                         for step in 0..40 {
@@ -205,6 +272,7 @@ pub fn inject(
                         }
                     }
                 }
+                // (A feed gap has nothing pending yet: its end is `t`.)
                 let end = pending.back().map_or(t, |p| p.ts_ns);
                 label_rows.push(format!("{},{},{},{}", ctx.instrument, kind.name(), event.ts_ns, end));
                 next_episode = Some(end + gap(&mut rng));

@@ -76,14 +76,44 @@ fn full_pipeline_on_real_lobster_files() {
     assert!(first["features"]["spread_mean"].as_f64().unwrap() > 0.0, "{first}");
 }
 
-#[test]
-fn held_out_kinds_injected_into_a_real_day_keep_its_flow_consistent() {
-    use lobsentry::cmd::inject::inject;
-    use lobsentry_operators::generator::{parse_kinds, AnomalyKind};
-    let dir = TempDir::new("lobster-held-out");
+/// A held-out group injected into AMZN 2021 (30 min, an episode every 20 s or so): the original and
+/// injected files, the label rows and their spans, after the checks every group shares (each kind
+/// drawn, one row per episode, episodes that follow one another without overlapping).
+struct Injected {
+    _dir: TempDir,
+    file: std::path::PathBuf,
+    out: std::path::PathBuf,
+    rows: Vec<Vec<String>>,
+    spans: Vec<(u64, u64)>,
+}
+
+fn inject_group(name: &str, kinds: &[lobsentry_operators::generator::AnomalyKind], seed: u64) -> Injected {
+    let dir = TempDir::new(name);
     let file = util::shared_data().join("lobster/AMZN_2021-04-12_34200000_57600000_message_10.csv");
     let out = dir.path("AMZN_2021-04-12_34200000_57600000_message_10.csv");
     let labels = dir.path("labels.csv");
+    let episodes = lobsentry::cmd::inject::inject(&file, &out, &labels, 20.0, seed, kinds).unwrap();
+    let rows: Vec<Vec<String>> = std::fs::read_to_string(&labels)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    assert_eq!(rows.len(), episodes);
+    for kind in kinds {
+        assert!(rows.iter().any(|r| r[1] == kind.name()), "no {} among {episodes} episodes", kind.name());
+    }
+    assert!(rows
+        .iter()
+        .all(|r| lobsentry_operators::generator::AnomalyKind::from_name(&r[1]).is_some_and(|k| kinds.contains(&k))));
+    let spans: Vec<(u64, u64)> = rows.iter().map(|r| (r[2].parse().unwrap(), r[3].parse().unwrap())).collect();
+    assert!(spans.iter().all(|(s, e)| s < e) && spans.windows(2).all(|w| w[0].1 < w[1].0), "{spans:?}");
+    Injected { _dir: dir, file, out, rows, spans }
+}
+
+#[test]
+fn held_out_kinds_injected_into_a_real_day_keep_its_flow_consistent() {
+    use lobsentry_operators::generator::{parse_kinds, AnomalyKind};
     let injected = &AnomalyKind::INJECTED;
     let kinds = parse_kinds("held-out", injected).unwrap();
     assert_eq!(kinds, AnomalyKind::HELD_OUT);
@@ -95,21 +125,8 @@ fn held_out_kinds_injected_into_a_real_day_keep_its_flow_consistent() {
     let err = parse_kinds("spoofing,spread_blowout", injected).unwrap_err();
     assert!(err.contains("spread_blowout") && err.contains("held-out"), "{err}");
     assert!(parse_kinds("spoofing,spread_blowout", &AnomalyKind::ALL).is_ok());
-    let episodes = inject(&file, &out, &labels, 20.0, 5, &kinds).unwrap();
-    let rows: Vec<Vec<String>> = std::fs::read_to_string(&labels)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').map(str::to_string).collect())
-        .collect();
-    assert_eq!(rows.len(), episodes);
-    for kind in AnomalyKind::HELD_OUT {
-        assert!(rows.iter().any(|r| r[1] == kind.name()), "no {} among {episodes} episodes", kind.name());
-    }
-    assert!(rows.iter().all(|r| AnomalyKind::from_name(&r[1]).is_some_and(|k| AnomalyKind::HELD_OUT.contains(&k))));
-    // Episodes follow one another and never overlap.
-    let spans: Vec<(u64, u64)> = rows.iter().map(|r| (r[2].parse().unwrap(), r[3].parse().unwrap())).collect();
-    assert!(spans.iter().all(|(s, e)| s < e) && spans.windows(2).all(|w| w[0].1 < w[1].0), "{spans:?}");
+    let Injected { file, out, rows, .. } = &inject_group("lobster-held-out", &kinds, 5);
+    let (file, out, episodes) = (file.clone(), out.clone(), rows.len());
     let original = replay(&book_args(file.clone(), None, 10), None).unwrap();
     let injected = replay(&book_args(out, None, 10), None).unwrap();
     let added = injected.messages - original.messages;
@@ -130,29 +147,13 @@ fn held_out_kinds_injected_into_a_real_day_keep_its_flow_consistent() {
 /// inside it) after which the held messages arrive, none lost.
 #[test]
 fn second_held_out_group_injected_into_a_real_day() {
-    use lobsentry::cmd::inject::inject;
     use lobsentry_operators::generator::{parse_kinds, AnomalyKind};
     use lobsentry_operators::source::decode::decode_lobster_line;
     use lobsentry_operators::source::reader::InputFile;
-    let dir = TempDir::new("lobster-held-out-2");
-    let file = util::shared_data().join("lobster/AMZN_2021-04-12_34200000_57600000_message_10.csv");
-    let out = dir.path("AMZN_2021-04-12_34200000_57600000_message_10.csv");
-    let labels = dir.path("labels.csv");
     let kinds = parse_kinds("held-out-2", &AnomalyKind::INJECTED).unwrap();
     assert_eq!(kinds, AnomalyKind::HELD_OUT_2);
-    let episodes = inject(&file, &out, &labels, 20.0, 7, &kinds).unwrap();
-    let rows: Vec<Vec<String>> = std::fs::read_to_string(&labels)
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').map(str::to_string).collect())
-        .collect();
-    assert_eq!(rows.len(), episodes);
-    for kind in AnomalyKind::HELD_OUT_2 {
-        assert!(rows.iter().any(|r| r[1] == kind.name()), "no {} among {episodes} episodes", kind.name());
-    }
-    let spans: Vec<(u64, u64)> = rows.iter().map(|r| (r[2].parse().unwrap(), r[3].parse().unwrap())).collect();
-    assert!(spans.iter().all(|(s, e)| s < e) && spans.windows(2).all(|w| w[0].1 < w[1].0), "{spans:?}");
+    let Injected { file, out, rows, spans, .. } = &inject_group("lobster-held-out-2", &kinds, 7);
+    let (file, out) = (file.clone(), out.clone());
     let original = replay(&book_args(file.clone(), None, 10), None).unwrap();
     let injected = replay(&book_args(out.clone(), None, 10), None).unwrap();
     assert_eq!(injected.rejected, 0);
@@ -178,7 +179,7 @@ fn second_held_out_group_injected_into_a_real_day() {
         .map(|l| decode_lobster_line(l.as_bytes(), &ctx).unwrap().ts_ns)
         .collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "times stay in order");
-    for (r, (start, end)) in rows.iter().zip(&spans) {
+    for (r, (start, end)) in rows.iter().zip(spans) {
         if r[1] == "feed_gap" {
             assert_eq!(end - start, 20_000_000_000);
             assert!(!times.iter().any(|t| t > start && t < end), "a message inside the gap {start}..{end}");

@@ -115,6 +115,11 @@ pub fn inject(
                 let kind = kinds[rng.below(kinds.len() as u64) as usize];
                 let side = if rng.below(2) == 0 { Side::Buy } else { Side::Sell };
                 let other = side.opposite();
+                // The size at the best price of the episode's side.
+                let touch = match side {
+                    Side::Buy => bid_size,
+                    Side::Sell => ask_size,
+                };
                 let tick = 100;
                 // `offset` ticks behind the best price of a side (negative: inside the spread).
                 let behind_of = |side: Side, offset: i64| match side {
@@ -160,10 +165,6 @@ pub fn inject(
                         }
                     }
                     AnomalyKind::Spoofing => {
-                        let touch = match side {
-                            Side::Buy => bid_size,
-                            Side::Sell => ask_size,
-                        };
                         let size = (touch * 10).clamp(1_000, 20_000);
                         for _ in 0..3 {
                             t += 300_000_000;
@@ -218,10 +219,6 @@ pub fn inject(
                         }
                     }
                     AnomalyKind::SpoofAndTrade => {
-                        let touch = match side {
-                            Side::Buy => bid_size,
-                            Side::Sell => ask_size,
-                        };
                         let size = (touch * 5).clamp(500, 10_000);
                         for _ in 0..4 {
                             let first = next_id;

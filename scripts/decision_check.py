@@ -27,9 +27,20 @@ import json
 import sys
 
 
-def episodes(scores_path, pad_ns=0):
+def labelled(scores_path):
+    """The episodes of a scores file's labels (the file beside it): (start, end, kind) each."""
     labels = scores_path.replace("scores.jsonl", "labels.csv")
-    return [(int(r["start_ns"]) - pad_ns, int(r["end_ns"]) + pad_ns) for r in csv.DictReader(open(labels))]
+    return [(int(r["start_ns"]), int(r["end_ns"]), r["kind"]) for r in csv.DictReader(open(labels))]
+
+
+def episodes(scores_path, pad_ns=0):
+    return [(start - pad_ns, end + pad_ns) for start, end, _ in labelled(scores_path)]
+
+
+def instrument_hours(windows):
+    """Hours from the first window's start to the last one's end, times the instruments."""
+    hours = (max(w["window_end_ns"] for w in windows) - min(w["window_start_ns"] for w in windows)) / 3600e9
+    return hours * len({w["instrument"] for w in windows})
 
 
 def overlapping(eps, start, end):
@@ -50,13 +61,12 @@ def margin(factors, paths, hold_ns=10_000_000_000):
     totals = {f: [0, 0, 0, 0.0] for f in factors}
     for path in paths:
         eps = episodes(path)
-        windows = []
-        for r in ensemble_windows(path):
-            bound = 10 ** -r["threshold"]
-            windows.append((r["window_end_ns"], r["window_start_ns"], r["p_value"], bound, r["instrument"]))
-        windows.sort()
-        hours = (max(w[0] for w in windows) - min(w[1] for w in windows)) / 3600e9
-        instrument_hours = hours * len({w[4] for w in windows})
+        decided = list(ensemble_windows(path))
+        hours = instrument_hours(decided)
+        windows = sorted(
+            (r["window_end_ns"], r["window_start_ns"], r["p_value"], 10 ** -r["threshold"], r["instrument"])
+            for r in decided
+        )
         row = []
         for f in factors:
             until, found, false_alarms = {}, set(), 0
@@ -67,12 +77,12 @@ def margin(factors, paths, hold_ns=10_000_000_000):
                 hit = overlapping(eps, start, end)
                 found.update(hit)
                 false_alarms += not hit
-            row.append(f"x{f}: {len(found)}/{len(eps)}, {false_alarms / instrument_hours:.2f} FA/inst-h")
+            row.append(f"x{f}: {len(found)}/{len(eps)}, {false_alarms / hours:.2f} FA/inst-h")
             t = totals[f]
             t[0] += len(found)
             t[1] += len(eps)
             t[2] += false_alarms
-            t[3] += instrument_hours
+            t[3] += hours
         print(path, " | ".join(row))
     print("total", " | ".join(f"x{f}: {t[0]}/{t[1]}, {t[2]} FA in {t[3]:.1f} inst-h = {t[2] / t[3]:.2f}" for f, t in totals.items()))
 
@@ -106,11 +116,9 @@ def oracle(scale, paths):
         for w in windows:
             if w["is_anomaly"]:
                 found.update(overlapping(eps, w["window_start_ns"], w["window_end_ns"]))
-        hours = (max(w["window_end_ns"] for w in windows) - min(w["window_start_ns"] for w in windows)) / 3600e9
-        instruments = len({w["instrument"] for w in windows})
         at_scale = [w for w in windows if w["scale"] == scale]
         normal = sorted(w["p_value"] for w in at_scale if not overlapping(eps, w["window_start_ns"], w["window_end_ns"]))
-        allowed = max(1, int(0.5 * hours * instruments))
+        allowed = max(1, int(0.5 * instrument_hours(windows)))
         threshold = normal[allowed - 1]
         caught = set()
         for w in at_scale:
@@ -127,8 +135,7 @@ def oracle(scale, paths):
 def missed(paths):
     best_by_kind = collections.defaultdict(list)
     for path in paths:
-        labels = path.replace("scores.jsonl", "labels.csv")
-        eps = [(int(r["start_ns"]), int(r["end_ns"]), r["kind"]) for r in csv.DictReader(open(labels))]
+        eps = labelled(path)
         best, found = [1.0] * len(eps), [False] * len(eps)
         for r in ensemble_windows(path):
             for i in overlapping([(a, b) for a, b, _ in eps], r["window_start_ns"], r["window_end_ns"]):

@@ -56,7 +56,7 @@ fn read_topic_bytes(brokers: &str, topic: &str, partitions: i32) -> Vec<(BTreeMa
         assert!(started.elapsed() < Duration::from_secs(60), "{topic}: not every message arrived: {pending:?}");
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             last = Instant::now();
-            if pending.get(&m.partition()).is_some_and(|&last| m.offset() >= last) {
+            if pending.get(&m.partition()).is_some_and(|&end| m.offset() >= end) {
                 pending.remove(&m.partition());
             }
             let mut headers = BTreeMap::new();

@@ -17,6 +17,13 @@
       on that scale's ensemble p-values that gives half a false alarm per instrument-hour on that
       file (known only with its labels), and the episodes it finds that the decision did not.
 
+  python3 scripts/decision_check.py combine "baseline multivariate model;multivariate model" FILES
+      re-combines each window's calibrated detector p-values (every detector's p-value is in the
+      scores file, whether or not the run combined it) with the Cauchy combination over the
+      detectors of each combination (separated by ';'; `name=weight` weighs one), at the run's
+      bound and alert hold, and prints episodes found and false alarms in total per combination.
+      The run's own combination reproduces `lobsentry eval`'s decision.
+
   python3 scripts/decision_check.py missed target/eval/{held-out,sparse}-3*-days/*.scores.jsonl
       per kind, the episodes the decision missed and the smallest ensemble p-value among each one's
       windows (any scale): its minimum, quartile and median over the missed episodes.
@@ -24,6 +31,7 @@
 import collections
 import csv
 import json
+import math
 import sys
 
 
@@ -85,6 +93,60 @@ def margin(factors, paths, hold_ns=10_000_000_000):
             t[3] += hours
         print(path, " | ".join(row))
     print("total", " | ".join(f"x{f}: {t[0]}/{t[1]}, {t[2]} FA in {t[3]:.1f} inst-h = {t[2] / t[3]:.2f}" for f, t in totals.items()))
+
+
+def cauchy(ps, weights):
+    """The weighted Cauchy combination of p-values, as `ensemble::cauchy_combination` computes it."""
+    total = 0.0
+    for p, w in zip(ps, weights):
+        p = min(max(p, 1e-300), 0.99)
+        total += w * (1.0 / (p * math.pi) if p < 1e-12 else 1.0 / math.tan(p * math.pi))
+    t = total / sum(weights)
+    p = 1.0 / (t * math.pi) if t > 1e12 else 0.5 - math.atan(t) / math.pi
+    return min(max(p, sys.float_info.min), 1.0)
+
+
+def combine(combinations, paths, hold_ns=10_000_000_000):
+    combos = []
+    for text in combinations.split(";"):
+        members = dict((m.split("=") + ["1"])[:2] for m in text.split())
+        combos.append((text.strip(), {name: float(w) for name, w in members.items()}))
+    totals = {name: [0, 0, 0, 0.0] for name, _ in combos}
+    for path in paths:
+        eps = episodes(path)
+        windows = collections.defaultdict(dict)
+        for line in open(path):
+            r = json.loads(line)
+            if r["p_value"] is None:
+                continue
+            w = windows[(r["instrument"], r["window_end_ns"], r["scale"])]
+            if r["detector"] == "ensemble":
+                w["_bound"], w["_start"] = 10 ** -r["threshold"], r["window_start_ns"]
+            else:
+                w.setdefault(r["detector"], []).append(r["p_value"])
+        decided = sorted((key, w) for key, w in windows.items() if "_bound" in w)
+        decided.sort(key=lambda kw: kw[0][1])
+        hours = (max(k[1] for k, _ in decided) - min(w["_start"] for _, w in decided)) / 3600e9
+        hours *= len({k[0] for k, _ in decided})
+        for name, members in combos:
+            until, found, false_alarms = {}, set(), 0
+            for (instrument, end, _), w in decided:
+                ps = [(p, weight) for d, weight in members.items() for p in w.get(d, [])]
+                if not ps or cauchy([p for p, _ in ps], [x for _, x in ps]) > w["_bound"]:
+                    continue
+                if w["_start"] < until.get(instrument, 0):
+                    continue
+                until[instrument] = end + hold_ns
+                hit = overlapping(eps, w["_start"], end)
+                found.update(hit)
+                false_alarms += not hit
+            t = totals[name]
+            t[0] += len(found)
+            t[1] += len(eps)
+            t[2] += false_alarms
+            t[3] += hours
+    for name, t in totals.items():
+        print(f"{name}: {t[0]}/{t[1]}, {t[2]} FA in {t[3]:.1f} inst-h = {t[2] / t[3]:.2f}")
 
 
 def calibration(paths, levels=(1e-2, 1e-3, 1e-4)):
@@ -153,6 +215,8 @@ def missed(paths):
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "margin":
         margin([float(x) for x in sys.argv[2].split(",")], sys.argv[3:])
+    elif len(sys.argv) >= 4 and sys.argv[1] == "combine":
+        combine(sys.argv[2], sys.argv[3:])
     elif len(sys.argv) >= 3 and sys.argv[1] == "missed":
         missed(sys.argv[2:])
     elif len(sys.argv) >= 4 and sys.argv[1] == "oracle":

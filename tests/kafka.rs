@@ -835,6 +835,9 @@ fn produce_file(tansu: &Tansu, path: &Path, lines: &str) {
 }
 
 /// A configuration reading topic `lob` to its end, with `checkpoint` as its `[checkpoint]` section.
+/// The warm-ups are short, and the z-score is combined too (T² needs 100 windows, more than the
+/// market's 75 s), so that the calibrated ensemble decides often enough to test what a restart does
+/// to its decisions.
 fn lob_config(tansu: &Tansu, dir: &TempDir, checkpoint: &str) -> PathBuf {
     let config = dir.path("kafka.toml");
     std::fs::write(
@@ -842,6 +845,7 @@ fn lob_config(tansu: &Tansu, dir: &TempDir, checkpoint: &str) -> PathBuf {
         format!(
             "[source]\nkind = \"kafka\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"lob\"\nstop-at-end = true\n\
              [checkpoint]\n{checkpoint}[detect]\nthreshold = 4.0\nalarms-per-hour = 300.0\ncalibration-warmup = 20\n\
+             combine = [\"baseline\", \"multivariate\", \"model\"]\n\
              [model]\nthreshold = 40.0\n",
             tansu.brokers
         ),

@@ -3,7 +3,8 @@
 //!
 //! For each (instrument, detector) the raw score becomes `p = P(score >= x)` against that
 //! instrument's own recent scores of that detector. The windows of one scale that end together are
-//! combined by the Cauchy combination test over the K detectors that scored the window
+//! combined by the Cauchy combination test over the K detectors that scored the window (those of
+//! [`EnsembleSpec::left_out`] excepted: they are calibrated and decide on their own only)
 //! ([`cauchy_combination`]: valid whatever their dependence, so correlated detectors cannot add false
 //! alarms; one detector alone gives about `K * p`, several moderately out give less). A window is an alert when
 //! `p_ensemble <= N * size / 1 h / S`: with S scales, at most N expected false alarms per
@@ -61,6 +62,11 @@ pub struct EnsembleSpec {
     /// start before then belong to it rather than raise new alerts (0: every flagged window alerts).
     #[serde(default)]
     pub hold_ns: u64,
+    /// Detectors that are calibrated and decide on their own (their `p_value` and `is_anomaly`) but
+    /// do not enter the combination: a score whose name starts with one of these. Empty: every
+    /// detector is combined.
+    #[serde(default)]
+    pub left_out: Vec<String>,
 }
 
 impl EnsembleSpec {
@@ -74,6 +80,11 @@ impl EnsembleSpec {
     /// windows an hour, and each may carry more of the hourly budget).
     pub fn bound_every(&self, every_ns: f64) -> f64 {
         (self.alarms_per_hour * every_ns / 3600e9 / self.scales.max(1) as f64).min(1.0)
+    }
+
+    /// Whether the scores named `model` enter the combination.
+    pub fn combines(&self, model: &str) -> bool {
+        !self.left_out.iter().any(|prefix| model.starts_with(prefix.as_str()))
     }
 
     fn label(&self, size_ns: u64) -> String {
@@ -126,7 +137,7 @@ impl EnsembleState {
     /// use lobsentry_operators::ensemble::{EnsembleSpec, EnsembleState};
     /// use lobsentry_operators::event::InstrumentId;
     /// use lobsentry_operators::window::Window;
-    /// let spec = EnsembleSpec { alarms_per_hour: 1.0, scales: 1, tail: TailSpec::default(), labels: vec![], hold_ns: 0 };
+    /// let spec = EnsembleSpec { alarms_per_hour: 1.0, scales: 1, tail: TailSpec::default(), labels: vec![], hold_ns: 0, left_out: vec![] };
     /// let score = |i: u64, model: &str, x: f64| WindowScore {
     ///     instrument: InstrumentId::new("X").unwrap(), window: Window { start: i * 1_000_000_000, end: (i + 1) * 1_000_000_000 },
     ///     score: x, threshold: 8.0, is_anomaly: false, top_features: vec![("events".into(), x)],
@@ -162,15 +173,18 @@ impl EnsembleState {
             s.is_anomaly = p.is_some_and(|p| p <= bound) && self.hold(&s.model, window, spec.hold_ns);
             ps.push(p);
         }
-        let k = ps.iter().flatten().count();
+        // The p-values that are combined (`None` for detectors left out of the combination).
+        let combined: Vec<Option<f64>> =
+            scores.iter().zip(&ps).map(|(s, p)| p.filter(|_| spec.combines(&s.model))).collect();
+        let k = combined.iter().flatten().count();
         let mut ensemble = None;
         if complete && k > 0 {
-            let p = cauchy_combination(ps.iter().flatten().copied());
+            let p = cauchy_combination(combined.iter().flatten().copied());
             // Inside the hold of an alert: the same event.
             let flagged = p <= bound && self.hold("ensemble", window, spec.hold_ns);
             let mut detectors: Vec<(String, f64, usize)> = scores
                 .iter()
-                .zip(&ps)
+                .zip(&combined)
                 .enumerate()
                 .filter_map(|(i, (s, p))| p.map(|p| (s.model.clone(), -(p * k as f64).min(1.0).log10(), i)))
                 .collect();
@@ -398,7 +412,14 @@ mod tests {
     }
 
     fn spec(alarms_per_hour: f64) -> EnsembleSpec {
-        EnsembleSpec { alarms_per_hour, scales: 1, tail: TailSpec::default(), labels: vec![], hold_ns: 0 }
+        EnsembleSpec {
+            alarms_per_hour,
+            scales: 1,
+            tail: TailSpec::default(),
+            labels: vec![],
+            hold_ns: 0,
+            left_out: vec![],
+        }
     }
 
     /// An event that several consecutive windows see is one alert while the hold lasts; the next
@@ -501,6 +522,38 @@ mod tests {
         assert_eq!(e.top_features[0].0, "cancels");
         let a = out.iter().find(|s| s.model == "a").unwrap();
         assert!(a.is_anomaly && a.p_value.unwrap() < spec.bound(1_000_000_000));
+    }
+
+    /// A detector left out of the combination is still calibrated and decides on its own, but its
+    /// p-value neither raises an ensemble alert nor appears among the ensemble's reasons, and K
+    /// counts only the combined detectors.
+    #[test]
+    fn a_detector_left_out_decides_alone_and_is_not_combined() {
+        let every = spec(1.0);
+        let spec = EnsembleSpec { left_out: vec!["z".into()], ..every.clone() };
+        let mut rng = Rng::new(5);
+        let mut state = EnsembleState::default();
+        for i in 0..1000 {
+            let scores = vec![score(i, "a", rng.exp(1.0)), score(i, "z/10s", rng.exp(1.0))];
+            state.combine(scores, &spec, true);
+        }
+        let out = state.combine(vec![score(1000, "a", 0.5), score(1000, "z/10s", 40.0)], &spec, true);
+        let z = out.iter().find(|s| s.model == "z/10s").unwrap();
+        assert!(z.is_anomaly && z.p_value.unwrap() < spec.bound(1_000_000_000), "its own decision stands");
+        let e = out.iter().find(|s| s.model == "ensemble").unwrap();
+        assert!(!e.is_anomaly, "not combined: {e:?}");
+        assert_eq!(e.detectors.iter().map(|d| d.0.as_str()).collect::<Vec<_>>(), ["a"]);
+        let a = out.iter().find(|s| s.model == "a").unwrap();
+        assert_eq!(e.p_value, a.p_value, "one combined detector: its own p");
+        // The same scores with every detector combined alert.
+        let mut all = EnsembleState::default();
+        let mut rng = Rng::new(5);
+        for i in 0..1000 {
+            let scores = vec![score(i, "a", rng.exp(1.0)), score(i, "z/10s", rng.exp(1.0))];
+            all.combine(scores, &every, true);
+        }
+        let out = all.combine(vec![score(1000, "a", 0.5), score(1000, "z/10s", 40.0)], &every, true);
+        assert!(out.iter().find(|s| s.model == "ensemble").unwrap().is_anomaly);
     }
 
     #[test]

@@ -333,7 +333,13 @@ pub struct RawDetect {
     pub multivariate_span: f64,
     /// Windows an instrument must see before it scores them.
     pub multivariate_warmup: i64,
+    /// Detectors whose p-values the ensemble combines ("baseline", "multivariate", "model"); the
+    /// others are calibrated and decide on their own only.
+    pub combine: Vec<String>,
 }
+
+/// The detectors `detect.combine` can name.
+const COMBINABLE: [&str; 3] = ["baseline", "multivariate", "model"];
 
 /// The detection time scales and the calibrated ensemble over them.
 #[derive(Clone, Debug, PartialEq)]
@@ -1162,13 +1168,19 @@ impl RawConfig {
                 0
             }
         };
-        let ensemble = (d.alarms_per_hour > 0.0).then(|| lobsentry_operators::ensemble::EnsembleSpec {
+        let mut ensemble = (d.alarms_per_hour > 0.0).then(|| lobsentry_operators::ensemble::EnsembleSpec {
             alarms_per_hour: d.alarms_per_hour,
             scales: scales.len(),
             tail,
             labels: scales.clone(),
             hold_ns,
+            left_out: Vec::new(),
         });
+        for name in &d.combine {
+            if !COMBINABLE.contains(&name.as_str()) {
+                errors.push(format!("detect.combine: unknown detector {name:?} (one of {COMBINABLE:?})"));
+            }
+        }
         let m = &self.model;
         if m.intra_threads < 1 {
             errors.push(format!("model.intra-threads: {} is not positive", m.intra_threads));
@@ -1222,6 +1234,31 @@ impl RawConfig {
         names.sort();
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             errors.push(format!("model.extra: {} is configured twice (each model needs its own name)", w[0]));
+        }
+        if let Some(e) = ensemble.as_mut() {
+            // Score names (prefixes) of each detector that runs, by the name `detect.combine` uses.
+            let running: [(&str, Vec<String>); 3] = [
+                ("baseline", detect.iter().map(|_| "zscore-baseline".to_string()).collect()),
+                (
+                    "multivariate",
+                    multivariate.iter().map(|_| lobsentry_operators::multivariate::NAME.to_string()).collect(),
+                ),
+                ("model", names.clone()),
+            ];
+            let combined = |label: &str| d.combine.iter().any(|c| c == label);
+            for (label, prefixes) in &running {
+                if !combined(label) {
+                    e.left_out.extend(prefixes.iter().cloned());
+                }
+            }
+            let any_runs = running.iter().any(|(_, p)| !p.is_empty());
+            if any_runs && !running.iter().any(|(label, p)| combined(label) && !p.is_empty()) {
+                errors.push(format!(
+                    "detect.combine: none of {:?} runs here (running: {}); name at least one of them",
+                    d.combine,
+                    running.iter().filter(|(_, p)| !p.is_empty()).map(|(l, _)| *l).collect::<Vec<_>>().join(", ")
+                ));
+            }
         }
         let writer = |topic: &str| {
             (!topic.is_empty()).then(|| {
@@ -1397,6 +1434,33 @@ mod tests {
         let Error::Config(list) = err else { panic!("not a config error") };
         assert_eq!(list.len(), 3, "{list:?}");
         assert!(list[0].contains("window.size"));
+    }
+
+    #[test]
+    fn the_ensemble_combines_the_detectors_named() {
+        let load = |env: &[(&str, &str)]| {
+            let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+            load_raw(None, env).unwrap().validate(&Overrides::default())
+        };
+        let errors = |env: &[(&str, &str)]| match load(env) {
+            Err(Error::Config(list)) => list,
+            other => panic!("not a config error: {:?}", other.map(|c| c.scales)),
+        };
+        let left_out = |c: Config| c.scales.ensemble.unwrap().left_out;
+        assert_eq!(left_out(load(&[]).unwrap()), ["zscore-baseline"], "the default leaves the z-score out");
+        let every = r#"["baseline", "multivariate", "model"]"#;
+        assert!(left_out(load(&[("LOBSENTRY__DETECT__COMBINE", every)]).unwrap()).is_empty());
+        let only_t2 = left_out(load(&[("LOBSENTRY__DETECT__COMBINE", r#"["multivariate"]"#)]).unwrap());
+        assert_eq!(only_t2.len(), 2, "{only_t2:?}");
+        assert!(only_t2[1].starts_with("lobsentry-ae@"), "{only_t2:?}");
+        let list = errors(&[("LOBSENTRY__DETECT__COMBINE", r#"["model", "modle"]"#)]);
+        assert!(list.iter().any(|e| e.contains(r#"detect.combine: unknown detector "modle""#)), "{list:?}");
+        // Only the z-score runs, and the ensemble would combine nothing.
+        let list = errors(&[("LOBSENTRY__MODEL__PATH", "\"\""), ("LOBSENTRY__DETECT__MULTIVARIATE", "false")]);
+        assert!(
+            list.iter().any(|e| e.contains("detect.combine: none of") && e.contains("running: baseline")),
+            "{list:?}"
+        );
     }
 
     #[test]

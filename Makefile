@@ -194,15 +194,22 @@ eval: build onnxruntime
 	$(call HELD_OUT_SYNTHETIC,held-out-33-,33)
 	$(call HELD_OUT_SYNTHETIC,held-out-34-,34)
 	@echo "== the second held-out group (seeds 41, 42 on the real days, 43 synthetic): spoof_and_trade,"
-	@echo "== pennying, feed_gap; added 2026-12-06 after the first group had informed choices, none since"
+	@echo "== pennying, feed_gap; added 2026-12-06 after the first group had informed choices, one since"
 	$(call HELD_OUT_DAYS,held-out-2-41-,41,,held-out-2)
 	$(call HELD_OUT_DAYS,held-out-2-42-,42,,held-out-2)
 	$(call HELD_OUT_DAYS,sparse-2-41-,41,670,held-out-2)
 	$(call HELD_OUT_DAYS,sparse-2-42-,42,670,held-out-2)
 	$(call HELD_OUT_SYNTHETIC,held-out-2-43-,43,held-out-2)
+	@echo "== the third held-out group (seeds 51, 52 on the real days, 53 synthetic): price_ramping,"
+	@echo "== quote_flicker, pinging; added 2026-12-06 (fifth session), measured before any choice"
+	$(call HELD_OUT_DAYS,group3-51-,51,,held-out-3)
+	$(call HELD_OUT_DAYS,group3-52-,52,,held-out-3)
+	$(call HELD_OUT_DAYS,group3-sparse-51-,51,670,held-out-3)
+	$(call HELD_OUT_DAYS,group3-sparse-52-,52,670,held-out-3)
+	$(call HELD_OUT_SYNTHETIC,group3-53-,53,held-out-3)
 	@echo "== the real days as they are (nothing injected, no labels): every alert counts as a false alarm"
 # A copy of the message file alone, as the injected days are run: beside its LOBSTER order-book file
-# the run would seed the book from it (13 and 16 alerts instead of 12 and 17).
+# the run would seed the book from it (with the z-score combined, 13 and 16 alerts instead of 12 and 17).
 	mkdir -p $(EVAL)/clean-days
 	for f in $(LOBSTER_DAYS); do cp target/lobster/$$f.csv $(EVAL)/clean-days/$$f.csv && \
 	  echo instrument,kind,start_ns,end_ns > $(EVAL)/clean-days/$$f.labels.csv && $(call SCORE,clean-days/$$f); done

@@ -36,13 +36,14 @@ import sys
 
 
 def labelled(scores_path):
-    """The episodes of a scores file's labels (the file beside it): (start, end, kind) each."""
+    """The episodes of a scores file's labels (the file beside it): (instrument, start, end, kind)."""
     labels = scores_path.replace("scores.jsonl", "labels.csv")
-    return [(int(r["start_ns"]), int(r["end_ns"]), r["kind"]) for r in csv.DictReader(open(labels))]
+    rows = csv.DictReader(open(labels))
+    return [(r["instrument"], int(r["start_ns"]), int(r["end_ns"]), r["kind"]) for r in rows]
 
 
 def episodes(scores_path, pad_ns=0):
-    return [(start - pad_ns, end + pad_ns) for start, end, _ in labelled(scores_path)]
+    return [(instrument, start - pad_ns, end + pad_ns) for instrument, start, end, _ in labelled(scores_path)]
 
 
 def instrument_hours(windows):
@@ -51,8 +52,9 @@ def instrument_hours(windows):
     return hours * len({w["instrument"] for w in windows})
 
 
-def overlapping(eps, start, end):
-    return [i for i, (a, b) in enumerate(eps) if start < b and end > a]
+def overlapping(eps, instrument, start, end):
+    """The episodes of `instrument` that a window [start, end) overlaps (their indices)."""
+    return [i for i, (who, a, b) in enumerate(eps) if who == instrument and start < b and end > a]
 
 
 def ensemble_windows(path):
@@ -82,7 +84,7 @@ def margin(factors, paths, hold_ns=10_000_000_000):
                 if p > bound * f or start < until.get(instrument, 0):
                     continue
                 until[instrument] = end + hold_ns
-                hit = overlapping(eps, start, end)
+                hit = overlapping(eps, instrument, start, end)
                 found.update(hit)
                 false_alarms += not hit
             row.append(f"x{f}: {len(found)}/{len(eps)}, {false_alarms / hours:.2f} FA/inst-h")
@@ -137,7 +139,7 @@ def combine(combinations, paths, hold_ns=10_000_000_000):
                 if w["_start"] < until.get(instrument, 0):
                     continue
                 until[instrument] = end + hold_ns
-                hit = overlapping(eps, w["_start"], end)
+                hit = overlapping(eps, instrument, w["_start"], end)
                 found.update(hit)
                 false_alarms += not hit
             t = totals[name]
@@ -157,7 +159,7 @@ def calibration(paths, levels=(1e-2, 1e-3, 1e-4)):
             r = json.loads(line)
             if r["p_value"] is None:
                 continue
-            if overlapping(eps, r["window_start_ns"], r["window_end_ns"]):
+            if overlapping(eps, r["instrument"], r["window_start_ns"], r["window_end_ns"]):
                 continue
             key = (r["scale"], r["detector"])
             n[key] += 1
@@ -177,15 +179,17 @@ def oracle(scale, paths):
         found = set()
         for w in windows:
             if w["is_anomaly"]:
-                found.update(overlapping(eps, w["window_start_ns"], w["window_end_ns"]))
+                found.update(overlapping(eps, w["instrument"], w["window_start_ns"], w["window_end_ns"]))
         at_scale = [w for w in windows if w["scale"] == scale]
-        normal = sorted(w["p_value"] for w in at_scale if not overlapping(eps, w["window_start_ns"], w["window_end_ns"]))
+        normal = sorted(
+            w["p_value"] for w in at_scale if not overlapping(eps, w["instrument"], w["window_start_ns"], w["window_end_ns"])
+        )
         allowed = max(1, int(0.5 * instrument_hours(windows)))
         threshold = normal[allowed - 1]
         caught = set()
         for w in at_scale:
             if w["p_value"] <= threshold:
-                caught.update(overlapping(eps, w["window_start_ns"], w["window_end_ns"]))
+                caught.update(overlapping(eps, w["instrument"], w["window_start_ns"], w["window_end_ns"]))
         new = caught - found
         print(path, f"decision {len(found)}/{len(eps)}; {scale} at p <= {threshold:.1e} ({allowed} false alarms): {len(caught)} episodes, {len(new)} new")
         total_found += len(found)
@@ -200,10 +204,10 @@ def missed(paths):
         eps = labelled(path)
         best, found = [1.0] * len(eps), [False] * len(eps)
         for r in ensemble_windows(path):
-            for i in overlapping([(a, b) for a, b, _ in eps], r["window_start_ns"], r["window_end_ns"]):
+            for i in overlapping([e[:3] for e in eps], r["instrument"], r["window_start_ns"], r["window_end_ns"]):
                 best[i] = min(best[i], r["p_value"])
                 found[i] |= r["is_anomaly"]
-        for i, (_, _, kind) in enumerate(eps):
+        for i, (_, _, _, kind) in enumerate(eps):
             if not found[i]:
                 best_by_kind[kind].append(best[i])
     for kind, ps in sorted(best_by_kind.items()):

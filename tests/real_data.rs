@@ -197,3 +197,33 @@ fn second_held_out_group_injected_into_a_real_day() {
     let kept: Vec<_> = events(&out).iter().filter(|e| e.order_id < first_injected).map(key).collect();
     assert_eq!(kept, before.iter().map(key).collect::<Vec<_>>(), "the file's own messages, in order");
 }
+
+#[test]
+fn third_held_out_group_injected_into_a_real_day() {
+    use lobsentry_operators::generator::{parse_kinds, AnomalyKind};
+    let kinds = parse_kinds("held-out-3", &AnomalyKind::INJECTED).unwrap();
+    assert_eq!(kinds, AnomalyKind::HELD_OUT_3);
+    let Injected { file, out, rows, spans, .. } = &inject_group("lobster-held-out-3", &kinds, 9);
+    let original = replay(&book_args(file.clone(), None, 10), None).unwrap();
+    let injected = replay(&book_args(out.clone(), None, 10), None).unwrap();
+    assert_eq!((injected.rejected, injected.crossed_rows), (0, 0));
+    // Every scripted message is there: 30 trades a ramp, 40 adds and deletes a flicker, 100 pings.
+    let count = |kind: &str| rows.iter().filter(|r| r[1] == kind).count() as u64;
+    let scripted = 30 * count("price_ramping") + 80 * count("quote_flicker") + 100 * count("pinging");
+    assert_eq!(injected.messages - original.messages, scripted);
+    for (r, (start, end)) in rows.iter().zip(spans) {
+        let seconds = (end - start) as f64 / 1e9;
+        let want = match r[1].as_str() {
+            "price_ramping" => 30.0,
+            "quote_flicker" => 20.0,
+            _ => 4.0,
+        };
+        assert!((seconds - want).abs() < 1e-6, "{r:?}: {seconds} s");
+    }
+    // Only a flicker's delete can meet no order (pings and ramps are hidden trades, which add none):
+    // on this day (AMZN at $3,300, whose price moves ticks a second) the real flow trades through
+    // some flickering orders priced at the episode's start, and the book removes them as ghosts.
+    let unknown = injected.book.unknown_order - original.book.unknown_order;
+    assert!(unknown <= count("quote_flicker") * 40, "{unknown} deletes met no order");
+    assert!(count("quote_flicker") > 0 && count("pinging") > 0 && count("price_ramping") > 0);
+}

@@ -57,6 +57,17 @@ pub enum AnomalyKind {
     /// Feed loss or an unannounced halt: no message of the instrument for 20 s, then the flow goes
     /// on from the book it left.
     FeedGap,
+    /// Price ramping (marking, slow momentum): a 200-share aggressive trade against one side every
+    /// second for 30 s, walking up to two ticks through it, slower than any one window shows. Written
+    /// with the two after it before any detector ran on them ([`AnomalyKind::HELD_OUT_3`]).
+    PriceRamping,
+    /// Quote flickering (spoofing by replacement): for 20 s a large order (five times the best
+    /// level's size) two or three ticks behind one side, deleted and replaced at the other of the two
+    /// prices every 500 ms.
+    QuoteFlicker,
+    /// Pinging: tiny aggressive orders (1 to 5 shares) hitting one side's best price every 40 ms for
+    /// 4 s, probing for hidden liquidity.
+    Pinging,
 }
 
 impl AnomalyKind {
@@ -100,6 +111,9 @@ impl AnomalyKind {
             AnomalyKind::SpoofAndTrade => "spoof_and_trade",
             AnomalyKind::Pennying => "pennying",
             AnomalyKind::FeedGap => "feed_gap",
+            AnomalyKind::PriceRamping => "price_ramping",
+            AnomalyKind::QuoteFlicker => "quote_flicker",
+            AnomalyKind::Pinging => "pinging",
         }
     }
 
@@ -108,9 +122,20 @@ impl AnomalyKind {
     /// history), so that the next change can be judged on kinds it was not designed from.
     pub const HELD_OUT_2: [AnomalyKind; 3] = [AnomalyKind::SpoofAndTrade, AnomalyKind::Pennying, AnomalyKind::FeedGap];
 
+    /// A third group (`--kinds held-out-3`), added on 2026-12-06 (fifth session) after the second
+    /// group had informed one choice (the detectors the ensemble combines): written from the
+    /// literature and measured before any choice, for judging the next change.
+    pub const HELD_OUT_3: [AnomalyKind; 3] =
+        [AnomalyKind::PriceRamping, AnomalyKind::QuoteFlicker, AnomalyKind::Pinging];
+
+    /// Every kind held out of the choices, all groups.
+    fn held_out_all() -> impl Iterator<Item = AnomalyKind> {
+        Self::HELD_OUT.into_iter().chain(Self::HELD_OUT_2).chain(Self::HELD_OUT_3)
+    }
+
     /// Parses [`AnomalyKind::name`].
     pub fn from_name(name: &str) -> Option<AnomalyKind> {
-        Self::ALL.into_iter().chain(Self::HELD_OUT).chain(Self::HELD_OUT_2).find(|k| k.name() == name)
+        Self::ALL.into_iter().chain(Self::held_out_all()).find(|k| k.name() == name)
     }
 }
 
@@ -128,13 +153,15 @@ pub struct AnomalyLabel {
 }
 
 /// Parses a list of kinds (`generate --kinds`, `generator.kinds`): "standard" (the kinds in
-/// `standard`), "held-out" ([`AnomalyKind::HELD_OUT`]), "held-out-2" ([`AnomalyKind::HELD_OUT_2`])
-/// or a comma-separated list of names among `standard` and the held-out kinds.
+/// `standard`), "held-out" ([`AnomalyKind::HELD_OUT`]), "held-out-2" ([`AnomalyKind::HELD_OUT_2`]),
+/// "held-out-3" ([`AnomalyKind::HELD_OUT_3`]) or a comma-separated list of names among `standard`
+/// and the held-out kinds.
 ///
 /// ```
 /// use lobsentry_operators::generator::{parse_kinds, AnomalyKind};
 /// assert_eq!(parse_kinds("held-out", &AnomalyKind::ALL).unwrap(), AnomalyKind::HELD_OUT);
 /// assert_eq!(parse_kinds("held-out-2", &AnomalyKind::ALL).unwrap(), AnomalyKind::HELD_OUT_2);
+/// assert_eq!(parse_kinds("held-out-3", &AnomalyKind::INJECTED).unwrap(), AnomalyKind::HELD_OUT_3);
 /// assert_eq!(parse_kinds("feed_gap,spoofing", &AnomalyKind::ALL).unwrap().len(), 2);
 /// assert_eq!(parse_kinds("standard", &AnomalyKind::INJECTED).unwrap(), AnomalyKind::INJECTED);
 /// assert!(parse_kinds("spread_blowout", &AnomalyKind::INJECTED).is_err());
@@ -144,9 +171,10 @@ pub fn parse_kinds(text: &str, standard: &[AnomalyKind]) -> Result<Vec<AnomalyKi
         "standard" => return Ok(standard.to_vec()),
         "held-out" => return Ok(AnomalyKind::HELD_OUT.to_vec()),
         "held-out-2" => return Ok(AnomalyKind::HELD_OUT_2.to_vec()),
+        "held-out-3" => return Ok(AnomalyKind::HELD_OUT_3.to_vec()),
         _ => {}
     }
-    let held_out = || AnomalyKind::HELD_OUT.into_iter().chain(AnomalyKind::HELD_OUT_2);
+    let held_out = AnomalyKind::held_out_all;
     let known = |k: &AnomalyKind| standard.contains(k) || held_out().any(|h| h == *k);
     let kinds = text
         .split(',')
@@ -154,7 +182,7 @@ pub fn parse_kinds(text: &str, standard: &[AnomalyKind]) -> Result<Vec<AnomalyKi
             AnomalyKind::from_name(name.trim()).filter(known).ok_or_else(|| {
                 let names: Vec<&str> = standard.iter().copied().chain(held_out()).map(|k| k.name()).collect();
                 format!(
-                    "unknown kind {name:?}: want standard, held-out, held-out-2 or names among {}",
+                    "unknown kind {name:?}: want standard, held-out, held-out-2, held-out-3 or names among {}",
                     names.join(", ")
                 )
             })
@@ -560,6 +588,8 @@ impl InstrumentSim {
         } else {
             Vec::new()
         };
+        let ping_sizes: Vec<Qty> =
+            if kind == AnomalyKind::Pinging { (0..100).map(|_| 1 + self.rng.below(5)).collect() } else { Vec::new() };
         let t0 = self.clock_ns;
         let mut t = t0;
         let push = |t: &mut u64, gap_ns: u64, s: Script, q: &mut VecDeque<(u64, Script)>| {
@@ -674,6 +704,24 @@ impl InstrumentSim {
                 t += 1_000_000_000;
                 for _ in 0..steps {
                     push(&mut t, 10_000_000, Script::DeleteOwn, q);
+                }
+            }
+            // The third held-out group, scripted as src/cmd/inject.rs injects it.
+            AnomalyKind::PriceRamping => {
+                for step in 0..30 {
+                    push(&mut t, 1_000_000_000, Script::ExecuteHidden { side: other, offset: step / 10, size: 200 }, q);
+                }
+            }
+            AnomalyKind::QuoteFlicker => {
+                let size = (touch * 5).clamp(500, 10_000);
+                for i in 0..40 {
+                    push(&mut t, 10_000_000, Script::AddBehind { side, offset: 2 + i % 2, size }, q);
+                    push(&mut t, 490_000_000, Script::DeleteOwn, q);
+                }
+            }
+            AnomalyKind::Pinging => {
+                for size in ping_sizes {
+                    push(&mut t, 40_000_000, Script::ExecuteHidden { side: other, offset: 0, size }, q);
                 }
             }
             AnomalyKind::FeedGap => {
@@ -961,10 +1009,13 @@ mod tests {
 
     #[test]
     fn flow_is_consistent_and_anomalies_are_labelled() {
-        // The synthetic kinds (the default), then the two held-out groups scripted in a synthetic market.
-        for (kinds, anomalies) in
-            [(Vec::new(), 120.0), (AnomalyKind::HELD_OUT.to_vec(), 120.0), (AnomalyKind::HELD_OUT_2.to_vec(), 120.0)]
-        {
+        // The synthetic kinds (the default), then the three held-out groups scripted in a synthetic market.
+        for (kinds, anomalies) in [
+            (Vec::new(), 120.0),
+            (AnomalyKind::HELD_OUT.to_vec(), 120.0),
+            (AnomalyKind::HELD_OUT_2.to_vec(), 120.0),
+            (AnomalyKind::HELD_OUT_3.to_vec(), 120.0),
+        ] {
             let spec = MarketSpec {
                 instruments: 2,
                 events: Some(200_000),
@@ -1013,6 +1064,18 @@ mod tests {
                         let added = inside(EventKind::Add);
                         let own = inside(EventKind::ExecuteVisible).into_iter().filter(|id| added.contains(id)).count();
                         assert!(own >= 1, "{l:?}");
+                    }
+                    // A ramp trades for 30 s; pinging is 100 tiny trades; a flickering quote is added
+                    // and deleted 40 times.
+                    AnomalyKind::PriceRamping => {
+                        assert!(l.end_ns - l.start_ns >= 29_000_000_000, "{l:?}");
+                        assert!(inside(EventKind::ExecuteHidden).len() >= 27, "{l:?}");
+                    }
+                    AnomalyKind::Pinging => assert!(inside(EventKind::ExecuteHidden).len() >= 90, "{l:?}"),
+                    AnomalyKind::QuoteFlicker => {
+                        let deleted = inside(EventKind::Delete);
+                        let flickers = inside(EventKind::Add).into_iter().filter(|id| deleted.contains(id)).count();
+                        assert!(flickers >= 40, "{flickers} {l:?}");
                     }
                     _ => {}
                 }

@@ -23,8 +23,8 @@
 //! * `phantom_depth`: six orders of 3,000 shares three to eight ticks behind one side, resting for
 //!   15 s and deleted together.
 //!
-//! `--kinds held-out-2` (a second group, added after the first had informed choices, and left out
-//! of every choice since):
+//! `--kinds held-out-2` (a second group, added after the first had informed choices; it informed
+//! one since, the detectors the ensemble combines):
 //! * `spoof_and_trade`: four times, three orders of five times the best level's size (500 to 10,000
 //!   shares) one to three ticks behind one side, a 100-share order at the other side's best price
 //!   that is executed 300 ms later, and the three deleted; about 7 s;
@@ -34,6 +34,16 @@
 //! * `feed_gap`: the file's own messages of 20 s are held back and arrive together at its end, with
 //!   its end's time (a feed that stalls and catches up; the one kind that moves the file's own
 //!   messages, and only in time, so the book stays consistent).
+//!
+//! `--kinds held-out-3` (a third group, added when the second had informed a choice, measured
+//! before any choice):
+//! * `price_ramping`: a 200-share hidden execution against one side every second for 30 s, walking
+//!   up to two ticks through it;
+//! * `quote_flicker`: for 20 s an order of five times the best level's size (500 to 10,000 shares)
+//!   two or three ticks behind one side, deleted after 490 ms and replaced 10 ms later at the other
+//!   of the two prices (40 times);
+//! * `pinging`: a hidden execution of 1 to 5 shares at the other side's best price every 40 ms for
+//!   4 s.
 
 use crate::error::{io_at, Error};
 use lobsentry_operators::book::Book;
@@ -260,6 +270,31 @@ pub fn inject(
                     AnomalyKind::FeedGap => {
                         t += 20_000_000_000;
                         gap_until = Some(t);
+                    }
+                    AnomalyKind::PriceRamping => {
+                        for step in 0..30 {
+                            t += 1_000_000_000;
+                            let price = behind_of(other, step / 10);
+                            pending.push_back(ev_on(other, t, EventKind::ExecuteHidden, 0, 200, price));
+                        }
+                    }
+                    AnomalyKind::QuoteFlicker => {
+                        let size = (touch * 5).clamp(500, 10_000);
+                        for i in 0..40 {
+                            let price = behind(2 + i % 2);
+                            t += 10_000_000;
+                            pending.push_back(ev(t, EventKind::Add, next_id, size, price));
+                            t += 490_000_000;
+                            pending.push_back(ev(t, EventKind::Delete, next_id, size, price));
+                            next_id += 1;
+                        }
+                    }
+                    AnomalyKind::Pinging => {
+                        for _ in 0..100 {
+                            t += 40_000_000;
+                            let size = 1 + rng.below(5);
+                            pending.push_back(ev_on(other, t, EventKind::ExecuteHidden, 0, size, behind_of(other, 0)));
+                        }
                     }
                     // flash_crash, and the synthetic-only kinds (parse_kinds admits none of them).
                     _ => {

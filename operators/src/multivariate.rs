@@ -57,6 +57,28 @@ impl Default for MultivariateSpec {
     }
 }
 
+/// Fewest windows a span is scaled down to ([`span_at_scale`]).
+pub const MIN_SPAN: f64 = 30.0;
+
+/// The span, in windows of a scale of `scale_ns`, that covers the market time `span` windows of
+/// `base_ns` cover (at least [`MIN_SPAN`]): every scale then learns its mean and covariance over the
+/// same stretch of the day (30 minutes by default), where the same number of windows would be five
+/// hours at 10 s, long enough for the day's own rhythm (busy open and close, quiet midday) to look
+/// like a deviation.
+///
+/// ```
+/// use lobsentry_operators::multivariate::span_at_scale;
+/// assert_eq!(span_at_scale(1800.0, 1_000_000_000, 1_000_000_000), 1800.0);
+/// assert_eq!(span_at_scale(1800.0, 1_000_000_000, 10_000_000_000), 180.0);
+/// assert_eq!(span_at_scale(1800.0, 1_000_000_000, 600_000_000_000), 30.0, "at least MIN_SPAN");
+/// ```
+pub fn span_at_scale(span: f64, base_ns: u64, scale_ns: u64) -> f64 {
+    if scale_ns <= base_ns {
+        return span;
+    }
+    (span * base_ns as f64 / scale_ns as f64).max(MIN_SPAN.min(span))
+}
+
 /// Per-instrument state of the multivariate detector.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MultivariateState {

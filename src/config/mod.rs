@@ -329,7 +329,8 @@ pub struct RawDetect {
     pub alert_hold: String,
     /// Score windows with the multivariate detector (Hotelling's T²) too.
     pub multivariate: bool,
-    /// Its span (windows) of the exponentially weighted mean and covariance.
+    /// Its span of the exponentially weighted mean and covariance, in windows of `window.size`
+    /// (longer scales cover the same market time).
     pub multivariate_span: f64,
     /// Windows an instrument must see before it scores them.
     pub multivariate_warmup: i64,

@@ -341,7 +341,9 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
             if let Some(spec) = config.detect {
                 scores.push(rename(scale.clone().score_zscore_with(spec, registry.clone()), &label));
             }
-            if let Some(spec) = config.multivariate {
+            if let Some(mut spec) = config.multivariate {
+                // The same market time at every scale (multivariate-span is in windows of window.size).
+                spec.span = lobsentry_operators::multivariate::span_at_scale(spec.span, config.window.size_ns, ns);
                 let scored = scale.clone().score_detector::<MultivariateState>(spec, registry.clone());
                 scores.push(rename(scored, &label));
             }

@@ -201,7 +201,7 @@ eval: build onnxruntime
 	$(call HELD_OUT_DAYS,sparse-2-42-,42,670,held-out-2)
 	$(call HELD_OUT_SYNTHETIC,held-out-2-43-,43,held-out-2)
 	@echo "== the third held-out group (seeds 51, 52 on the real days, 53 synthetic): price_ramping,"
-	@echo "== quote_flicker, pinging; added 2026-12-06 (fifth session), measured before any choice"
+	@echo "== quote_flicker, pinging; added 2026-12-06 (fifth session), seen by one choice since"
 	$(call HELD_OUT_DAYS,group3-51-,51,,held-out-3)
 	$(call HELD_OUT_DAYS,group3-52-,52,,held-out-3)
 	$(call HELD_OUT_DAYS,group3-sparse-51-,51,670,held-out-3)

@@ -58,7 +58,7 @@ pub enum AnomalyKind {
     /// on from the book it left.
     FeedGap,
     /// Price ramping (marking, slow momentum): a 200-share aggressive trade against one side every
-    /// second for 30 s, walking up to two ticks through it, slower than any one window shows. Written
+    /// second for 30 s, walking up to two ticks through it: longer than any one window. Written
     /// with the two after it before any detector ran on them ([`AnomalyKind::HELD_OUT_3`]).
     PriceRamping,
     /// Quote flickering (spoofing by replacement): for 20 s a large order (five times the best
@@ -124,7 +124,7 @@ impl AnomalyKind {
 
     /// A third group (`--kinds held-out-3`), added on 2026-12-06 (fifth session) after the second
     /// group had informed one choice (the detectors the ensemble combines): written from the
-    /// literature and measured before any choice, for judging the next change.
+    /// literature and measured before any choice (seen once since, with T²'s span in market time).
     pub const HELD_OUT_3: [AnomalyKind; 3] =
         [AnomalyKind::PriceRamping, AnomalyKind::QuoteFlicker, AnomalyKind::Pinging];
 

@@ -53,8 +53,8 @@ pub struct GenerateArgs {
     /// spread_blowout; with --inject-into quote_stuffing, layering, flash_crash), "held-out" (spoofing,
     /// momentum_ignition, wash_trades, fleeting_quotes, phantom_depth: kinds no setting was chosen
     /// with), "held-out-2" (spoof_and_trade, pennying, feed_gap: a second such group, which informed
-    /// one choice since), "held-out-3" (price_ramping, quote_flicker, pinging: a third, measured
-    /// before any choice), or a comma-separated list of names.
+    /// one choice since), "held-out-3" (price_ramping, quote_flicker, pinging: a third, seen by one
+    /// choice), or a comma-separated list of names.
     #[arg(long, default_value = "standard")]
     pub kinds: String,
 }

@@ -36,7 +36,7 @@
 //!   messages, and only in time, so the book stays consistent).
 //!
 //! `--kinds held-out-3` (a third group, added when the second had informed a choice, measured
-//! before any choice):
+//! before any choice and seen once since, with T²'s span in market time):
 //! * `price_ramping`: a 200-share hidden execution against one side every second for 30 s, walking
 //!   up to two ticks through it;
 //! * `quote_flicker`: for 20 s an order of five times the best level's size (500 to 10,000 shares)

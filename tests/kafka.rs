@@ -835,9 +835,9 @@ fn produce_file(tansu: &Tansu, path: &Path, lines: &str) {
 }
 
 /// A configuration reading topic `lob` to its end, with `checkpoint` as its `[checkpoint]` section.
-/// The warm-ups are short, and the z-score is combined too (T² needs 100 windows, more than the
-/// market's 75 s), so that the calibrated ensemble decides often enough to test what a restart does
-/// to its decisions.
+/// The warm-ups are short (T²'s 20 windows, where the market has 75) and the z-score is combined
+/// too, so that the calibrated ensemble, T² among its members, decides often enough to test what a
+/// restart does to its decisions.
 fn lob_config(tansu: &Tansu, dir: &TempDir, checkpoint: &str) -> PathBuf {
     let config = dir.path("kafka.toml");
     std::fs::write(
@@ -845,7 +845,7 @@ fn lob_config(tansu: &Tansu, dir: &TempDir, checkpoint: &str) -> PathBuf {
         format!(
             "[source]\nkind = \"kafka\"\n[kafka]\nbrokers = \"{}\"\ntopic = \"lob\"\nstop-at-end = true\n\
              [checkpoint]\n{checkpoint}[detect]\nthreshold = 4.0\nalarms-per-hour = 300.0\ncalibration-warmup = 20\n\
-             combine = [\"baseline\", \"multivariate\", \"model\"]\n\
+             multivariate-warmup = 20\ncombine = [\"baseline\", \"multivariate\", \"model\"]\n\
              [model]\nthreshold = 40.0\n",
             tansu.brokers
         ),
@@ -854,7 +854,8 @@ fn lob_config(tansu: &Tansu, dir: &TempDir, checkpoint: &str) -> PathBuf {
     config
 }
 
-/// Topic `got` holds exactly the alert ids of topic `want`, each once; returns them, sorted.
+/// Topic `got` holds exactly the alert ids of topic `want`, each once, and some alert of `want` names
+/// T² among its detectors; returns the ids, sorted.
 fn assert_same_alerts(tansu: &Tansu, want: &str, got: &str) -> Vec<String> {
     let ids = |topic: &str| -> Vec<String> {
         let mut ids: Vec<String> =
@@ -862,6 +863,9 @@ fn assert_same_alerts(tansu: &Tansu, want: &str, got: &str) -> Vec<String> {
         ids.sort();
         ids
     };
+    // T², whose state is checkpointed with the rest, is among the detectors the alerts combine.
+    let bodies = read_topic(&tansu.brokers, want, 2);
+    assert!(bodies.iter().any(|(_, body)| body.contains("multivariate-t2")), "no alert names T²");
     let (want, got) = (ids(want), ids(got));
     assert!(want.len() >= 5, "the reference run raised alerts ({})", want.len());
     let mut unique = got.clone();

@@ -16,7 +16,8 @@
 //!   near 0 and logarithmic far from it, so signed features (returns, imbalances) keep their sign.
 //! - The mean and covariance of `y` are exponentially weighted over [`MultivariateSpec::span`]
 //!   windows (a running mean until that many have been seen, so the first estimates are not biased
-//!   towards 0). A window is scored against the statistics of the windows before it, then folded in.
+//!   towards 0; the runtime gives each time scale the same market time, [`span_at_scale`]). A
+//!   window is scored against the statistics of the windows before it, then folded in.
 //! - The score is `T² = r' S⁻¹ r` (`r` the deviation from the mean, `S` the covariance with a ridge
 //!   of [`MultivariateSpec::ridge`] times its mean variance, so collinear features such as a depth
 //!   and its maximum over the window do not make it singular); the inverse is refreshed every

@@ -67,6 +67,31 @@ def ensemble_windows(path):
             yield r
 
 
+def alerts(eps, flagged, hold_ns):
+    """Episodes found and false alarms of the flagged windows `(end, start, instrument)`, taken in
+    that order, with the alert hold of `detect.alert-hold` per instrument."""
+    until, found, false_alarms = {}, set(), 0
+    for end, start, instrument in flagged:
+        if start < until.get(instrument, 0):
+            continue
+        until[instrument] = end + hold_ns
+        hit = overlapping(eps, instrument, start, end)
+        found.update(hit)
+        false_alarms += not hit
+    return found, false_alarms
+
+
+def add(total, found, eps, false_alarms, hours):
+    total[0] += len(found)
+    total[1] += len(eps)
+    total[2] += false_alarms
+    total[3] += hours
+
+
+def total_line(name, t):
+    return f"{name}: {t[0]}/{t[1]}, {t[2]} FA in {t[3]:.1f} inst-h = {t[2] / t[3]:.2f}"
+
+
 def margin(factors, paths, hold_ns=10_000_000_000):
     totals = {f: [0, 0, 0, 0.0] for f in factors}
     for path in paths:
@@ -79,22 +104,12 @@ def margin(factors, paths, hold_ns=10_000_000_000):
         )
         row = []
         for f in factors:
-            until, found, false_alarms = {}, set(), 0
-            for end, start, p, bound, instrument in windows:
-                if p > bound * f or start < until.get(instrument, 0):
-                    continue
-                until[instrument] = end + hold_ns
-                hit = overlapping(eps, instrument, start, end)
-                found.update(hit)
-                false_alarms += not hit
+            flagged = ((end, start, who) for end, start, p, bound, who in windows if p <= bound * f)
+            found, false_alarms = alerts(eps, flagged, hold_ns)
             row.append(f"x{f}: {len(found)}/{len(eps)}, {false_alarms / hours:.2f} FA/inst-h")
-            t = totals[f]
-            t[0] += len(found)
-            t[1] += len(eps)
-            t[2] += false_alarms
-            t[3] += hours
+            add(totals[f], found, eps, false_alarms, hours)
         print(path, " | ".join(row))
-    print("total", " | ".join(f"x{f}: {t[0]}/{t[1]}, {t[2]} FA in {t[3]:.1f} inst-h = {t[2] / t[3]:.2f}" for f, t in totals.items()))
+    print("total", " | ".join(total_line(f"x{f}", t) for f, t in totals.items()))
 
 
 def cauchy(ps, weights):
@@ -116,6 +131,7 @@ def combine(combinations, paths, hold_ns=10_000_000_000):
     totals = {name: [0, 0, 0, 0.0] for name, _ in combos}
     for path in paths:
         eps = episodes(path)
+        # Per (instrument, window end, scale): the ensemble's record and each detector's p-values.
         windows = collections.defaultdict(dict)
         for line in open(path):
             r = json.loads(line)
@@ -123,32 +139,23 @@ def combine(combinations, paths, hold_ns=10_000_000_000):
                 continue
             w = windows[(r["instrument"], r["window_end_ns"], r["scale"])]
             if r["detector"] == "ensemble":
-                w["_bound"], w["_start"] = 10 ** -r["threshold"], r["window_start_ns"]
+                w["_ensemble"] = r
             else:
                 w.setdefault(r["detector"], []).append(r["p_value"])
-        decided = sorted((key, w) for key, w in windows.items() if "_bound" in w)
-        decided.sort(key=lambda kw: kw[0][1])
-        hours = (max(k[1] for k, _ in decided) - min(w["_start"] for _, w in decided)) / 3600e9
-        hours *= len({k[0] for k, _ in decided})
+        decided = sorted(
+            (end, instrument, scale, w) for (instrument, end, scale), w in windows.items() if "_ensemble" in w
+        )
+        hours = instrument_hours([w["_ensemble"] for *_, w in decided])
         for name, members in combos:
-            until, found, false_alarms = {}, set(), 0
-            for (instrument, end, _), w in decided:
+            flagged = []
+            for end, instrument, _, w in decided:
                 ps = [(p, weight) for d, weight in members.items() for p in w.get(d, [])]
-                if not ps or cauchy([p for p, _ in ps], [x for _, x in ps]) > w["_bound"]:
-                    continue
-                if w["_start"] < until.get(instrument, 0):
-                    continue
-                until[instrument] = end + hold_ns
-                hit = overlapping(eps, instrument, w["_start"], end)
-                found.update(hit)
-                false_alarms += not hit
-            t = totals[name]
-            t[0] += len(found)
-            t[1] += len(eps)
-            t[2] += false_alarms
-            t[3] += hours
+                if ps and cauchy([p for p, _ in ps], [x for _, x in ps]) <= 10 ** -w["_ensemble"]["threshold"]:
+                    flagged.append((end, w["_ensemble"]["window_start_ns"], instrument))
+            found, false_alarms = alerts(eps, flagged, hold_ns)
+            add(totals[name], found, eps, false_alarms, hours)
     for name, t in totals.items():
-        print(f"{name}: {t[0]}/{t[1]}, {t[2]} FA in {t[3]:.1f} inst-h = {t[2] / t[3]:.2f}")
+        print(total_line(name, t))
 
 
 def calibration(paths, levels=(1e-2, 1e-3, 1e-4)):

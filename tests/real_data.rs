@@ -198,6 +198,8 @@ fn second_held_out_group_injected_into_a_real_day() {
     assert_eq!(kept, before.iter().map(key).collect::<Vec<_>>(), "the file's own messages, in order");
 }
 
+/// The third held-out group on a real day: every kind is drawn (checked by `inject_group`), every
+/// scripted message is in the copy, each episode lasts as scripted, and the flow stays consistent.
 #[test]
 fn third_held_out_group_injected_into_a_real_day() {
     use lobsentry_operators::generator::{parse_kinds, AnomalyKind};
@@ -225,5 +227,4 @@ fn third_held_out_group_injected_into_a_real_day() {
     // some flickering orders priced at the episode's start, and the book removes them as ghosts.
     let unknown = injected.book.unknown_order - original.book.unknown_order;
     assert!(unknown <= count("quote_flicker") * 40, "{unknown} deletes met no order");
-    assert!(count("quote_flicker") > 0 && count("pinging") > 0 && count("price_ramping") > 0);
 }

@@ -207,6 +207,13 @@ eval: build onnxruntime
 	$(call HELD_OUT_DAYS,group3-sparse-51-,51,670,held-out-3)
 	$(call HELD_OUT_DAYS,group3-sparse-52-,52,670,held-out-3)
 	$(call HELD_OUT_SYNTHETIC,group3-53-,53,held-out-3)
+	@echo "== the fourth held-out group (seeds 61, 62 on the real days, 63 synthetic): off_market_prints,"
+	@echo "== slow_layering, two_sided_spoofing; added 2026-12-07, measured before any choice"
+	$(call HELD_OUT_DAYS,group4-61-,61,,held-out-4)
+	$(call HELD_OUT_DAYS,group4-62-,62,,held-out-4)
+	$(call HELD_OUT_DAYS,group4-sparse-61-,61,670,held-out-4)
+	$(call HELD_OUT_DAYS,group4-sparse-62-,62,670,held-out-4)
+	$(call HELD_OUT_SYNTHETIC,group4-63-,63,held-out-4)
 	@echo "== the real days as they are (nothing injected, no labels): every alert counts as a false alarm"
 # A copy of the message file alone, as the injected days are run: beside its LOBSTER order-book file
 # the run would seed the book from it (with the z-score combined, 13 and 16 alerts instead of 12 and 17).

@@ -54,7 +54,8 @@ pub struct GenerateArgs {
     /// momentum_ignition, wash_trades, fleeting_quotes, phantom_depth: kinds no setting was chosen
     /// with), "held-out-2" (spoof_and_trade, pennying, feed_gap: a second such group, which informed
     /// one choice since), "held-out-3" (price_ramping, quote_flicker, pinging: a third, seen by one
-    /// choice), or a comma-separated list of names.
+    /// choice), "held-out-4" (off_market_prints, slow_layering, two_sided_spoofing: a fourth, seen by
+    /// none), or a comma-separated list of names.
     #[arg(long, default_value = "standard")]
     pub kinds: String,
 }

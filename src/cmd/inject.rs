@@ -44,6 +44,15 @@
 //!   of the two prices (40 times);
 //! * `pinging`: a hidden execution of 1 to 5 shares at the other side's best price every 40 ms for
 //!   4 s.
+//!
+//! `--kinds held-out-4` (a fourth group, added on 2026-12-07 when the third had been seen by a
+//! choice; written and injected before any look at how the detectors score it):
+//! * `off_market_prints`: three 100-share hidden executions 20 ticks through the other side's best
+//!   price, 300 ms apart (erroneous or price-marking prints);
+//! * `slow_layering`: every 2 s for 20 s an order of three times the best level's size (300 to
+//!   6,000 shares) two to six ticks behind one side, then the ten deleted 20 ms apart;
+//! * `two_sided_spoofing`: twice, an order of five times the best level's size (500 to 10,000 shares)
+//!   two ticks behind each side, resting 8 s, then both deleted (1 s between the rounds).
 
 use crate::error::{io_at, Error};
 use lobsentry_operators::book::Book;
@@ -294,6 +303,46 @@ pub fn inject(
                             t += 40_000_000;
                             let size = 1 + rng.below(5);
                             pending.push_back(ev_on(other, t, EventKind::ExecuteHidden, 0, size, behind_of(other, 0)));
+                        }
+                    }
+                    AnomalyKind::OffMarketPrints => {
+                        for _ in 0..3 {
+                            t += 300_000_000;
+                            pending.push_back(ev_on(other, t, EventKind::ExecuteHidden, 0, 100, behind_of(other, 20)));
+                        }
+                    }
+                    AnomalyKind::SlowLayering => {
+                        let size = (touch * 3).clamp(300, 6_000);
+                        let first = next_id;
+                        for i in 0..10 {
+                            t += 2_000_000_000;
+                            pending.push_back(ev(t, EventKind::Add, next_id, size, behind(2 + i % 5)));
+                            next_id += 1;
+                        }
+                        for id in (first..next_id).rev() {
+                            t += 20_000_000;
+                            pending.push_back(ev(t, EventKind::Delete, id, size, behind(2 + (id - first) as i64 % 5)));
+                        }
+                    }
+                    AnomalyKind::TwoSidedSpoofing => {
+                        let size = (touch * 5).clamp(500, 10_000);
+                        for round in 0..2 {
+                            t += if round == 0 { 10_000_000 } else { 1_000_000_000 };
+                            pending.push_back(ev(t, EventKind::Add, next_id, size, behind(2)));
+                            t += 10_000_000;
+                            pending.push_back(ev_on(other, t, EventKind::Add, next_id + 1, size, behind_of(other, 2)));
+                            t += 8_000_000_000;
+                            pending.push_back(ev_on(
+                                other,
+                                t,
+                                EventKind::Delete,
+                                next_id + 1,
+                                size,
+                                behind_of(other, 2),
+                            ));
+                            t += 10_000_000;
+                            pending.push_back(ev(t, EventKind::Delete, next_id, size, behind(2)));
+                            next_id += 2;
                         }
                     }
                     // flash_crash, and the synthetic-only kinds (parse_kinds admits none of them).

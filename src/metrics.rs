@@ -356,6 +356,7 @@ impl PipelineMetrics {
             ("missing_level", totals.missing_level, seen.missing_level),
             ("crossed", totals.crossed, seen.crossed),
             ("ghost_level_removed", totals.ghost_levels_removed, seen.ghost_levels_removed),
+            ("level_beyond_view", totals.levels_beyond_view, seen.levels_beyond_view),
         ];
         for (kind, now, before) in pairs {
             if now > before {
@@ -408,8 +409,15 @@ fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> 
 }
 
 /// Values of the `kind` label of `lobsentry_book_inconsistencies_total`.
-pub const BOOK_KINDS: [&str; 6] =
-    ["unknown_order", "duplicate_order", "over_cancel", "missing_level", "crossed", "ghost_level_removed"];
+pub const BOOK_KINDS: [&str; 7] = [
+    "unknown_order",
+    "duplicate_order",
+    "over_cancel",
+    "missing_level",
+    "crossed",
+    "ghost_level_removed",
+    "level_beyond_view",
+];
 
 /// The text exposition of a registry.
 pub fn render(registry: &Registry) -> String {

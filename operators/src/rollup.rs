@@ -265,6 +265,7 @@ mod tests {
                         book: BookConfig::default(),
                         stats: None,
                         state: None,
+                        visible_levels: Vec::new(),
                     });
                     let (fine, _) = books.clone().extract_features(WindowSpec::tumbling(1_000_000_000));
                     let (direct, _) = books.extract_features(WindowSpec::tumbling(10_000_000_000));

@@ -31,6 +31,10 @@ pub struct BookArgs {
     /// order-book file (measures messages alone after the seed).
     #[arg(long)]
     pub no_refill: bool,
+    /// Keep at most this many levels per side, forgetting orders an add pushes beyond them (the
+    /// file's depth, e.g. 10 for a `_message_10` file; see `book.visible-levels`). Default: every level.
+    #[arg(long)]
+    pub visible_levels: Option<usize>,
     /// Instrument (default: the ticker in the file name).
     #[arg(long)]
     pub instrument: Option<String>,
@@ -99,8 +103,8 @@ impl ReplayReport {
         }
         let b = &self.book;
         s.push_str(&format!(
-            "  book: unknown orders {}, over-cancels {}, missing levels {}, ghost levels removed {}, levels refilled from the order book {}\n",
-            b.unknown_order, b.over_cancel, b.missing_level, b.ghost_levels_removed, self.refilled_levels
+            "  book: unknown orders {}, over-cancels {}, missing levels {}, ghost levels removed {}, levels beyond view forgotten {}, levels refilled from the order book {}\n",
+            b.unknown_order, b.over_cancel, b.missing_level, b.ghost_levels_removed, b.levels_beyond_view, self.refilled_levels
         ));
         s
     }
@@ -119,7 +123,8 @@ pub fn replay(args: &BookArgs, mut out: Option<&mut dyn Write>) -> Result<Replay
         Some(p) => Some(BufReader::with_capacity(1 << 20, std::fs::File::open(p).map_err(io_at(p))?).lines()),
         None => None,
     };
-    let mut book = Book::with_config(BookConfig { repair_ghosts: !args.no_repair });
+    let mut book =
+        Book::with_config(BookConfig { repair_ghosts: !args.no_repair, visible_levels: args.visible_levels });
     let mut report = ReplayReport::default();
     let mut row = Vec::with_capacity(4 * args.levels);
     let mut text = String::new();

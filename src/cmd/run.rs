@@ -130,8 +130,8 @@ pub fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
     if config.book {
         let b = &report.book;
         eprintln!(
-            "books: {} events applied; unknown orders {}, duplicate ids {}, over-cancels {}, missing levels {}, crossed {}, ghost levels removed {}",
-            b.events, b.unknown_order, b.duplicate_order, b.over_cancel, b.missing_level, b.crossed, b.ghost_levels_removed
+            "books: {} events applied; unknown orders {}, duplicate ids {}, over-cancels {}, missing levels {}, crossed {}, ghost levels removed {}, levels beyond view forgotten {}",
+            b.events, b.unknown_order, b.duplicate_order, b.over_cancel, b.missing_level, b.crossed, b.ghost_levels_removed, b.levels_beyond_view
         );
     }
     if report.rejected > 0 {

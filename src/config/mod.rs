@@ -5,6 +5,7 @@
 use crate::error::Error;
 use lobsentry_operators::generator::MarketSpec;
 use lobsentry_operators::sink::WindowFormat;
+use lobsentry_operators::source::decode::LobsterName;
 use lobsentry_operators::source::{Format, InputFile};
 use lobsentry_operators::window::WindowSpec;
 use serde::{Deserialize, Serialize};
@@ -547,6 +548,41 @@ pub struct RawWindow {
 pub struct RawBook {
     /// Ghost repair.
     pub repair_ghosts: bool,
+    /// Levels kept per side: "auto", "all" or a number.
+    pub visible_levels: String,
+}
+
+/// `book.visible-levels`: the depth every book keeps ("all": `None`; a number: that many levels),
+/// and with "auto" the depth of each LOBSTER message file's instrument, from its name (`_message_10`:
+/// 10); other inputs keep every level.
+fn book_levels(
+    text: &str,
+    source: &SourceConfig,
+    errors: &mut Vec<String>,
+) -> (Option<usize>, Vec<(lobsentry_operators::event::InstrumentId, usize)>) {
+    match text.trim() {
+        "all" => (None, Vec::new()),
+        "auto" => {
+            let mut levels = Vec::new();
+            if let SourceConfig::Files(spec) = source {
+                for f in spec.files.iter().filter(|f| f.format == Format::Lobster) {
+                    let name = f.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    if let (Some(parsed), Ok(ctx)) = (LobsterName::parse(name), f.lobster_context()) {
+                        levels.push((ctx.instrument, parsed.levels));
+                    }
+                }
+            }
+            (None, levels)
+        }
+        n => match n.parse::<usize>() {
+            Ok(n) if n > 0 => (Some(n), Vec::new()),
+            _ => {
+                errors
+                    .push(format!("book.visible-levels: {n:?}: want \"auto\", \"all\" or a positive number of levels"));
+                (None, Vec::new())
+            }
+        },
+    }
 }
 
 /// `[sink]`.
@@ -622,6 +658,8 @@ pub struct Config {
     pub window: WindowSpec,
     /// Book options.
     pub book_config: lobsentry_operators::book::BookConfig,
+    /// Per instrument, the depth of its LOBSTER message file (`book.visible-levels = "auto"`).
+    pub book_levels: Vec<(lobsentry_operators::event::InstrumentId, usize)>,
     /// Window output.
     pub output: Output,
     /// Window output format.
@@ -1365,6 +1403,10 @@ impl RawConfig {
             return Err(Error::Config(errors));
         }
         let optional = |s: &str| (!s.is_empty()).then(|| PathBuf::from(s));
+        let (visible_levels, book_levels) = book_levels(&self.book.visible_levels, &source, &mut errors);
+        if !errors.is_empty() {
+            return Err(Error::Config(errors));
+        }
         Ok(Config {
             workers: workers as usize,
             book: self.pipeline.book,
@@ -1372,7 +1414,11 @@ impl RawConfig {
             shutdown_grace,
             source,
             window,
-            book_config: lobsentry_operators::book::BookConfig { repair_ghosts: self.book.repair_ghosts },
+            book_config: lobsentry_operators::book::BookConfig {
+                repair_ghosts: self.book.repair_ghosts,
+                visible_levels,
+            },
+            book_levels,
             output,
             output_format,
             dead_letter: optional(&self.sink.dead_letter),
@@ -1462,6 +1508,43 @@ mod tests {
             list.iter().any(|e| e.contains("detect.combine: none of") && e.contains("running: baseline")),
             "{list:?}"
         );
+    }
+
+    #[test]
+    fn books_keep_the_depth_of_their_lobster_files() {
+        let dir = std::env::temp_dir().join(format!("lobsentry-config-levels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("AAPL_2012-06-21_34200000_57600000_message_7.csv");
+        std::fs::write(&file, "34200.0,1,1,100,5000000,1\n").unwrap();
+        let files = format!("[{:?}]", file.display().to_string());
+        let load = |levels: Option<&str>| {
+            let mut env = vec![
+                ("LOBSENTRY__SOURCE__KIND".to_string(), "\"files\"".to_string()),
+                ("LOBSENTRY__SOURCE__FILES".to_string(), files.clone()),
+            ];
+            if let Some(v) = levels {
+                env.push(("LOBSENTRY__BOOK__VISIBLE_LEVELS".to_string(), format!("{v:?}")));
+            }
+            load_raw(None, env).unwrap().validate(&Overrides::default())
+        };
+        // The default keeps every level; "auto" the file's N, for its instrument only.
+        let c = load(None).unwrap();
+        assert!(c.book_levels.is_empty() && c.book_config.visible_levels.is_none());
+        let c = load(Some("auto")).unwrap();
+        assert_eq!(c.book_levels, [(lobsentry_operators::event::InstrumentId::new("AAPL").unwrap(), 7)]);
+        assert_eq!(c.book_config.visible_levels, None);
+        let c = load(Some("3")).unwrap();
+        assert!(c.book_levels.is_empty());
+        assert_eq!(c.book_config.visible_levels, Some(3));
+        for bad in ["ten", "0"] {
+            match load(Some(bad)) {
+                Err(Error::Config(list)) => {
+                    assert!(list.iter().any(|e| e.contains("book.visible-levels")), "{list:?}")
+                }
+                other => panic!("{bad}: not a config error: {:?}", other.map(|c| c.book_levels)),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -233,6 +233,7 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
                 book: config.book_config,
                 stats: Some(shared.book_stats.clone()),
                 state: registry.clone(),
+                visible_levels: config.book_levels.clone(),
             };
             let books = events.reconstruct_book_with(spec);
             if config.analytics.is_some() {

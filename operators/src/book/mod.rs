@@ -36,11 +36,15 @@ pub const LOBSTER_EMPTY_BID: i64 = -9_999_999_999;
 pub struct BookConfig {
     /// Remove levels that the data proves stale (see the module docs).
     pub repair_ghosts: bool,
+    /// The depth of the message file (LOBSTER's N of a level-N file): keep at most this many price
+    /// levels per side, forgetting orders that an add pushes beyond them (see the module docs).
+    /// `None`: keep every level.
+    pub visible_levels: Option<usize>,
 }
 
 impl Default for BookConfig {
     fn default() -> Self {
-        BookConfig { repair_ghosts: true }
+        BookConfig { repair_ghosts: true, visible_levels: None }
     }
 }
 
@@ -59,6 +63,9 @@ pub struct BookStats {
     pub missing_level: u64,
     /// Events after which the best bid was at or above the best ask.
     pub crossed: u64,
+    /// Levels forgotten because an add pushed them beyond [`BookConfig::visible_levels`].
+    #[serde(default)]
+    pub levels_beyond_view: u64,
     /// Levels removed by ghost repair.
     pub ghost_levels_removed: u64,
 }
@@ -73,6 +80,7 @@ impl BookStats {
         self.missing_level += other.missing_level;
         self.crossed += other.crossed;
         self.ghost_levels_removed += other.ghost_levels_removed;
+        self.levels_beyond_view += other.levels_beyond_view;
     }
 
     /// Total of the inconsistency counters (everything except `events`).
@@ -214,6 +222,24 @@ impl Book {
         }
         self.touch(e.side, e.price);
         *self.side_mut(e.side).entry(e.price).or_insert(0) += e.size;
+        if let Some(n) = self.config.visible_levels {
+            // The level pushed beyond the file's depth: messages about it stop, so its orders can
+            // leave without a delete. It is forgotten now rather than left to turn stale.
+            let levels = self.side_mut(e.side);
+            if levels.len() > n.max(1) {
+                let beyond = match e.side {
+                    Side::Buy => levels.keys().next().copied(),
+                    Side::Sell => levels.keys().next_back().copied(),
+                };
+                if let Some(p) = beyond {
+                    levels.remove(&p);
+                    self.top_cache = None;
+                    self.stats.levels_beyond_view += 1;
+                    let side = e.side;
+                    self.orders.retain(|_, o| !(o.side == side && o.price == p));
+                }
+            }
+        }
     }
 
     fn reduce(&mut self, e: &LobEvent) {

@@ -37,6 +37,9 @@ pub struct ReconstructBookSpec {
     pub stats: Option<SharedBookStats>,
     /// Checkpointed state: the books are registered here (and restored from it).
     pub state: Option<StateRegistry>,
+    /// Per instrument, the depth of its message file ([`BookConfig::visible_levels`]) where it
+    /// differs from `book`'s: a LOBSTER level-N file's N, from its name.
+    pub visible_levels: Vec<(InstrumentId, usize)>,
 }
 
 /// The order-flow-imbalance contribution of moving from `prev` to `next`.
@@ -169,9 +172,14 @@ impl<'scope> ReconstructBook<'scope> for StreamVec<'scope, u64, Timed<LobEvent>>
                     ready.sort_by_key(|t| (t.order_ts, t.seq));
                     let mut session = output.session(&*cap);
                     for timed in ready.drain(..) {
-                        let keyed = books
-                            .entry(timed.event.instrument)
-                            .or_insert_with(|| Keyed { book: Book::with_config(spec.book), top: TopOfBook::default() });
+                        let keyed = books.entry(timed.event.instrument).or_insert_with(|| {
+                            let mut config = spec.book;
+                            if let Some((_, n)) = spec.visible_levels.iter().find(|(i, _)| *i == timed.event.instrument)
+                            {
+                                config.visible_levels = Some(*n);
+                            }
+                            Keyed { book: Book::with_config(config), top: TopOfBook::default() }
+                        });
                         keyed.book.apply(&timed.event);
                         let top = keyed.book.top();
                         let ofi = ofi(&keyed.top, &top);
@@ -213,5 +221,6 @@ fn delta(now: &BookStats, before: &BookStats) -> BookStats {
         missing_level: now.missing_level - before.missing_level,
         crossed: now.crossed - before.crossed,
         ghost_levels_removed: now.ghost_levels_removed - before.ghost_levels_removed,
+        levels_beyond_view: now.levels_beyond_view - before.levels_beyond_view,
     }
 }

@@ -110,17 +110,13 @@ proptest! {
     }
 }
 
+/// An event of instrument "X" at time 0.
+fn ev(kind: EventKind, order_id: u64, size: Qty, price: i64, side: Side) -> LobEvent {
+    LobEvent { ts_ns: 0, instrument: InstrumentId::new("X").unwrap(), kind, order_id, size, price: Price(price), side }
+}
+
 #[test]
 fn ghost_levels_are_repaired_by_crossing_adds_and_executions() {
-    let ev = |kind, order_id, size, price, side| LobEvent {
-        ts_ns: 0,
-        instrument: InstrumentId::new("X").unwrap(),
-        kind,
-        order_id,
-        size,
-        price: Price(price),
-        side,
-    };
     let mut book = Book::new();
     book.apply(&ev(EventKind::Add, 1, 10, 100, Side::Buy)); // becomes a ghost: its delete is never seen
     book.apply(&ev(EventKind::Add, 2, 10, 95, Side::Buy));
@@ -132,7 +128,7 @@ fn ghost_levels_are_repaired_by_crossing_adds_and_executions() {
     book.apply(&ev(EventKind::ExecuteVisible, 3, 5, 99, Side::Sell)); // executes at 99: the ask at 97 is stale
     assert_eq!(book.best_ask(), Some((Price(99), 5)));
     assert_eq!(book.stats().ghost_levels_removed, 2);
-    let mut naive = Book::with_config(BookConfig { repair_ghosts: false });
+    let mut naive = Book::with_config(BookConfig { repair_ghosts: false, ..BookConfig::default() });
     naive.apply(&ev(EventKind::Add, 1, 10, 100, Side::Buy));
     naive.apply(&ev(EventKind::Add, 3, 10, 99, Side::Sell));
     assert_eq!(naive.stats().crossed, 1);
@@ -152,4 +148,33 @@ fn refill_takes_only_levels_entering_from_beyond_the_visible_range() {
     book.seed_level(Side::Buy, Price(90), 1); // still beyond the visible range: left alone
     assert_eq!(book.refill_entering_levels(&prev, &row), 2);
     assert_eq!(book.levels(Side::Buy, 5), vec![(Price(99), 4), (Price(97), 7), (Price(90), 1)]);
+}
+
+#[test]
+fn a_level_pushed_beyond_the_files_depth_is_forgotten() {
+    // A level-2 file: two bid levels are visible.
+    let mut book = Book::with_config(BookConfig { visible_levels: Some(2), ..BookConfig::default() });
+    book.apply(&ev(EventKind::Add, 1, 10, 98, Side::Buy));
+    book.apply(&ev(EventKind::Add, 2, 10, 99, Side::Buy));
+    book.apply(&ev(EventKind::Add, 3, 10, 100, Side::Buy)); // pushes 98 to the third level
+    assert_eq!(book.levels(Side::Buy, 5), vec![(Price(100), 10), (Price(99), 10)]);
+    assert_eq!(book.stats().levels_beyond_view, 1);
+    assert_eq!(book.order_count(), 2, "the order at 98 is forgotten with its level");
+    // Its delete, if the file ever carries one, is an unknown order and changes nothing.
+    book.apply(&ev(EventKind::Delete, 1, 10, 98, Side::Buy));
+    assert_eq!(book.stats().unknown_order, 1);
+    assert_eq!(book.levels(Side::Buy, 5), vec![(Price(100), 10), (Price(99), 10)]);
+    // An add deeper than the visible levels is itself beyond them; the asks are untouched.
+    book.apply(&ev(EventKind::Add, 4, 10, 97, Side::Buy));
+    book.apply(&ev(EventKind::Add, 5, 10, 101, Side::Sell));
+    assert_eq!(book.levels(Side::Buy, 5).len(), 2);
+    assert_eq!(book.stats().levels_beyond_view, 2);
+    assert_eq!(book.best_ask(), Some((Price(101), 10)));
+    // Without the option every level stays.
+    let mut all = Book::new();
+    for (id, p) in [(1, 98), (2, 99), (3, 100), (4, 97)] {
+        all.apply(&ev(EventKind::Add, id, 10, p, Side::Buy));
+    }
+    assert_eq!(all.levels(Side::Buy, 5).len(), 4);
+    assert_eq!(all.stats().levels_beyond_view, 0);
 }

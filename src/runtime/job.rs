@@ -53,7 +53,7 @@ impl JobDescription {
             ("pipeline.workers", config.workers.to_string()),
             ("source", source),
             ("window", format!("{:?}", config.window)),
-            ("book", format!("{} {:?}", config.book, config.book_config)),
+            ("book", format!("{} {:?} {:?}", config.book, config.book_config, config.book_levels)),
             ("detect", format!("{:?}", config.detect)),
             ("detect.scales", format!("{:?}", config.scales.scales)),
             ("detect.ensemble", format!("{:?} silent {}", config.scales.ensemble, config.scales.silent_windows)),

@@ -16,6 +16,13 @@
 //!
 //! Each removal is counted in [`BookStats::ghost_levels_removed`]. On a consistent full order flow
 //! (the synthetic market) no repair ever fires, which the property tests check.
+//!
+//! Repair waits for proof, and until it comes a ghost sits inside the market. With
+//! [`BookConfig::visible_levels`] set to the file's N the book does not wait: when an add pushes a
+//! level beyond the N-th, that level and its orders are forgotten (counted in
+//! [`BookStats::levels_beyond_view`]), since the file stops reporting them. A later message about
+//! such an order is an unknown order; a level that comes back into view unreported stays missing,
+//! which no message file can know.
 
 pub mod operator;
 
@@ -64,7 +71,6 @@ pub struct BookStats {
     /// Events after which the best bid was at or above the best ask.
     pub crossed: u64,
     /// Levels forgotten because an add pushed them beyond [`BookConfig::visible_levels`].
-    #[serde(default)]
     pub levels_beyond_view: u64,
     /// Levels removed by ghost repair.
     pub ghost_levels_removed: u64,

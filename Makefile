@@ -170,6 +170,15 @@ define HELD_OUT_SYNTHETIC
 	  --seed $(2) --kinds $(or $(3),held-out) --out $(EVAL)/$(1)synthetic5m.csv
 	$(call SCORE,$(1)synthetic5m)
 endef
+# A later held-out group: $(1) name prefix, $(2)/$(3) the real days' seeds (every 300 s, then every
+# 670 s as `sparse-`), $(4) the synthetic market's seed, $(5) the group.
+define HELD_OUT_GROUP
+	$(call HELD_OUT_DAYS,$(1)$(2)-,$(2),,$(5))
+	$(call HELD_OUT_DAYS,$(1)$(3)-,$(3),,$(5))
+	$(call HELD_OUT_DAYS,$(1)sparse-$(2)-,$(2),670,$(5))
+	$(call HELD_OUT_DAYS,$(1)sparse-$(3)-,$(3),670,$(5))
+	$(call HELD_OUT_SYNTHETIC,$(1)$(4)-,$(4),$(5))
+endef
 eval: build onnxruntime
 	mkdir -p $(EVAL) target/lobster
 	unzip -qo $(SHARED)/lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip -d target/lobster
@@ -202,18 +211,10 @@ eval: build onnxruntime
 	$(call HELD_OUT_SYNTHETIC,held-out-2-43-,43,held-out-2)
 	@echo "== the third held-out group (seeds 51, 52 on the real days, 53 synthetic): price_ramping,"
 	@echo "== quote_flicker, pinging; added 2026-12-06 (fifth session), seen by one choice since"
-	$(call HELD_OUT_DAYS,group3-51-,51,,held-out-3)
-	$(call HELD_OUT_DAYS,group3-52-,52,,held-out-3)
-	$(call HELD_OUT_DAYS,group3-sparse-51-,51,670,held-out-3)
-	$(call HELD_OUT_DAYS,group3-sparse-52-,52,670,held-out-3)
-	$(call HELD_OUT_SYNTHETIC,group3-53-,53,held-out-3)
+	$(call HELD_OUT_GROUP,group3-,51,52,53,held-out-3)
 	@echo "== the fourth held-out group (seeds 61, 62 on the real days, 63 synthetic): off_market_prints,"
 	@echo "== slow_layering, two_sided_spoofing; added 2026-12-07, measured before any choice"
-	$(call HELD_OUT_DAYS,group4-61-,61,,held-out-4)
-	$(call HELD_OUT_DAYS,group4-62-,62,,held-out-4)
-	$(call HELD_OUT_DAYS,group4-sparse-61-,61,670,held-out-4)
-	$(call HELD_OUT_DAYS,group4-sparse-62-,62,670,held-out-4)
-	$(call HELD_OUT_SYNTHETIC,group4-63-,63,held-out-4)
+	$(call HELD_OUT_GROUP,group4-,61,62,63,held-out-4)
 	@echo "== the real days as they are (nothing injected, no labels): every alert counts as a false alarm"
 # A copy of the message file alone, as the injected days are run: beside its LOBSTER order-book file
 # the run would seed the book from it (with the z-score combined, 13 and 16 alerts instead of 12 and 17).

@@ -239,10 +239,8 @@ impl Book {
                 };
                 if let Some(p) = beyond {
                     levels.remove(&p);
-                    self.top_cache = None;
                     self.stats.levels_beyond_view += 1;
-                    let side = e.side;
-                    self.orders.retain(|_, o| !(o.side == side && o.price == p));
+                    self.forget_orders(e.side, &[p]);
                 }
             }
         }
@@ -282,11 +280,16 @@ impl Book {
     }
 
     fn forget_levels(&mut self, side: Side, removed: &[Price]) {
+        self.stats.ghost_levels_removed += removed.len() as u64;
+        self.forget_orders(side, removed);
+    }
+
+    /// Forgets the orders of levels already taken out of the book (`removed` sorted).
+    fn forget_orders(&mut self, side: Side, removed: &[Price]) {
         if removed.is_empty() {
             return;
         }
         self.top_cache = None;
-        self.stats.ghost_levels_removed += removed.len() as u64;
         self.orders.retain(|_, o| !(o.side == side && removed.binary_search(&o.price).is_ok()));
     }
 

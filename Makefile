@@ -215,6 +215,9 @@ eval: build onnxruntime
 	@echo "== the fourth held-out group (seeds 61, 62 on the real days, 63 synthetic): off_market_prints,"
 	@echo "== slow_layering, two_sided_spoofing; added 2026-12-07, measured before any choice"
 	$(call HELD_OUT_GROUP,group4-,61,62,63,held-out-4)
+	@echo "== the fifth held-out group (odd_lot_flood, iceberg_refill, cancel_replace_storm; added 2026-12-07,"
+	@echo "== seventh session, measured before any choice)"
+	$(call HELD_OUT_GROUP,group5-,71,72,73,held-out-5)
 	@echo "== the real days as they are (nothing injected, no labels): every alert counts as a false alarm"
 # A copy of the message file alone, as the injected days are run: beside its LOBSTER order-book file
 # the run would seed the book from it (with the z-score combined, 13 and 16 alerts instead of 12 and 17).

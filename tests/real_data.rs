@@ -319,3 +319,65 @@ fn fourth_held_out_group_injected_into_a_real_day() {
     let unknown = injected.book.unknown_order - original.book.unknown_order;
     assert!(unknown <= scripted, "{unknown} deletes met no order, {scripted} messages injected");
 }
+
+/// The fifth held-out group on a real day: every kind is drawn (checked by `inject_group`), every
+/// scripted message is in the copy, each episode lasts as scripted, nothing is rejected, and every
+/// odd lot is under 10 shares.
+#[test]
+fn fifth_held_out_group_injected_into_a_real_day() {
+    use lobsentry_operators::event::EventKind;
+    use lobsentry_operators::generator::{parse_kinds, AnomalyKind};
+    use lobsentry_operators::source::decode::decode_lobster_line;
+    use lobsentry_operators::source::reader::InputFile;
+    let kinds = parse_kinds("held-out-5", &AnomalyKind::INJECTED).unwrap();
+    assert_eq!(kinds, AnomalyKind::HELD_OUT_5);
+    let Injected { file, out, rows, spans, .. } = &inject_group("lobster-held-out-5", &kinds, 13);
+    let original = replay(&book_args(file.clone(), None, 10), None).unwrap();
+    let injected = replay(&book_args(out.clone(), None, 10), None).unwrap();
+    assert_eq!(injected.rejected, 0);
+    // 300 odd lots added and deleted, 40 refills added and executed, 150 orders added and deleted.
+    let count = |kind: &str| rows.iter().filter(|r| r[1] == kind).count() as u64;
+    let scripted = 600 * count("odd_lot_flood") + 80 * count("iceberg_refill") + 300 * count("cancel_replace_storm");
+    assert_eq!(injected.messages - original.messages, scripted);
+    for (r, (start, end)) in rows.iter().zip(spans) {
+        let seconds = (end - start) as f64 / 1e9;
+        let want = match r[1].as_str() {
+            "odd_lot_flood" => 3.0,
+            "iceberg_refill" => 8.0,
+            _ => 15.0,
+        };
+        assert!((seconds - want).abs() < 1e-6, "{r:?}: {seconds} s");
+    }
+    // The injected adds (ids above the file's): odd lots of 1 to 9 shares inside the floods, 100
+    // shares for the refills, 200 for the storms; each refill executed in full.
+    let ctx = InputFile::guess(out).unwrap().lobster_context().unwrap();
+    let first_injected = {
+        let text = std::fs::read_to_string(file).unwrap();
+        let max = text.lines().map(|l| decode_lobster_line(l.as_bytes(), &ctx).unwrap().order_id).max().unwrap();
+        (max / 1_000_000 + 1) * 1_000_000
+    };
+    let text = std::fs::read_to_string(out).unwrap();
+    let mut sizes: std::collections::BTreeMap<&str, std::collections::BTreeSet<u64>> = Default::default();
+    let mut executed = 0;
+    for e in text.lines().map(|l| decode_lobster_line(l.as_bytes(), &ctx).unwrap()) {
+        if e.order_id < first_injected {
+            continue;
+        }
+        let kind = rows.iter().zip(spans).find(|(_, (s, t))| e.ts_ns > *s && e.ts_ns <= *t).map(|(r, _)| r[1].as_str());
+        let kind = kind.expect("an injected message inside its episode");
+        match e.kind {
+            EventKind::Add => {
+                sizes.entry(kind).or_default().insert(e.size);
+            }
+            EventKind::ExecuteVisible => {
+                assert_eq!((kind, e.size), ("iceberg_refill", 100));
+                executed += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(sizes["odd_lot_flood"].iter().all(|s| (1..=9).contains(s)) && sizes["odd_lot_flood"].len() > 5);
+    assert_eq!(sizes["iceberg_refill"], [100].into());
+    assert_eq!(sizes["cancel_replace_storm"], [200].into());
+    assert_eq!(executed, 40 * count("iceberg_refill"));
+}

@@ -79,6 +79,17 @@ pub enum AnomalyKind {
     /// Spoofing both sides at once (fake depth that leaves the imbalance as it was): twice, an order
     /// of five times the best level's size two ticks behind each side, resting 8 s, both deleted.
     TwoSidedSpoofing,
+    /// An odd-lot flood (odd-lot quoting, below the round lot that public quotes show): for 3 s, every
+    /// 10 ms an order of 1 to 9 shares joining one side's best price, deleted 5 ms later. Written
+    /// with the two after it on 2026-12-07 (seventh session), before any detector ran on them
+    /// ([`AnomalyKind::HELD_OUT_5`]).
+    OddLotFlood,
+    /// An iceberg (reserve) order: every 200 ms for 8 s, a 100-share order at one side's best price,
+    /// executed in full 5 ms later (its reserve shown 100 shares at a time; 4,000 shares traded).
+    IcebergRefill,
+    /// A cancel-and-replace storm (the order-to-trade ratios MiFID II caps): for 15 s, every 100 ms a
+    /// 200-share order one to three ticks behind one side, deleted 90 ms later and replaced.
+    CancelReplaceStorm,
 }
 
 impl AnomalyKind {
@@ -128,6 +139,9 @@ impl AnomalyKind {
             AnomalyKind::OffMarketPrints => "off_market_prints",
             AnomalyKind::SlowLayering => "slow_layering",
             AnomalyKind::TwoSidedSpoofing => "two_sided_spoofing",
+            AnomalyKind::OddLotFlood => "odd_lot_flood",
+            AnomalyKind::IcebergRefill => "iceberg_refill",
+            AnomalyKind::CancelReplaceStorm => "cancel_replace_storm",
         }
     }
 
@@ -148,9 +162,20 @@ impl AnomalyKind {
     pub const HELD_OUT_4: [AnomalyKind; 3] =
         [AnomalyKind::OffMarketPrints, AnomalyKind::SlowLayering, AnomalyKind::TwoSidedSpoofing];
 
+    /// A fifth group (`--kinds held-out-5`), added on 2026-12-07 (seventh session) when the four
+    /// before had all been looked at by trials: written from the literature and measured before any
+    /// look at how the detectors score it.
+    pub const HELD_OUT_5: [AnomalyKind; 3] =
+        [AnomalyKind::OddLotFlood, AnomalyKind::IcebergRefill, AnomalyKind::CancelReplaceStorm];
+
     /// Every kind held out of the choices, all groups.
     fn held_out_all() -> impl Iterator<Item = AnomalyKind> {
-        Self::HELD_OUT.into_iter().chain(Self::HELD_OUT_2).chain(Self::HELD_OUT_3).chain(Self::HELD_OUT_4)
+        Self::HELD_OUT
+            .into_iter()
+            .chain(Self::HELD_OUT_2)
+            .chain(Self::HELD_OUT_3)
+            .chain(Self::HELD_OUT_4)
+            .chain(Self::HELD_OUT_5)
     }
 
     /// Parses [`AnomalyKind::name`].
@@ -174,8 +199,9 @@ pub struct AnomalyLabel {
 
 /// Parses a list of kinds (`generate --kinds`, `generator.kinds`): "standard" (the kinds in
 /// `standard`), "held-out" ([`AnomalyKind::HELD_OUT`]), "held-out-2" ([`AnomalyKind::HELD_OUT_2`]),
-/// "held-out-3" ([`AnomalyKind::HELD_OUT_3`]), "held-out-4" ([`AnomalyKind::HELD_OUT_4`]) or a
-/// comma-separated list of names among `standard` and the held-out kinds.
+/// "held-out-3" ([`AnomalyKind::HELD_OUT_3`]), "held-out-4" ([`AnomalyKind::HELD_OUT_4`]),
+/// "held-out-5" ([`AnomalyKind::HELD_OUT_5`]) or a comma-separated list of names among `standard`
+/// and the held-out kinds.
 ///
 /// ```
 /// use lobsentry_operators::generator::{parse_kinds, AnomalyKind};
@@ -183,6 +209,7 @@ pub struct AnomalyLabel {
 /// assert_eq!(parse_kinds("held-out-2", &AnomalyKind::ALL).unwrap(), AnomalyKind::HELD_OUT_2);
 /// assert_eq!(parse_kinds("held-out-3", &AnomalyKind::INJECTED).unwrap(), AnomalyKind::HELD_OUT_3);
 /// assert_eq!(parse_kinds("held-out-4", &AnomalyKind::INJECTED).unwrap(), AnomalyKind::HELD_OUT_4);
+/// assert_eq!(parse_kinds("held-out-5", &AnomalyKind::INJECTED).unwrap(), AnomalyKind::HELD_OUT_5);
 /// assert_eq!(parse_kinds("feed_gap,spoofing", &AnomalyKind::ALL).unwrap().len(), 2);
 /// assert_eq!(parse_kinds("standard", &AnomalyKind::INJECTED).unwrap(), AnomalyKind::INJECTED);
 /// assert!(parse_kinds("spread_blowout", &AnomalyKind::INJECTED).is_err());
@@ -194,6 +221,7 @@ pub fn parse_kinds(text: &str, standard: &[AnomalyKind]) -> Result<Vec<AnomalyKi
         "held-out-2" => return Ok(AnomalyKind::HELD_OUT_2.to_vec()),
         "held-out-3" => return Ok(AnomalyKind::HELD_OUT_3.to_vec()),
         "held-out-4" => return Ok(AnomalyKind::HELD_OUT_4.to_vec()),
+        "held-out-5" => return Ok(AnomalyKind::HELD_OUT_5.to_vec()),
         _ => {}
     }
     let held_out = AnomalyKind::held_out_all;
@@ -204,7 +232,7 @@ pub fn parse_kinds(text: &str, standard: &[AnomalyKind]) -> Result<Vec<AnomalyKi
             AnomalyKind::from_name(name.trim()).filter(known).ok_or_else(|| {
                 let names: Vec<&str> = standard.iter().copied().chain(held_out()).map(|k| k.name()).collect();
                 format!(
-                    "unknown kind {name:?}: want standard, held-out, held-out-2, held-out-3, held-out-4 or names among {}",
+                    "unknown kind {name:?}: want standard, held-out, held-out-2, held-out-3, held-out-4, held-out-5 or names among {}",
                     names.join(", ")
                 )
             })
@@ -612,6 +640,11 @@ impl InstrumentSim {
         };
         let ping_sizes: Vec<Qty> =
             if kind == AnomalyKind::Pinging { (0..100).map(|_| 1 + self.rng.below(5)).collect() } else { Vec::new() };
+        let odd_lots: Vec<Qty> = if kind == AnomalyKind::OddLotFlood {
+            (0..300).map(|_| 1 + self.rng.below(9)).collect()
+        } else {
+            Vec::new()
+        };
         let t0 = self.clock_ns;
         let mut t = t0;
         let push = |t: &mut u64, gap_ns: u64, s: Script, q: &mut VecDeque<(u64, Script)>| {
@@ -773,6 +806,25 @@ impl InstrumentSim {
                     push(&mut t, 10_000_000, Script::AddBehind { side: other, offset: 2, size }, q);
                     push(&mut t, 8_000_000_000, Script::DeleteOwn, q);
                     push(&mut t, 10_000_000, Script::DeleteOwn, q);
+                }
+            }
+            // The fifth held-out group, scripted as src/cmd/inject.rs injects it.
+            AnomalyKind::OddLotFlood => {
+                for size in odd_lots {
+                    push(&mut t, 5_000_000, Script::AddBehind { side, offset: 0, size }, q);
+                    push(&mut t, 5_000_000, Script::DeleteOwn, q);
+                }
+            }
+            AnomalyKind::IcebergRefill => {
+                for _ in 0..40 {
+                    push(&mut t, 195_000_000, Script::AddBehind { side, offset: 0, size: 100 }, q);
+                    push(&mut t, 5_000_000, Script::ExecuteOwn, q);
+                }
+            }
+            AnomalyKind::CancelReplaceStorm => {
+                for i in 0..150 {
+                    push(&mut t, 10_000_000, Script::AddBehind { side, offset: 1 + i % 3, size: 200 }, q);
+                    push(&mut t, 90_000_000, Script::DeleteOwn, q);
                 }
             }
             AnomalyKind::FeedGap => {
@@ -1060,13 +1112,14 @@ mod tests {
 
     #[test]
     fn flow_is_consistent_and_anomalies_are_labelled() {
-        // The synthetic kinds (the default), then the three held-out groups scripted in a synthetic market.
+        // The synthetic kinds (the default), then the held-out groups scripted in a synthetic market.
         for (kinds, anomalies) in [
             (Vec::new(), 120.0),
             (AnomalyKind::HELD_OUT.to_vec(), 120.0),
             (AnomalyKind::HELD_OUT_2.to_vec(), 120.0),
             (AnomalyKind::HELD_OUT_3.to_vec(), 120.0),
             (AnomalyKind::HELD_OUT_4.to_vec(), 120.0),
+            (AnomalyKind::HELD_OUT_5.to_vec(), 120.0),
         ] {
             let spec = MarketSpec {
                 instruments: 2,
@@ -1137,6 +1190,20 @@ mod tests {
                         let layers = inside(EventKind::Add).into_iter().filter(|id| deleted.contains(id)).count();
                         assert!(layers >= want, "{layers} {l:?}");
                         assert!(l.end_ns - l.start_ns >= 17_000_000_000, "{l:?}");
+                    }
+                    // 300 odd lots added and deleted in 3 s; 40 refills executed; 150 replaced orders.
+                    AnomalyKind::OddLotFlood | AnomalyKind::CancelReplaceStorm => {
+                        let (want, secs) = if l.kind == AnomalyKind::OddLotFlood { (300, 2.9) } else { (150, 14.9) };
+                        let deleted = inside(EventKind::Delete);
+                        let pairs = inside(EventKind::Add).into_iter().filter(|id| deleted.contains(id)).count();
+                        assert!(pairs >= want, "{pairs} {l:?}");
+                        assert!((l.end_ns - l.start_ns) as f64 >= secs * 1e9, "{l:?}");
+                    }
+                    AnomalyKind::IcebergRefill => {
+                        let added = inside(EventKind::Add);
+                        let refills =
+                            inside(EventKind::ExecuteVisible).into_iter().filter(|id| added.contains(id)).count();
+                        assert!(refills >= 40, "{refills} {l:?}");
                     }
                     _ => {}
                 }

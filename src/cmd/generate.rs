@@ -55,7 +55,8 @@ pub struct GenerateArgs {
     /// with), "held-out-2" (spoof_and_trade, pennying, feed_gap: a second such group, which informed
     /// one choice since), "held-out-3" (price_ramping, quote_flicker, pinging: a third, seen by one
     /// choice), "held-out-4" (off_market_prints, slow_layering, two_sided_spoofing: a fourth, seen by
-    /// none), or a comma-separated list of names.
+    /// none but trials), "held-out-5" (odd_lot_flood, iceberg_refill, cancel_replace_storm: a fifth,
+    /// seen by none), or a comma-separated list of names.
     #[arg(long, default_value = "standard")]
     pub kinds: String,
 }

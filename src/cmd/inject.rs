@@ -53,6 +53,17 @@
 //!   6,000 shares) two to six ticks behind one side, then the ten deleted 20 ms apart;
 //! * `two_sided_spoofing`: twice, an order of five times the best level's size (500 to 10,000 shares)
 //!   two ticks behind each side, resting 8 s, then both deleted (1 s between the rounds).
+//!
+//! `--kinds held-out-5` (a fifth group, added on 2026-12-07 (seventh session) when the four before
+//! had all been looked at by trials; written and injected before any look at how the detectors
+//! score it):
+//! * `odd_lot_flood`: for 3 s, every 10 ms an order of 1 to 9 shares at one side's best price,
+//!   deleted 5 ms later (odd-lot quoting);
+//! * `iceberg_refill`: every 200 ms for 8 s, a 100-share order at one side's best price (as the
+//!   episode began), executed in full 5 ms later (an iceberg's reserve shown 100 shares at a time;
+//!   4,000 shares at one price);
+//! * `cancel_replace_storm`: for 15 s, every 100 ms a 200-share order one to three ticks behind one
+//!   side, deleted 90 ms later (150 cancel-and-replace cycles, the order-to-trade ratio MiFID II caps).
 
 use crate::error::{io_at, Error};
 use lobsentry_operators::book::Book;
@@ -81,6 +92,29 @@ fn write_message(out: &mut impl Write, day_start_ns: u64, e: &LobEvent) -> std::
 
 /// Writes `out` (a LOBSTER message file) and `labels` (CSV), injecting an episode on average every
 /// `every_s` seconds of the file's time. Returns the number of episodes.
+/// `n` orders of an episode's side shown and ended one after the other, from `*t` on: each added
+/// `shown_ns` after the one before ended and ended (`end`: deleted or executed in full) `held_ns`
+/// later, with ids from `first_id` and the size and price `order(i)` gives; `ev` makes the events.
+fn shown_and_ended(
+    t: &mut u64,
+    first_id: u64,
+    n: i64,
+    (shown_ns, held_ns): (u64, u64),
+    end: EventKind,
+    mut order: impl FnMut(i64) -> (u64, Price),
+    ev: &impl Fn(u64, EventKind, u64, u64, Price) -> LobEvent,
+) -> Vec<LobEvent> {
+    let mut events = Vec::with_capacity(2 * n.max(0) as usize);
+    for (i, id) in (0..n).zip(first_id..) {
+        let (size, price) = order(i);
+        *t += shown_ns;
+        events.push(ev(*t, EventKind::Add, id, size, price));
+        *t += held_ns;
+        events.push(ev(*t, end, id, size, price));
+    }
+    events
+}
+
 pub fn inject(
     messages: &Path,
     out: &Path,
@@ -161,13 +195,17 @@ pub fn inject(
                 };
                 match kind {
                     AnomalyKind::QuoteStuffing => {
-                        for _ in 0..300 {
-                            t += 100_000;
-                            pending.push_back(ev(t, EventKind::Add, next_id, 100, behind(1)));
-                            t += 100_000;
-                            pending.push_back(ev(t, EventKind::Delete, next_id, 100, behind(1)));
-                            next_id += 1;
-                        }
+                        let gaps = (100_000, 100_000);
+                        pending.extend(shown_and_ended(
+                            &mut t,
+                            next_id,
+                            300,
+                            gaps,
+                            EventKind::Delete,
+                            |_| (100, behind(1)),
+                            &ev,
+                        ));
+                        next_id += 300;
                     }
                     AnomalyKind::Layering => {
                         for _ in 0..3 {
@@ -289,14 +327,10 @@ pub fn inject(
                     }
                     AnomalyKind::QuoteFlicker => {
                         let size = (touch * 5).clamp(500, 10_000);
-                        for i in 0..40 {
-                            let price = behind(2 + i % 2);
-                            t += 10_000_000;
-                            pending.push_back(ev(t, EventKind::Add, next_id, size, price));
-                            t += 490_000_000;
-                            pending.push_back(ev(t, EventKind::Delete, next_id, size, price));
-                            next_id += 1;
-                        }
+                        let order = |i: i64| (size, behind(2 + i % 2));
+                        let gaps = (10_000_000, 490_000_000);
+                        pending.extend(shown_and_ended(&mut t, next_id, 40, gaps, EventKind::Delete, order, &ev));
+                        next_id += 40;
                     }
                     AnomalyKind::Pinging => {
                         for _ in 0..100 {
@@ -344,6 +378,24 @@ pub fn inject(
                             pending.push_back(ev(t, EventKind::Delete, next_id, size, behind(2)));
                             next_id += 2;
                         }
+                    }
+                    AnomalyKind::OddLotFlood => {
+                        let order = |_| (1 + rng.below(9), behind(0));
+                        let gaps = (5_000_000, 5_000_000);
+                        pending.extend(shown_and_ended(&mut t, next_id, 300, gaps, EventKind::Delete, order, &ev));
+                        next_id += 300;
+                    }
+                    AnomalyKind::IcebergRefill => {
+                        let gaps = (195_000_000, 5_000_000);
+                        let end = EventKind::ExecuteVisible;
+                        pending.extend(shown_and_ended(&mut t, next_id, 40, gaps, end, |_| (100, behind(0)), &ev));
+                        next_id += 40;
+                    }
+                    AnomalyKind::CancelReplaceStorm => {
+                        let order = |i: i64| (200, behind(1 + i % 3));
+                        let gaps = (10_000_000, 90_000_000);
+                        pending.extend(shown_and_ended(&mut t, next_id, 150, gaps, EventKind::Delete, order, &ev));
+                        next_id += 150;
                     }
                     // flash_crash, and the synthetic-only kinds (parse_kinds admits none of them).
                     _ => {

@@ -528,7 +528,7 @@ pub struct RawGenerator {
     pub realtime_speed: f64,
     /// Idle timeout.
     pub idle_timeout: String,
-    /// Kinds of episode ("standard", "held-out", "held-out-2", "held-out-3", "held-out-4" or a list of names).
+    /// Kinds of episode ("standard", "held-out", "held-out-2" to "held-out-5", or a list of names).
     pub kinds: String,
 }
 

@@ -7,6 +7,12 @@
       instrument across scales, as `detect.alert-hold`) and prints episodes found and false alarms
       per instrument-hour, per file and in total. Factor 1 reproduces `lobsentry eval`'s decision.
 
+  python3 scripts/decision_check.py scales "1s=1 10s=1;1s=0.8 10s=2" target/eval/group5-*/*.scores.jsonl
+      re-decides every ensemble window with each scale's bound times its factor (separated by ';',
+      `scale=factor`, a scale not named keeps its bound; the alert hold of 10 s per instrument across
+      scales) and prints episodes found and false alarms in total per set of factors: how the
+      budget's shares between the scales (`detect.scale-shares`) move the decision.
+
   python3 scripts/decision_check.py calibration target/eval/sparse-3*-days/*.scores.jsonl
       for the windows more than 20 s from every episode, per scale and detector, the share whose
       p-value is at most 1e-2, 1e-3 and 1e-4 as a multiple of that level (1.00 = exact), and the
@@ -110,6 +116,26 @@ def margin(factors, paths, hold_ns=10_000_000_000):
             add(totals[f], found, eps, false_alarms, hours)
         print(path, " | ".join(row))
     print("total", " | ".join(total_line(f"x{f}", t) for f, t in totals.items()))
+
+
+def scales(sets, paths, hold_ns=10_000_000_000):
+    factors = [(text.strip(), dict((m.split("=") + ["1"])[:2] for m in text.split())) for text in sets.split(";")]
+    factors = [(name, {scale: float(f) for scale, f in fs.items()}) for name, fs in factors]
+    totals = {name: [0, 0, 0, 0.0] for name, _ in factors}
+    for path in paths:
+        eps = episodes(path)
+        decided = list(ensemble_windows(path))
+        hours = instrument_hours(decided)
+        windows = sorted(
+            (r["window_end_ns"], r["window_start_ns"], r["p_value"], 10 ** -r["threshold"], r["instrument"], r["scale"])
+            for r in decided
+        )
+        for name, fs in factors:
+            flagged = ((end, start, who) for end, start, p, bound, who, scale in windows if p <= bound * fs.get(scale, 1.0))
+            found, false_alarms = alerts(eps, flagged, hold_ns)
+            add(totals[name], found, eps, false_alarms, hours)
+    for name, t in totals.items():
+        print(total_line(name, t))
 
 
 def cauchy(ps, weights):
@@ -232,6 +258,8 @@ if __name__ == "__main__":
         missed(sys.argv[2:])
     elif len(sys.argv) >= 4 and sys.argv[1] == "oracle":
         oracle(sys.argv[2], sys.argv[3:])
+    elif len(sys.argv) >= 4 and sys.argv[1] == "scales":
+        scales(sys.argv[2], sys.argv[3:])
     elif len(sys.argv) >= 3 and sys.argv[1] == "calibration":
         calibration(sys.argv[2:])
     else:

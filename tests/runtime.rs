@@ -103,7 +103,8 @@ fn processes_of_different_jobs_refuse_to_run_naming_the_difference() {
     let input = market(&dir);
     let s = input.display().to_string();
     let hosts = hostfile(&dir, 2);
-    let p1 = process(&hosts, 1, &["--input", &s], &[("LOBSENTRY__DETECT__SCALES", r#"["1s"]"#)]);
+    let one_scale = [("LOBSENTRY__DETECT__SCALES", r#"["1s"]"#), ("LOBSENTRY__DETECT__SCALE_SHARES", "[]")];
+    let p1 = process(&hosts, 1, &["--input", &s], &one_scale);
     let p0 = process(&hosts, 0, &["--input", &s], &[]);
     for (out, name) in
         [(finish(p0, Duration::from_secs(60), "process 0"), 0), (finish(p1, Duration::from_secs(60), "process 1"), 1)]

@@ -67,19 +67,30 @@ pub struct EnsembleSpec {
     /// detector is combined.
     #[serde(default)]
     pub left_out: Vec<String>,
+    /// Each scale's share of the hourly budget, by window length (ns); a scale not listed gets
+    /// `1 / scales`. The shares need not sum to 1: they are set so that the realised false alarms
+    /// of the scales, whose calibrations err in opposite directions, stay within the budget
+    /// (`detect.scale-shares`).
+    #[serde(default)]
+    pub shares: Vec<(u64, f64)>,
 }
 
 impl EnsembleSpec {
     /// The per-window bound on `p` for windows of `size_ns`.
     pub fn bound(&self, size_ns: u64) -> f64 {
-        self.bound_every(size_ns as f64)
+        self.bound_every(size_ns as f64, size_ns)
     }
 
-    /// The per-window bound on `p` when an instrument has a window every `every_ns` on average (a
-    /// window exists only when the instrument traded or quoted, so a quiet instrument has fewer
-    /// windows an hour, and each may carry more of the hourly budget).
-    pub fn bound_every(&self, every_ns: f64) -> f64 {
-        (self.alarms_per_hour * every_ns / 3600e9 / self.scales.max(1) as f64).min(1.0)
+    /// The share of the hourly budget of the scale of windows of `size_ns` ([`EnsembleSpec::shares`]).
+    pub fn share(&self, size_ns: u64) -> f64 {
+        self.shares.iter().find(|(ns, _)| *ns == size_ns).map_or(1.0 / self.scales.max(1) as f64, |s| s.1)
+    }
+
+    /// The per-window bound on `p` for windows of `size_ns` when an instrument has one every
+    /// `every_ns` on average (a window exists only when the instrument traded or quoted, so a quiet
+    /// instrument has fewer windows an hour, and each may carry more of the hourly budget).
+    pub fn bound_every(&self, every_ns: f64, size_ns: u64) -> f64 {
+        (self.alarms_per_hour * every_ns / 3600e9 * self.share(size_ns)).min(1.0)
     }
 
     /// Whether the scores named `model` enter the combination.
@@ -137,7 +148,7 @@ impl EnsembleState {
     /// use lobsentry_operators::ensemble::{EnsembleSpec, EnsembleState};
     /// use lobsentry_operators::event::InstrumentId;
     /// use lobsentry_operators::window::Window;
-    /// let spec = EnsembleSpec { alarms_per_hour: 1.0, scales: 1, tail: TailSpec::default(), labels: vec![], hold_ns: 0, left_out: vec![] };
+    /// let spec = EnsembleSpec { alarms_per_hour: 1.0, scales: 1, tail: TailSpec::default(), labels: vec![], hold_ns: 0, left_out: vec![], shares: vec![] };
     /// let score = |i: u64, model: &str, x: f64| WindowScore {
     ///     instrument: InstrumentId::new("X").unwrap(), window: Window { start: i * 1_000_000_000, end: (i + 1) * 1_000_000_000 },
     ///     score: x, threshold: 8.0, is_anomaly: false, top_features: vec![("events".into(), x)],
@@ -163,7 +174,7 @@ impl EnsembleState {
         } else {
             size as f64
         };
-        let bound = spec.bound_every(every);
+        let bound = spec.bound_every(every, size);
         let mut ps: Vec<Option<f64>> = Vec::with_capacity(scores.len());
         for s in scores.iter_mut() {
             let cal = self.calibrators.entry(s.model.clone()).or_default();
@@ -419,7 +430,36 @@ mod tests {
             labels: vec![],
             hold_ns: 0,
             left_out: vec![],
+            shares: vec![],
         }
+    }
+
+    /// Each scale's bound is its share of the hourly budget: listed shares for their scales, an
+    /// equal share for the others; and a window is flagged against its own scale's bound.
+    #[test]
+    fn each_scale_is_bounded_by_its_share_of_the_budget() {
+        let spec = EnsembleSpec { scales: 3, shares: vec![(1_000_000_000, 0.4), (10_000_000_000, 1.0)], ..spec(1.0) };
+        let close = |a: f64, b: f64| (a / b - 1.0).abs() < 1e-12;
+        assert!(close(spec.bound(1_000_000_000), 0.4 / 3600.0));
+        assert!(close(spec.bound(10_000_000_000), 10.0 / 3600.0));
+        assert!(close(spec.bound(60_000_000_000), 60.0 / 3600.0 / 3.0), "not listed: an equal share");
+        assert!(close(spec.bound_every(2e9, 1_000_000_000), 0.8 / 3600.0), "a window every 2 s carries more");
+        // A window whose p lies between the 1 s bound with the share (1.1e-4) and with the whole
+        // budget (2.8e-4) is flagged only with the whole budget.
+        let flagged = |spec: &EnsembleSpec| {
+            let mut state = EnsembleState::default();
+            let mut rng = Rng::new(3);
+            for i in 0..2_000 {
+                state.combine(vec![score(i, "a", rng.exp(1.0))], spec, true);
+            }
+            let x = state.calibrators["a"].fit().unwrap().level(1.9e-4);
+            let out = state.combine(vec![score(2_000, "a", x)], spec, true);
+            let p = out[0].p_value.unwrap();
+            assert!(p > 1.2e-4 && p < 2.7e-4, "{p}");
+            out.last().unwrap().is_anomaly
+        };
+        assert!(!flagged(&spec));
+        assert!(flagged(&EnsembleSpec { shares: vec![], scales: 1, ..spec.clone() }));
     }
 
     /// An event that several consecutive windows see is one alert while the hold lasts; the next

@@ -320,6 +320,8 @@ pub struct RawDetect {
     pub alarms_per_hour: f64,
     /// Window lengths the detectors run on.
     pub scales: Vec<String>,
+    /// Each scale's share of alarms-per-hour, in the order of `scales` ([] = equal shares).
+    pub scale_shares: Vec<f64>,
     /// Scores of history per (instrument, detector) in the calibration.
     pub calibration_history: i64,
     /// Scores a calibration needs before it decides.
@@ -1214,7 +1216,22 @@ impl RawConfig {
             labels: scales.clone(),
             hold_ns,
             left_out: Vec::new(),
+            shares: Vec::new(),
         });
+        if !d.scale_shares.is_empty() {
+            if d.scale_shares.len() != scales.len() {
+                errors.push(format!(
+                    "detect.scale-shares: {} shares for {} scales (detect.scales: {:?}); give one a scale, in its order, or []",
+                    d.scale_shares.len(),
+                    scales.len(),
+                    scale_texts
+                ));
+            } else if let Some(bad) = d.scale_shares.iter().find(|x| !(**x > 0.0 && x.is_finite())) {
+                errors.push(format!("detect.scale-shares: {bad} is not a positive share"));
+            } else if let Some(e) = ensemble.as_mut() {
+                e.shares = scales.iter().map(|(ns, _)| *ns).zip(d.scale_shares.iter().copied()).collect();
+            }
+        }
         for name in &d.combine {
             if !COMBINABLE.contains(&name.as_str()) {
                 errors.push(format!("detect.combine: unknown detector {name:?} (one of {COMBINABLE:?})"));
@@ -1497,6 +1514,17 @@ mod tests {
         assert_eq!(left_out(load(&[]).unwrap()), ["zscore-baseline"], "the default leaves the z-score out");
         let every = r#"["baseline", "multivariate", "model"]"#;
         assert!(left_out(load(&[("LOBSENTRY__DETECT__COMBINE", every)]).unwrap()).is_empty());
+        // The budget's shares between the scales: 0.4 at 1 s and 1.0 at 10 s by default, [] equal.
+        let ensemble = |env: &[(&str, &str)]| load(env).unwrap().scales.ensemble.unwrap();
+        let default = ensemble(&[]);
+        assert_eq!(default.shares, [(1_000_000_000, 0.4), (10_000_000_000, 1.0)]);
+        assert!((default.bound(1_000_000_000) - 0.4 / 3600.0).abs() < 1e-15);
+        let equal = ensemble(&[("LOBSENTRY__DETECT__SCALE_SHARES", "[]")]);
+        assert!(equal.shares.is_empty() && (equal.bound(10_000_000_000) - 5.0 / 3600.0).abs() < 1e-15);
+        let list = errors(&[("LOBSENTRY__DETECT__SCALE_SHARES", "[0.5]")]);
+        assert!(list.iter().any(|e| e.contains("detect.scale-shares: 1 shares for 2 scales")), "{list:?}");
+        let list = errors(&[("LOBSENTRY__DETECT__SCALE_SHARES", "[0.5, -1]")]);
+        assert!(list.iter().any(|e| e.contains("detect.scale-shares: -1 is not a positive share")), "{list:?}");
         let only_t2 = left_out(load(&[("LOBSENTRY__DETECT__COMBINE", r#"["multivariate"]"#)]).unwrap());
         assert_eq!(only_t2.len(), 2, "{only_t2:?}");
         assert!(only_t2[1].starts_with("lobsentry-ae@"), "{only_t2:?}");

@@ -16,7 +16,8 @@
   python3 scripts/decision_check.py calibration target/eval/sparse-3*-days/*.scores.jsonl
       for the windows more than 20 s from every episode, per scale and detector, the share whose
       p-value is at most 1e-2, 1e-3 and 1e-4 as a multiple of that level (1.00 = exact), and the
-      smallest p-value (the decision's bound is 1.39e-4 for 1 s windows, 1.39e-3 for 10 s ones).
+      smallest p-value (the decision's bound is 1.11e-4 for 1 s windows, 2.78e-3 for 10 s ones with
+      the default `detect.scale-shares`; 1.39e-4 and 1.39e-3 with equal halves, before 2026-12-07).
 
   python3 scripts/decision_check.py oracle 10s target/eval/sparse-3*-days/*.scores.jsonl
       an upper bound on what a better calibration of one scale could add: per file, the threshold

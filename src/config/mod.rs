@@ -1221,10 +1221,8 @@ impl RawConfig {
         if !d.scale_shares.is_empty() {
             if d.scale_shares.len() != scales.len() {
                 errors.push(format!(
-                    "detect.scale-shares: {} shares for {} scales (detect.scales: {:?}); give one a scale, in its order, or []",
-                    d.scale_shares.len(),
-                    scales.len(),
-                    scale_texts
+                    "detect.scale-shares: {:?} for detect.scales {:?}: give one share per scale, in their order, or [] for equal shares",
+                    d.scale_shares, scale_texts
                 ));
             } else if let Some(bad) = d.scale_shares.iter().find(|x| !(**x > 0.0 && x.is_finite())) {
                 errors.push(format!("detect.scale-shares: {bad} is not a positive share"));
@@ -1522,7 +1520,11 @@ mod tests {
         let equal = ensemble(&[("LOBSENTRY__DETECT__SCALE_SHARES", "[]")]);
         assert!(equal.shares.is_empty() && (equal.bound(10_000_000_000) - 5.0 / 3600.0).abs() < 1e-15);
         let list = errors(&[("LOBSENTRY__DETECT__SCALE_SHARES", "[0.5]")]);
-        assert!(list.iter().any(|e| e.contains("detect.scale-shares: 1 shares for 2 scales")), "{list:?}");
+        assert!(
+            list.iter().any(|e| e
+                .contains("detect.scale-shares: [0.5] for detect.scales [\"1s\", \"10s\"]: give one share per scale")),
+            "{list:?}"
+        );
         let list = errors(&[("LOBSENTRY__DETECT__SCALE_SHARES", "[0.5, -1]")]);
         assert!(list.iter().any(|e| e.contains("detect.scale-shares: -1 is not a positive share")), "{list:?}");
         let only_t2 = left_out(load(&[("LOBSENTRY__DETECT__COMBINE", r#"["multivariate"]"#)]).unwrap());

@@ -99,41 +99,41 @@ def total_line(name, t):
     return f"{name}: {t[0]}/{t[1]}, {t[2]} FA in {t[3]:.1f} inst-h = {t[2] / t[3]:.2f}"
 
 
-def margin(factors, paths, hold_ns=10_000_000_000):
-    totals = {f: [0, 0, 0, 0.0] for f in factors}
+def redecided(paths, factor_sets, hold_ns=10_000_000_000):
+    """Per file: episodes, hours, and per set of factors (a function of the scale) the episodes found
+    and false alarms when every ensemble window is decided against its bound times its factor."""
     for path in paths:
         eps = episodes(path)
         decided = list(ensemble_windows(path))
-        hours = instrument_hours(decided)
         windows = sorted(
-            (r["window_end_ns"], r["window_start_ns"], r["p_value"], 10 ** -r["threshold"], r["instrument"])
+            (r["window_end_ns"], r["window_start_ns"], r["p_value"], 10 ** -r["threshold"], r["instrument"], r["scale"])
             for r in decided
         )
+        results = []
+        for factor in factor_sets:
+            flagged = ((end, start, who) for end, start, p, bound, who, scale in windows if p <= bound * factor(scale))
+            results.append(alerts(eps, flagged, hold_ns))
+        yield path, eps, instrument_hours(decided), results
+
+
+def margin(factors, paths):
+    totals = {f: [0, 0, 0, 0.0] for f in factors}
+    for path, eps, hours, results in redecided(paths, [lambda _, f=f: f for f in factors]):
         row = []
-        for f in factors:
-            flagged = ((end, start, who) for end, start, p, bound, who in windows if p <= bound * f)
-            found, false_alarms = alerts(eps, flagged, hold_ns)
+        for f, (found, false_alarms) in zip(factors, results):
             row.append(f"x{f}: {len(found)}/{len(eps)}, {false_alarms / hours:.2f} FA/inst-h")
             add(totals[f], found, eps, false_alarms, hours)
         print(path, " | ".join(row))
     print("total", " | ".join(total_line(f"x{f}", t) for f, t in totals.items()))
 
 
-def scales(sets, paths, hold_ns=10_000_000_000):
+def scales(sets, paths):
     factors = [(text.strip(), dict((m.split("=") + ["1"])[:2] for m in text.split())) for text in sets.split(";")]
     factors = [(name, {scale: float(f) for scale, f in fs.items()}) for name, fs in factors]
     totals = {name: [0, 0, 0, 0.0] for name, _ in factors}
-    for path in paths:
-        eps = episodes(path)
-        decided = list(ensemble_windows(path))
-        hours = instrument_hours(decided)
-        windows = sorted(
-            (r["window_end_ns"], r["window_start_ns"], r["p_value"], 10 ** -r["threshold"], r["instrument"], r["scale"])
-            for r in decided
-        )
-        for name, fs in factors:
-            flagged = ((end, start, who) for end, start, p, bound, who, scale in windows if p <= bound * fs.get(scale, 1.0))
-            found, false_alarms = alerts(eps, flagged, hold_ns)
+    functions = [lambda scale, fs=fs: fs.get(scale, 1.0) for _, fs in factors]
+    for _, eps, hours, results in redecided(paths, functions):
+        for (name, _), (found, false_alarms) in zip(factors, results):
             add(totals[name], found, eps, false_alarms, hours)
     for name, t in totals.items():
         print(total_line(name, t))

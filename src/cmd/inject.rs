@@ -94,10 +94,11 @@ fn write_message(out: &mut impl Write, day_start_ns: u64, e: &LobEvent) -> std::
 /// `every_s` seconds of the file's time. Returns the number of episodes.
 /// `n` orders of an episode's side shown and ended one after the other, from `*t` on: each added
 /// `shown_ns` after the one before ended and ended (`end`: deleted or executed in full) `held_ns`
-/// later, with ids from `first_id` and the size and price `order(i)` gives; `ev` makes the events.
+/// later, with the ids from `*next_id` on (which it advances) and the size and price `order(i)`
+/// gives; `ev` makes the events.
 fn shown_and_ended(
     t: &mut u64,
-    first_id: u64,
+    next_id: &mut u64,
     n: i64,
     (shown_ns, held_ns): (u64, u64),
     end: EventKind,
@@ -105,8 +106,10 @@ fn shown_and_ended(
     ev: &impl Fn(u64, EventKind, u64, u64, Price) -> LobEvent,
 ) -> Vec<LobEvent> {
     let mut events = Vec::with_capacity(2 * n.max(0) as usize);
-    for (i, id) in (0..n).zip(first_id..) {
+    for i in 0..n {
         let (size, price) = order(i);
+        let id = *next_id;
+        *next_id += 1;
         *t += shown_ns;
         events.push(ev(*t, EventKind::Add, id, size, price));
         *t += held_ns;
@@ -198,14 +201,13 @@ pub fn inject(
                         let gaps = (100_000, 100_000);
                         pending.extend(shown_and_ended(
                             &mut t,
-                            next_id,
+                            &mut next_id,
                             300,
                             gaps,
                             EventKind::Delete,
                             |_| (100, behind(1)),
                             &ev,
                         ));
-                        next_id += 300;
                     }
                     AnomalyKind::Layering => {
                         for _ in 0..3 {
@@ -329,8 +331,7 @@ pub fn inject(
                         let size = (touch * 5).clamp(500, 10_000);
                         let order = |i: i64| (size, behind(2 + i % 2));
                         let gaps = (10_000_000, 490_000_000);
-                        pending.extend(shown_and_ended(&mut t, next_id, 40, gaps, EventKind::Delete, order, &ev));
-                        next_id += 40;
+                        pending.extend(shown_and_ended(&mut t, &mut next_id, 40, gaps, EventKind::Delete, order, &ev));
                     }
                     AnomalyKind::Pinging => {
                         for _ in 0..100 {
@@ -382,20 +383,17 @@ pub fn inject(
                     AnomalyKind::OddLotFlood => {
                         let order = |_| (1 + rng.below(9), behind(0));
                         let gaps = (5_000_000, 5_000_000);
-                        pending.extend(shown_and_ended(&mut t, next_id, 300, gaps, EventKind::Delete, order, &ev));
-                        next_id += 300;
+                        pending.extend(shown_and_ended(&mut t, &mut next_id, 300, gaps, EventKind::Delete, order, &ev));
                     }
                     AnomalyKind::IcebergRefill => {
                         let gaps = (195_000_000, 5_000_000);
                         let end = EventKind::ExecuteVisible;
-                        pending.extend(shown_and_ended(&mut t, next_id, 40, gaps, end, |_| (100, behind(0)), &ev));
-                        next_id += 40;
+                        pending.extend(shown_and_ended(&mut t, &mut next_id, 40, gaps, end, |_| (100, behind(0)), &ev));
                     }
                     AnomalyKind::CancelReplaceStorm => {
                         let order = |i: i64| (200, behind(1 + i % 3));
                         let gaps = (10_000_000, 90_000_000);
-                        pending.extend(shown_and_ended(&mut t, next_id, 150, gaps, EventKind::Delete, order, &ev));
-                        next_id += 150;
+                        pending.extend(shown_and_ended(&mut t, &mut next_id, 150, gaps, EventKind::Delete, order, &ev));
                     }
                     // flash_crash, and the synthetic-only kinds (parse_kinds admits none of them).
                     _ => {

@@ -8,7 +8,12 @@ ridge 0.01, inverse refreshed every 20 windows, 100 windows of warm-up), and per
 found at an oracle threshold: the score that gives 1 false alarm per instrument-hour on that file
 (known only with its labels; an upper bound for any calibration). Totals per group of kinds:
 std (the standard kinds: days, fresh-, later-, untouched-days), g1 (held-out, sparse-3x), g2
-(held-out-2, sparse-2), g3 (group3-), g4 (group4-).
+(held-out-2, sparse-2), g3 (group3-), g4 (group4-), g5 (group5-).
+
+Where detectors are combined (Cauchy combination), each enters as a p-value: either empirical
+against the file's windows outside every episode (oracle-like, but the many injected windows of a
+file do not dilute each other's p-values), or causal, from `scripts/tail_calibrator.py` (a port of
+`operators/src/calibrate.rs`: each window against the scores before it, as the ensemble does).
 
   .venv/bin/python scripts/feature_trial.py cache target/eval
       reads every real day of `make eval` (features, events, labels) into target/feature-trial/
@@ -19,7 +24,29 @@ std (the standard kinds: days, fresh-, later-, untouched-days), g1 (held-out, sp
       T² with log(x / s + c) instead of asinh(x / s) for the non-negative features.
   .venv/bin/python scripts/feature_trial.py blocks
       T² per block of features (activity, trades, book; or per side), combined with the Cauchy
-      combination of their ranks (empirical p-values over the file).
+      combination of their p-values.
+  .venv/bin/python scripts/feature_trial.py mix
+      the message-mix detector (2026-12-07, eighth session): per window, messages counted by kind (add,
+      partial cancel, delete within 100 ms of its add, other delete, execution) x ticks behind the
+      same side's best before the message (<= 0, 1-2, 3-10, > 10) x size (< 100, 100-499, >= 500
+      shares), per side or pooled; against the instrument's decayed counts (span 1,800 windows, 0.5
+      pseudo-messages per cell): the multinomial deviance G, the Hellinger statistic and the largest
+      one-cell Poisson deviance, alone and combined with T² (p-values against the outside windows).
+  .venv/bin/python scripts/feature_trial.py mixcausal
+      the same pooled, calibrated causally, combined with T² at weights 0.5, 0.25 and 0.1.
+  .venv/bin/python scripts/feature_trial.py perfeature
+      each feature's |z| (T²'s deviation over its own standard deviation) as a p-value against the
+      file's outside windows, combined across features (Cauchy, minimum) and with T².
+  .venv/bin/python scripts/feature_trial.py causal
+      the same with every p-value calibrated causally (what a detector could do online).
+  .venv/bin/python scripts/feature_trial.py cusum 4 8
+      a CUSUM over T²'s -log p (drift k per argument), alone and combined with T².
+  .venv/bin/python scripts/feature_trial.py huber 36 72 144
+      T² whose mean and covariance take a window with T² above c at weight c / T² (robust).
+  .venv/bin/python scripts/feature_trial.py sliding 10/10 10/1 5/5 5/1 30/30 30/3
+      T² over windows of S seconds every D seconds (argument S/D), rolled up from the 1 s windows as
+      `operators/src/rollup.rs` does, calibrated causally; episodes at the oracle threshold with the
+      false alarms counted as alerts (a flagged window within 10 s of the last alert belongs to it).
 
 Extras (1 s windows, from the event file): max_add (largest add), signed_exec (buyer- minus
 seller-initiated shares), hidden_exec (hidden executed shares), max_delete (largest deleted
@@ -43,7 +70,7 @@ SCORED = ["events", "cancels", "execs", "exec_volume", "log_return", "realized_v
           "cancel_volume", "bid_depth5_max", "ask_depth5_max", "bid_depth5_min", "ask_depth5_min"]
 SIGNED = ["log_return", "ofi", "queue_imbalance"]
 GROUPS = [("std", r"^(days|fresh-days|later-days|untouched-days)_"), ("g1", r"^(held-out-3\d|sparse-3\d)-days"),
-          ("g2", r"^(held-out-2-|sparse-2-)"), ("g3", r"^group3-"), ("g4", r"^group4-")]
+          ("g2", r"^(held-out-2-|sparse-2-)"), ("g3", r"^group3-"), ("g4", r"^group4-"), ("g5", r"^group5-")]
 CACHE = "target/feature-trial"
 SECOND = 10**9
 
@@ -125,6 +152,72 @@ def improving(events, row, n):
     return count, shares
 
 
+MIX_KINDS = ["add", "partial_cancel", "delete_fleeting", "delete", "execute"]
+MIX_DISTANCE = [0, 2, 10]  # ticks behind the same side's best: <=0 (at or inside), 1-2, 3-10, >10
+MIX_SIZE = [100, 500]  # shares: odd lot, 100-499, >=500
+MIX_CELLS = len(MIX_KINDS) * (len(MIX_DISTANCE) + 1) * (len(MIX_SIZE) + 1)
+
+
+def mix_counts(events, row, n, sides=False):
+    """Per window, messages counted by kind x distance from the same side's best x size (x side).
+
+    The book is rebuilt from the file; LOBSTER files only carry the messages within their top levels,
+    so an order that leaves them is never removed: an execution at a price, or an add that would
+    cross, removes the known orders priced through it (as a repaired book would)."""
+    orders, levels, heaps = {}, [{}, {}], [[], []]
+    cells = MIX_CELLS * (2 if sides else 1)
+    out = np.zeros((n, cells))
+
+    def best(side):
+        h = heaps[side]
+        while h:
+            p = -h[0] if side == 0 else h[0]
+            if levels[side].get(p):
+                return p
+            heapq.heappop(h)
+        return None
+
+    def purge(side, limit):
+        """Removes the side's orders priced strictly better than `limit`."""
+        while True:
+            p = best(side)
+            if p is None or (p <= limit if side == 0 else p >= limit):
+                return
+            for o in levels[side].pop(p):
+                orders.pop(o, None)
+
+    for i, (t, ty, oid, sz, px, d) in enumerate(events):
+        side, ty, px = (0 if d == 1 else 1), int(ty), int(px)
+        if ty not in (1, 2, 3, 4, 5):
+            continue
+        if ty == 4:
+            purge(side, px)
+        elif ty == 1:
+            purge(1 - side, px - 1 if side == 1 else px + 1)
+        b = best(side)
+        ticks = 0 if b is None else ((b - px) if side == 0 else (px - b)) / 100.0
+        kind = {1: 0, 2: 1, 4: 4, 5: 4}.get(ty)
+        if ty == 3:
+            o = orders.get(oid)
+            kind = 2 if o is not None and t - o[3] < 0.1 else 3
+        if row[i] >= 0:
+            dist = sum(ticks > x for x in MIX_DISTANCE)
+            size = sum(sz >= x for x in MIX_SIZE)
+            cell = (kind * (len(MIX_DISTANCE) + 1) + dist) * (len(MIX_SIZE) + 1) + size
+            out[row[i], cell + (MIX_CELLS if sides and side == 1 else 0)] += 1
+        if ty == 1:
+            orders[oid] = [side, px, sz, t]
+            levels[side].setdefault(px, set()).add(oid)
+            heapq.heappush(heaps[side], -px if side == 0 else px)
+        elif ty in (2, 3, 4) and oid in orders:
+            o = orders[oid]
+            o[2] -= o[2] if ty == 3 else sz
+            if o[2] <= 0:
+                del orders[oid]
+                levels[o[0]][o[1]].discard(oid)
+    return out
+
+
 def cache_one(stem):
     name = stem.split("/")[-2] + "_" + stem.split("/")[-1]
     target = f"{CACHE}/{name}.pkl"
@@ -138,14 +231,20 @@ def cache_one(stem):
     starts = raw[:, cols["window_start_ns"]].astype(np.int64)
     ends = raw[:, cols["window_end_ns"]].astype(np.int64)
     labels = [(a[1], int(a[2]), int(a[3])) for a in (line.split(",") for line in open(stem + ".labels.csv").read().splitlines()[1:])]
+    events = np.loadtxt(stem + ".csv", delimiter=",")
     data = dict(X=np.column_stack([raw[:, cols[c]] for c in SCORED]), starts=starts, ends=ends, labels=labels,
-                E=extras(np.loadtxt(stem + ".csv", delimiter=","), starts, raw, cols))
+                E=extras(events, starts, raw, cols))
+    day = (starts[0] // SECOND) - (starts[0] // SECOND) % 86400
+    index = {int(s): i for i, s in enumerate(starts // SECOND - day)}
+    row = np.array([index.get(int(x), -1) for x in np.floor(events[:, 0]).astype(np.int64)])
+    data["M"] = mix_counts(events, row, len(starts), sides=True)
     pickle.dump(data, open(target, "wb"))
     print("cached", target, flush=True)
 
 
-def t2(X, transform=None, span=1800, warmup=100, ridge=0.01, refresh=20):
+def t2(X, transform=None, span=1800, warmup=100, ridge=0.01, refresh=20, marginal=False, huber=None):
     n, d = X.shape
+    z = np.full((n, d), np.nan)
     scale, mean, cov, inverse = np.zeros(d), np.zeros(d), np.zeros((d, d)), None
     out, seen, since = np.full(n, np.nan), 0, 0
     for k in range(n):
@@ -160,14 +259,17 @@ def t2(X, transform=None, span=1800, warmup=100, ridge=0.01, refresh=20):
         scale = np.where(finite, scale + alpha * (np.abs(x) - scale), scale)
         if seen >= warmup and inverse is not None:
             out[k] = max(r @ inverse @ r, 0.0)
+            z[k] = r / np.sqrt(np.maximum(np.diag(cov), 1e-12))
         if seen > 0:
+            if huber is not None and np.isfinite(out[k]) and out[k] > huber:
+                alpha = alpha * huber / out[k]
             mean = mean + alpha * r
             cov = (1 - alpha) * (cov + alpha * np.outer(r, r))
         seen, since = seen + 1, since + 1
         if (inverse is None or since >= refresh) and np.trace(cov) > 0:
             inverse = np.linalg.inv(cov + ridge * np.trace(cov) / d * np.eye(d))
             since = 0
-    return out
+    return (out, z) if marginal else out
 
 
 def found(scores, data, per_hour=1.0):
@@ -189,16 +291,100 @@ def found(scores, data, per_hour=1.0):
     return out
 
 
-def ranks(s):
+def found_hold(scores, starts, ends, labels, hours, hold=10 * SECOND, per_hour=1.0):
+    """Like `found` for windows of any length, counting the false alarms as alerts do: a flagged
+    window that starts within `hold` of the end of the last alert's window belongs to that alert."""
+    inside, masks = np.zeros(len(starts), bool), []
+    for kind, s, e in labels:
+        m = (starts < e) & (ends > s)
+        inside |= m
+        masks.append((kind, m))
+    valid = np.isfinite(scores)
+    allowed = int(np.floor(hours * per_hour))
+    out_idx = np.where(valid & ~inside)[0]
+
+    def alarms(th):
+        n, until = 0, -1
+        for i in out_idx[scores[out_idx] > th]:
+            if starts[i] >= until:
+                n += 1
+                until = ends[i] + hold
+        return n
+
+    cand = np.unique(scores[out_idx])
+    lo, hi = 0, len(cand) - 1  # smallest threshold with alarms <= allowed
+    if alarms(cand[lo]) <= allowed:
+        hi = lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if alarms(cand[mid]) <= allowed:
+            hi = mid
+        else:
+            lo = mid
+    threshold = cand[hi] if len(cand) else -np.inf
+    out = {}
+    for kind, m in masks:
+        a, b = out.get(kind, (0, 0))
+        out[kind] = (a + int(np.any(scores[m & valid] > threshold)), b + 1)
+    return out
+
+
+SUMS = ["events", "cancels", "execs", "exec_volume", "log_return", "ofi", "add_volume", "cancel_volume"]
+LASTS = ["bid_depth5", "ask_depth5", "queue_imbalance"]
+
+
+def roll(data, size=10, slide=10):
+    """Windows of `size` seconds every `slide` seconds rolled up from the 1 s windows (as rollup.rs)."""
+    X, sec = data["X"], data["starts"] // SECOND
+    t0, n = sec[0], sec[-1] - sec[0] + 1
+    dense = np.full((n, X.shape[1]), np.nan)
+    dense[sec - t0] = X
+    adds = np.zeros(n)
+    adds[sec - t0] = data["E"]["adds"]
+    col = {c: i for i, c in enumerate(SCORED)}
+    first = np.arange(0, n - size + 1, slide)
+    Y = np.full((len(first), X.shape[1]), np.nan)
+    for k, a in enumerate(first):
+        blk = dense[a:a + size]
+        have = np.isfinite(blk[:, 0])
+        if not have.any():
+            continue
+        for c in SUMS:
+            Y[k, col[c]] = np.nansum(blk[:, col[c]])
+        Y[k, col["realized_vol"]] = np.sqrt(np.nansum(blk[:, col["realized_vol"]] ** 2))
+        Y[k, col["spread_twa"]] = np.nanmean(blk[:, col["spread_twa"]]) if np.isfinite(blk[:, col["spread_twa"]]).any() else np.nan
+        last = blk[have][-1]
+        for c in LASTS:
+            Y[k, col[c]] = last[col[c]]
+        for c in ["bid_depth5_max", "ask_depth5_max"]:
+            Y[k, col[c]] = np.nanmax(blk[:, col[c]])
+        for c in ["bid_depth5_min", "ask_depth5_min"]:
+            Y[k, col[c]] = np.nanmin(blk[:, col[c]])
+        Y[k, col["cancel_add_ratio"]] = Y[k, col["cancels"]] / max(adds[a:a + size].sum(), 1)
+    keep = np.isfinite(Y[:, 0])
+    starts = (t0 + first) * SECOND
+    return Y[keep], starts[keep], starts[keep] + size * SECOND
+
+
+def ranks(s, reference=None):
+    """Empirical upper-tail p-values of `s`: against the windows in `reference` (a mask) when given,
+    so that a file's many injected windows do not dilute the p-values of each other."""
     v = np.where(np.isfinite(s), s, -np.inf)
-    r = np.empty(len(v))
-    r[np.argsort(-v, kind="stable")] = np.arange(1, len(v) + 1)
-    return r / len(v)
+    ref = np.sort(v if reference is None else v[reference])
+    return (len(ref) - np.searchsorted(ref, v, side="left") + 1) / (len(ref) + 1)
 
 
-def cauchy(ps):
+def outside(data):
+    starts, ends, m = data["starts"], data["ends"], np.ones(len(data["starts"]), bool)
+    for _, s, e in data["labels"]:
+        m &= ~((starts < e) & (ends > s))
+    return m
+
+
+def cauchy(ps, weights=None):
     ps = np.clip(np.array(ps), 1e-300, 0.99)
-    return 0.5 - np.arctan(np.mean(np.tan((0.5 - ps) * np.pi), axis=0)) / np.pi
+    w = np.full(len(ps), 1 / len(ps)) if weights is None else np.array(weights) / np.sum(weights)
+    return 0.5 - np.arctan(np.tensordot(w, np.tan((0.5 - ps) * np.pi), axes=1)) / np.pi
 
 
 BLOCKS = {
@@ -216,10 +402,42 @@ BLOCK_VARIANTS = {
 }
 
 
+def mix_scores(M, span=1800, warmup=100, prior=0.5):
+    """Per window, how far its message mix is from the instrument's recent mix (scored before update).
+
+    Returns the multinomial deviance G, the Hellinger statistic and the largest one-cell Poisson
+    excess deviance; the reference is an exponentially decayed sum of counts (span `span` windows)
+    smoothed with `prior` pseudo-messages per cell."""
+    n, k = M.shape
+    ref, seen = np.zeros(k), 0
+    out = np.full((3, n), np.nan)
+    decay = 1 - 2 / (span + 1)
+    for i in range(n):
+        c = M[i]
+        total = c.sum()
+        if seen >= warmup and total > 0:
+            p = (ref + prior) / (ref.sum() + prior * k)
+            e = total * p
+            pos = c > 0
+            g = 2 * np.sum(c[pos] * np.log(c[pos] / e[pos]))
+            h = 4 * np.sum((np.sqrt(c) - np.sqrt(e)) ** 2)
+            cell = np.where(pos, c * np.log(np.where(pos, c, 1) / e) - (c - e), 0.0)
+            out[:, i] = [g, h, 2 * np.max(np.where(c > e, cell, 0.0))]
+        elif seen >= warmup:
+            out[:, i] = 0.0
+        ref = ref * decay + c
+        seen += 1
+    return out
+
+
 def job(args):
     path, mode, variants = args
     data = pickle.load(open(path, "rb"))
+    if mode in ("mix", "mixcausal") and "M" not in data:
+        sys.exit(f"{path} has no message-mix counts: remove {CACHE} and run `cache` again")
     X, out = data["X"], {}
+    ref = outside(data)
+    R = lambda s: ranks(s, ref)  # noqa: E731
     if mode == "t2":
         for name, extra in variants.items():
             Y = np.column_stack([X] + [data["E"][e] for e in extra]) if extra else X
@@ -229,13 +447,92 @@ def job(args):
         for c in variants:
             transform = lambda x, s, c=c: np.where(positive, np.log(np.maximum(x, 0) / s + c), np.arcsinh(x / s))
             out[f"c={c}"] = found(t2(X, transform), data)
+    elif mode == "perfeature":
+        score, z = t2(X, marginal=True)
+        base = R(score)
+        out["t2"] = found(score, data)
+        pz = np.column_stack([R(np.abs(z[:, j])) for j in range(z.shape[1])])
+        p = cauchy(pz.T)
+        out["feat-cauchy"] = found(-np.log(p), data)
+        out["feat-min"] = found(-np.min(pz, axis=1), data)
+        out["t2+feat-cauchy"] = found(-np.log(cauchy([base, R(-p)])), data)
+        out["t2+feat-min"] = found(-np.log(cauchy([base, R(-np.min(pz, axis=1))])), data)
+        out["maxabsz"] = found(np.nanmax(np.abs(z), axis=1), data)
+    elif mode == "cusum":
+        score = t2(X)
+        base = R(score)
+        out["t2"] = found(score, data)
+        e = -np.log(base)
+        for k in variants:
+            c, acc = np.zeros(len(e)), 0.0
+            for i, v in enumerate(e):
+                acc = max(0.0, acc + v - k) if np.isfinite(score[i]) else 0.0
+                c[i] = acc
+            c = np.where(np.isfinite(score), c, np.nan)
+            out[f"cusum{k}"] = found(c, data)
+            out[f"t2+cusum{k}"] = found(-np.log(cauchy([base, R(c)])), data)
+    elif mode == "causal":
+        from tail_calibrator import calibrate
+        score, z = t2(X, marginal=True)
+        out["t2"] = found(score, data)
+        p_t2 = calibrate(score)
+        out["t2-cal"] = found(-np.log(p_t2), data)
+        pf = np.column_stack([calibrate(np.abs(z[:, j])) for j in range(z.shape[1])])
+        minp = np.nanmin(np.where(np.isfinite(pf), pf, 1.0), axis=1)
+        minp = np.where(np.isfinite(score), minp, np.nan)
+        p_m = calibrate(-np.log10(minp))
+        one = lambda p: np.nan_to_num(p, nan=1.0)  # noqa: E731
+        out["feat"] = found(-np.log(p_m), data)
+        out["t2+feat"] = found(-np.log(cauchy([one(p_t2), one(p_m)])), data)
+        out["t2+featB"] = found(-np.log(cauchy([one(p_t2), np.minimum(1, one(minp) * z.shape[1])])), data)
+        out["t2+featC"] = found(-np.log(cauchy([one(p_t2), one(cauchy(one(pf).T))])), data)
+    elif mode == "mixcausal":
+        from tail_calibrator import calibrate
+        score = t2(X)
+        one = lambda p: np.nan_to_num(p, nan=1.0)  # noqa: E731
+        p_t2 = one(calibrate(score))
+        out["t2-cal"] = found(-np.log(p_t2), data)
+        M = data["M"]
+        M = M[:, :MIX_CELLS] + M[:, MIX_CELLS:]
+        g, _, c = mix_scores(M)
+        for name, sc in (("G", g), ("cell", c)):
+            p = one(calibrate(sc))
+            out[name] = found(-np.log(p), data)
+            for w in (0.5, 0.25, 0.1):
+                out[f"t2+{name}w{w}"] = found(-np.log(cauchy([p_t2, p], [1 - w, w])), data)
+    elif mode == "huber":
+        from tail_calibrator import calibrate
+        out["t2"] = found(t2(X), data)
+        for c in variants:
+            sc = t2(X, huber=c)
+            out[f"huber{c}"] = found(sc, data)
+            out[f"huber{c}-cal"] = found(-np.log(np.nan_to_num(calibrate(sc), nan=1.0)), data)
+    elif mode == "sliding":
+        from tail_calibrator import calibrate
+        hours = (data["ends"][-1] - data["starts"][0]) / 3.6e12
+        sc = t2(X)
+        p1 = np.nan_to_num(calibrate(sc), nan=1.0)
+        out["1s"] = found_hold(-np.log(p1), data["starts"], data["ends"], data["labels"], hours)
+        for size, slide in variants:
+            Y, st, en = roll(data, size, slide)
+            p = np.nan_to_num(calibrate(t2(Y, span=max(1800 * slide / size, 30) if slide == size else 1800 / slide)), nan=1.0)
+            out[f"{size}s/{slide}s"] = found_hold(-np.log(p), st, en, data["labels"], hours)
+    elif mode == "mix":
+        base = R(t2(X))
+        out["t2"] = found(-np.log(base), data)
+        M = data["M"]
+        for sided, m in (("sides", M), ("pooled", M[:, :MIX_CELLS] + M[:, MIX_CELLS:])):
+            for name, score in zip(("G", "hell", "cell"), mix_scores(m)):
+                r = R(score)
+                out[f"{sided}-{name}"] = found(score, data)
+                out[f"t2+{sided}-{name}"] = found(-np.log(cauchy([base, r])), data)
     else:
         cache = {}
         for name, blocks in BLOCK_VARIANTS.items():
             ps = []
             for b in blocks:
                 if tuple(b) not in cache:
-                    cache[tuple(b)] = ranks(t2(X[:, [SCORED.index(c) for c in b]]))
+                    cache[tuple(b)] = R(t2(X[:, [SCORED.index(c) for c in b]]))
                 ps.append(cache[tuple(b)])
             out[name] = found(-np.log(cauchy(ps)), data)
     return os.path.basename(path), out
@@ -275,9 +572,11 @@ def main():
         return
     if mode == "t2":
         variants = {a.split("=")[0]: [e for e in a.split("=", 1)[1].split("+") if e] if "=" in a else [] for a in sys.argv[2:]}
-    elif mode == "log":
+    elif mode == "sliding":
+        variants = [tuple(int(x) for x in a.split("/")) for a in sys.argv[2:]]
+    elif mode in ("log", "cusum", "huber"):
         variants = [float(c) for c in sys.argv[2:]]
-    elif mode == "blocks":
+    elif mode in ("blocks", "mix", "perfeature", "causal", "mixcausal"):
         variants = None
     else:
         sys.exit(__doc__)

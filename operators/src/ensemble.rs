@@ -73,6 +73,11 @@ pub struct EnsembleSpec {
     /// (`detect.scale-shares`).
     #[serde(default)]
     pub shares: Vec<(u64, f64)>,
+    /// The scales whose windows slide, by window length (ns): (length, slide). An instrument has at
+    /// most one window every slide (every window length for a scale not listed: tumbling), which
+    /// caps the hourly windows its per-window bound is shared by (`detect.scale-slides`).
+    #[serde(default)]
+    pub slides: Vec<(u64, u64)>,
 }
 
 impl EnsembleSpec {
@@ -91,6 +96,12 @@ impl EnsembleSpec {
     /// instrument has fewer windows an hour, and each may carry more of the hourly budget).
     pub fn bound_every(&self, every_ns: f64, size_ns: u64) -> f64 {
         (self.alarms_per_hour * every_ns / 3600e9 * self.share(size_ns)).min(1.0)
+    }
+
+    /// The slide of the scale of windows of `size_ns` ([`EnsembleSpec::slides`]; `size_ns` when
+    /// tumbling).
+    pub fn slide(&self, size_ns: u64) -> u64 {
+        self.slides.iter().find(|(ns, _)| *ns == size_ns).map_or(size_ns, |s| s.1)
     }
 
     /// Whether the scores named `model` enter the combination.
@@ -148,7 +159,7 @@ impl EnsembleState {
     /// use lobsentry_operators::ensemble::{EnsembleSpec, EnsembleState};
     /// use lobsentry_operators::event::InstrumentId;
     /// use lobsentry_operators::window::Window;
-    /// let spec = EnsembleSpec { alarms_per_hour: 1.0, scales: 1, tail: TailSpec::default(), labels: vec![], hold_ns: 0, left_out: vec![], shares: vec![] };
+    /// let spec = EnsembleSpec { alarms_per_hour: 1.0, scales: 1, tail: TailSpec::default(), labels: vec![], hold_ns: 0, left_out: vec![], shares: vec![], slides: vec![] };
     /// let score = |i: u64, model: &str, x: f64| WindowScore {
     ///     instrument: InstrumentId::new("X").unwrap(), window: Window { start: i * 1_000_000_000, end: (i + 1) * 1_000_000_000 },
     ///     score: x, threshold: 8.0, is_anomaly: false, top_features: vec![("events".into(), x)],
@@ -169,10 +180,12 @@ impl EnsembleState {
         let size = window.end - window.start;
         let rate = self.rates.entry(size).or_insert((window.start, 0));
         rate.1 += 1;
+        // At most one window every slide: a sliding scale's windows share the budget by their number.
+        let slide = spec.slide(size) as f64;
         let every = if rate.1 >= RATE_WARMUP {
-            (window.end.saturating_sub(rate.0) as f64 / rate.1 as f64).max(size as f64)
+            (window.end.saturating_sub(rate.0) as f64 / rate.1 as f64).max(slide)
         } else {
-            size as f64
+            slide
         };
         let bound = spec.bound_every(every, size);
         let mut ps: Vec<Option<f64>> = Vec::with_capacity(scores.len());
@@ -431,6 +444,31 @@ mod tests {
             hold_ns: 0,
             left_out: vec![],
             shares: vec![],
+            slides: vec![],
+        }
+    }
+
+    /// A scale of 10 s windows sliding every second has ten times the windows of a tumbling one,
+    /// each with a tenth of the bound: the same budget per hour.
+    #[test]
+    fn a_sliding_scale_shares_its_budget_by_its_windows() {
+        const S: u64 = 1_000_000_000;
+        let mut rng = Rng::new(5);
+        for (slides, every) in [(vec![], 10.0), (vec![(10 * S, S)], 1.0)] {
+            let spec = EnsembleSpec { slides, ..spec(1.0) };
+            let mut state = EnsembleState::default();
+            let mut threshold = 0.0;
+            for i in 0..300 {
+                let mut s = score(i, "a", rng.exp(1.0));
+                s.window = Window { start: i * S, end: i * S + 10 * S };
+                threshold = state.combine(vec![s], &spec, true).last().unwrap().threshold;
+            }
+            // The bound is the budget times the mean spacing of the windows (here 309 s / 300).
+            let spacing = 10f64.powf(-threshold) * 3600.0;
+            assert!(
+                (spacing / every - 1.0).abs() < 0.05,
+                "a window every {every} s: the bound's spacing is {spacing} s"
+            );
         }
     }
 

@@ -1,5 +1,6 @@
 //! Coarser windows rolled up from finer ones: the `RollUp` operator turns an instrument's tumbling
-//! windows of one length into tumbling windows of a multiple of it, without looking at events again.
+//! windows of one length into tumbling or sliding windows of a multiple of it, without looking at
+//! events again.
 //!
 //! Detectors that watch several time scales need, say, 10 s windows next to the 1 s ones. A second
 //! window operator over every book event costs about an eighth of the pipeline's throughput; rolling
@@ -159,18 +160,32 @@ impl RollUpAcc {
     }
 }
 
-/// Rolls windows up into coarser tumbling windows.
+/// Rolls windows up into coarser tumbling or sliding windows.
 pub trait RollUp<'scope> {
-    /// Merges each instrument's windows into tumbling windows of `size_ns` (a multiple of the input
-    /// windows' length, aligned to the epoch). State is checkpointed in `state`.
-    fn roll_up(self, size_ns: u64, state: Option<StateRegistry>) -> StreamVec<'scope, u64, WindowFeatures>;
+    /// Merges each instrument's windows into windows of `size_ns`, one starting every `slide_ns`
+    /// (aligned to the epoch; `slide_ns == size_ns` for tumbling windows). Both are multiples of the
+    /// input windows' length and `slide_ns` divides `size_ns`, as [`crate::window::WindowSpec::validate`]
+    /// asks of any window; each input window is merged into the `size_ns / slide_ns` windows that
+    /// contain it. State is checkpointed in `state`.
+    fn roll_up(
+        self,
+        size_ns: u64,
+        slide_ns: u64,
+        state: Option<StateRegistry>,
+    ) -> StreamVec<'scope, u64, WindowFeatures>;
 }
 
 type Open = FxHashMap<(InstrumentId, u64), RollUpAcc>;
 
 impl<'scope> RollUp<'scope> for StreamVec<'scope, u64, WindowFeatures> {
-    fn roll_up(self, size_ns: u64, registry: Option<StateRegistry>) -> StreamVec<'scope, u64, WindowFeatures> {
-        let size_ns = size_ns.max(1);
+    fn roll_up(
+        self,
+        size_ns: u64,
+        slide_ns: u64,
+        registry: Option<StateRegistry>,
+    ) -> StreamVec<'scope, u64, WindowFeatures> {
+        let spec = crate::window::WindowSpec::sliding(size_ns.max(1), slide_ns.clamp(1, size_ns.max(1)));
+        let size_ns = spec.size_ns;
         let pact = ExchangePact::new(|w: &WindowFeatures| w.instrument.route());
         self.unary_frontier(pact, "RollUp", move |cap, _info| {
             let open: Rc<RefCell<Open>> = Default::default();
@@ -205,17 +220,18 @@ impl<'scope> RollUp<'scope> for StreamVec<'scope, u64, WindowFeatures> {
                     }
                     staged.sort_by_key(|w| (w.window.end, w.instrument));
                     for w in staged.drain(..) {
-                        let start = w.window.start - w.window.start % size_ns;
-                        let end = start + size_ns;
-                        let acc = open.entry((w.instrument, start)).or_insert_with(|| {
-                            closing
-                                .entry(end)
-                                .or_insert_with(|| (cap.delayed(&end, 0), Vec::new()))
-                                .1
-                                .push(w.instrument);
-                            RollUpAcc::default()
-                        });
-                        acc.add(&w);
+                        // Every coarser window that holds it (each gets its finer windows in time order).
+                        for Window { start, end } in spec.windows_of(w.window.start) {
+                            let acc = open.entry((w.instrument, start)).or_insert_with(|| {
+                                closing
+                                    .entry(end)
+                                    .or_insert_with(|| (cap.delayed(&end, 0), Vec::new()))
+                                    .1
+                                    .push(w.instrument);
+                                RollUpAcc::default()
+                            });
+                            acc.add(&w);
+                        }
                     }
                 });
                 while let Some(entry) = closing.first_entry() {
@@ -248,9 +264,16 @@ mod tests {
     use crate::window::WindowSpec;
     use timely::dataflow::operators::{Capture, ToStream};
 
-    /// Rolled-up 10 s windows equal the 10 s windows computed from the events (the exact features).
+    /// Rolled-up 10 s windows, tumbling and sliding every 2 s, equal the 10 s windows computed from
+    /// the events (the exact features).
     #[test]
     fn rolled_up_windows_equal_direct_ones() {
+        for slide in [10_000_000_000, 2_000_000_000] {
+            rolled_up_equal_direct(slide);
+        }
+    }
+
+    fn rolled_up_equal_direct(slide: u64) {
         let spec = MarketSpec { instruments: 3, events: Some(60_000), rate_per_sec: 300.0, ..Default::default() };
         let events: Vec<crate::event::Timed<crate::event::LobEvent>> = Market::new(&spec)
             .enumerate()
@@ -268,8 +291,8 @@ mod tests {
                         visible_levels: Vec::new(),
                     });
                     let (fine, _) = books.clone().extract_features(WindowSpec::tumbling(1_000_000_000));
-                    let (direct, _) = books.extract_features(WindowSpec::tumbling(10_000_000_000));
-                    (direct.capture(), fine.roll_up(10_000_000_000, None).capture())
+                    let (direct, _) = books.extract_features(WindowSpec::sliding(10_000_000_000, slide));
+                    (direct.capture(), fine.roll_up(10_000_000_000, slide, None).capture())
                 })
             })
             .unwrap()
@@ -286,8 +309,8 @@ mod tests {
             let mut rolled = rolled;
             direct.sort_by_key(key);
             rolled.sort_by_key(key);
-            assert_eq!(direct.len(), rolled.len(), "{workers} workers");
-            assert!(direct.len() > 30);
+            assert_eq!(direct.len(), rolled.len(), "{workers} workers, slide {slide}");
+            assert!(direct.len() > 30 * 10_000_000_000 / slide as usize);
             for (d, r) in direct.iter().zip(&rolled) {
                 assert_eq!(key(d), key(r));
                 assert_eq!(d.exec_price_range, r.exec_price_range);
@@ -306,9 +329,10 @@ mod tests {
 
 /// Windows for instruments that went silent while the market traded on.
 pub trait FillSilent<'scope> {
-    /// Routes windows of length `size_ns` (tumbling, aligned to the epoch) by instrument and, for
-    /// an instrument that had a window before, emits an empty window (no messages, the book as it
-    /// last was) for each of up to `max_gap` window ends without one of its own. A window end is
+    /// Routes windows of length `size_ns`, one every `slide_ns` (aligned to the epoch; `slide_ns ==
+    /// size_ns` for tumbling windows), by instrument and, for an instrument that had a window
+    /// before, emits an empty window (no messages, the book as it last was) for each of up to
+    /// `max_gap` window ends without one of its own. A window end is
     /// filled once the frontier passes it while the input is live (the market went on past it), or,
     /// when the input has ended, if the input's last event (`input_times`, see
     /// [`crate::ensemble::input_end`]) is at or after it: a rule of the data alone, so a restarted
@@ -316,6 +340,7 @@ pub trait FillSilent<'scope> {
     fn fill_silent(
         self,
         size_ns: u64,
+        slide_ns: u64,
         max_gap: u64,
         input_times: StreamVec<'scope, u64, u64>,
         state: Option<StateRegistry>,
@@ -359,12 +384,14 @@ impl<'scope> FillSilent<'scope> for StreamVec<'scope, u64, WindowFeatures> {
     fn fill_silent(
         self,
         size_ns: u64,
+        slide_ns: u64,
         max_gap: u64,
         input_times: StreamVec<'scope, u64, u64>,
         registry: Option<StateRegistry>,
     ) -> StreamVec<'scope, u64, WindowFeatures> {
         use timely::dataflow::channels::pact::Pipeline;
         let size_ns = size_ns.max(1);
+        let step = slide_ns.clamp(1, size_ns);
         let pact = ExchangePact::new(|w: &WindowFeatures| w.instrument.route());
         self.binary_frontier(input_times, pact, Pipeline, "FillSilent", move |cap, _info| {
             let state: Rc<RefCell<SilentState>> = Default::default();
@@ -417,10 +444,10 @@ impl<'scope> FillSilent<'scope> for StreamVec<'scope, u64, WindowFeatures> {
                         // Skip ends where no instrument can be filled (an idle stretch, a jump in
                         // event time): the next one is right after some instrument's last window.
                         let fillable =
-                            st.last.values().filter(|(_, f)| *f < max_gap).map(|(l, _)| l.window.end + size_ns).min();
+                            st.last.values().filter(|(_, f)| *f < max_gap).map(|(l, _)| l.window.end + step).min();
                         let target = fillable.unwrap_or(u64::MAX).max(st.next_end);
                         if target > st.next_end {
-                            let beyond = limit - limit % size_ns + size_ns;
+                            let beyond = limit - limit % step + step;
                             st.next_end = match due {
                                 Some(t) => target.min(t).min(beyond),
                                 None => target.min(beyond),
@@ -440,7 +467,7 @@ impl<'scope> FillSilent<'scope> for StreamVec<'scope, u64, WindowFeatures> {
                                 }
                             }
                         }
-                        st.next_end = end + size_ns;
+                        st.next_end = end + step;
                         continue;
                     }
                     // Past what may be filled (the input ended): pass the rest on.
@@ -495,7 +522,7 @@ mod silent_tests {
             let (mut input, mut times, rx) = worker.dataflow::<u64, _, _>(|scope| {
                 let (input, stream) = scope.new_input::<Vec<WindowFeatures>>();
                 let (times, time_stream) = scope.new_input::<Vec<u64>>();
-                let out = stream.fill_silent(S, 6, time_stream, None);
+                let out = stream.fill_silent(S, S, 6, time_stream, None);
                 let rx = out.clone().capture();
                 out.probe_with(&probe);
                 (input, times, rx)

@@ -322,6 +322,9 @@ pub struct RawDetect {
     pub scales: Vec<String>,
     /// Each scale's share of alarms-per-hour, in the order of `scales` ([] = equal shares).
     pub scale_shares: Vec<f64>,
+    /// Each scale's slide (a new window every ...), in the order of `scales` ([] = tumbling).
+    #[serde(default)]
+    pub scale_slides: Vec<String>,
     /// Scores of history per (instrument, detector) in the calibration.
     pub calibration_history: i64,
     /// Scores a calibration needs before it decides.
@@ -354,6 +357,15 @@ pub struct DetectScales {
     pub ensemble: Option<lobsentry_operators::ensemble::EnsembleSpec>,
     /// Empty windows per silent gap of an instrument (0 = none; only with the ensemble).
     pub silent_windows: u64,
+    /// The scales whose windows slide: (window length, slide) in ns; the others are tumbling.
+    pub slides: Vec<(u64, u64)>,
+}
+
+impl DetectScales {
+    /// The slide of the scale of windows of `size_ns` (`size_ns` itself for a tumbling scale).
+    pub fn slide(&self, size_ns: u64) -> u64 {
+        self.slides.iter().find(|(ns, _)| *ns == size_ns).map_or(size_ns, |s| s.1)
+    }
 }
 
 /// `[model]`.
@@ -1217,6 +1229,7 @@ impl RawConfig {
             hold_ns,
             left_out: Vec::new(),
             shares: Vec::new(),
+            slides: Vec::new(),
         });
         if !d.scale_shares.is_empty() {
             if d.scale_shares.len() != scales.len() {
@@ -1228,6 +1241,55 @@ impl RawConfig {
                 errors.push(format!("detect.scale-shares: {bad} is not a positive share"));
             } else if let Some(e) = ensemble.as_mut() {
                 e.shares = scales.iter().map(|(ns, _)| *ns).zip(d.scale_shares.iter().copied()).collect();
+            }
+        }
+        let mut slides: Vec<(u64, u64)> = Vec::new();
+        if !d.scale_slides.is_empty() && d.scale_slides.len() != scales.len() {
+            errors.push(format!(
+                "detect.scale-slides: {:?} for detect.scales {:?}: give one slide per scale, in their order, or [] for tumbling windows",
+                d.scale_slides, scale_texts
+            ));
+        } else {
+            let tumbling_output = window.size_ns == window.slide_ns;
+            for ((ns, label), text) in scales.iter().zip(&d.scale_slides) {
+                let slide = match parse_duration(text) {
+                    Ok(dur) if dur.as_nanos() > 0 => dur.as_nanos() as u64,
+                    Ok(_) => {
+                        errors.push(format!("detect.scale-slides: {text:?} is not a positive duration"));
+                        continue;
+                    }
+                    Err(e) => {
+                        errors.push(format!("detect.scale-slides: {e}"));
+                        continue;
+                    }
+                };
+                if slide == *ns {
+                    continue;
+                }
+                let human = lobsentry_operators::features::human_len;
+                // A sliding scale is rolled up from the output windows: it needs tumbling output
+                // windows that divide its slide, and a slide that divides its length.
+                if label.is_empty() {
+                    errors.push(format!(
+                        "detect.scale-slides: {text:?} for the scale of window.size ({}): its windows are the output windows, set window.slide instead",
+                        human(*ns)
+                    ));
+                } else if slide > *ns || !ns.is_multiple_of(slide) {
+                    errors.push(format!("detect.scale-slides: {text:?} does not divide the scale {label:?}"));
+                } else if !tumbling_output || !slide.is_multiple_of(window.size_ns) {
+                    errors.push(format!(
+                        "detect.scale-slides: {text:?} for the scale {label:?} is not a multiple of the (tumbling) window.size {}: sliding scales are rolled up from the output windows",
+                        human(window.size_ns)
+                    ));
+                } else {
+                    slides.push((*ns, slide));
+                }
+            }
+        }
+        if let Some(e) = ensemble.as_mut() {
+            e.slides = slides.clone();
+            if window.slide_ns < window.size_ns {
+                e.slides.push((window.size_ns, window.slide_ns));
             }
         }
         for name in &d.combine {
@@ -1442,7 +1504,7 @@ impl RawConfig {
             metrics_addr,
             detect,
             multivariate,
-            scales: DetectScales { scales, ensemble, silent_windows: self.detect.silent_windows.max(0) as u64 },
+            scales: DetectScales { scales, ensemble, silent_windows: self.detect.silent_windows.max(0) as u64, slides },
             alerts: optional(&self.detect.alerts),
             scores: optional(&self.detect.scores),
             model,
@@ -1498,16 +1560,23 @@ mod tests {
         assert!(list[0].contains("window.size"));
     }
 
-    #[test]
-    fn the_ensemble_combines_the_detectors_named() {
-        let load = |env: &[(&str, &str)]| {
-            let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
-            load_raw(None, env).unwrap().validate(&Overrides::default())
-        };
-        let errors = |env: &[(&str, &str)]| match load(env) {
+    /// The default configuration with `env`'s overrides, validated.
+    fn load_env(env: &[(&str, &str)]) -> Result<Config, Error> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        load_raw(None, env).unwrap().validate(&Overrides::default())
+    }
+
+    /// The errors of [`load_env`] (a panic if it loads).
+    fn env_errors(env: &[(&str, &str)]) -> Vec<String> {
+        match load_env(env) {
             Err(Error::Config(list)) => list,
             other => panic!("not a config error: {:?}", other.map(|c| c.scales)),
-        };
+        }
+    }
+
+    #[test]
+    fn the_ensemble_combines_the_detectors_named() {
+        let (load, errors) = (load_env, env_errors);
         let left_out = |c: Config| c.scales.ensemble.unwrap().left_out;
         assert_eq!(left_out(load(&[]).unwrap()), ["zscore-baseline"], "the default leaves the z-score out");
         let every = r#"["baseline", "multivariate", "model"]"#;
@@ -1538,6 +1607,34 @@ mod tests {
             list.iter().any(|e| e.contains("detect.combine: none of") && e.contains("running: baseline")),
             "{list:?}"
         );
+    }
+
+    #[test]
+    fn scales_slide_when_asked_and_bad_slides_are_named() {
+        let (load, errors) = (load_env, env_errors);
+        const S: u64 = 1_000_000_000;
+        let slides = |value: &str| load(&[("LOBSENTRY__DETECT__SCALE_SLIDES", value)]).unwrap().scales;
+        let tumbling = slides("[]");
+        assert!(tumbling.slides.is_empty());
+        assert_eq!(tumbling.slide(10 * S), 10 * S);
+        let sliding = slides(r#"["1s", "2s"]"#);
+        assert_eq!(sliding.slides, [(10 * S, 2 * S)], "the primary scale's slide equals its length: not listed");
+        assert_eq!(sliding.slide(10 * S), 2 * S);
+        assert_eq!(sliding.slide(S), S);
+        let one = |value: &str| errors(&[("LOBSENTRY__DETECT__SCALE_SLIDES", value)]);
+        let list = one(r#"["1s"]"#);
+        assert!(list.iter().any(|e| e.contains("give one slide per scale")), "{list:?}");
+        let list = one(r#"["1s", "3s"]"#);
+        assert!(
+            list.iter().any(|e| e.contains(r#"detect.scale-slides: "3s" does not divide the scale "10s""#)),
+            "{list:?}"
+        );
+        let list = one(r#"["1s", "500ms"]"#);
+        assert!(list.iter().any(|e| e.contains("is not a multiple of the (tumbling) window.size 1s")), "{list:?}");
+        let list = one(r#"["500ms", "1s"]"#);
+        assert!(list.iter().any(|e| e.contains("set window.slide instead")), "{list:?}");
+        let list = one(r#"["1s", "0s"]"#);
+        assert!(list.iter().any(|e| e.contains("is not a positive duration")), "{list:?}");
     }
 
     #[test]

@@ -28,7 +28,8 @@
       re-combines each window's calibrated detector p-values (every detector's p-value is in the
       scores file, whether or not the run combined it) with the Cauchy combination over the
       detectors of each combination (separated by ';'; `name=weight` weighs one), at the run's
-      bound and alert hold, and prints episodes found and false alarms in total per combination.
+      bound and alert hold (times F with `margin=F` among the names), and prints episodes found and
+      false alarms in total per combination.
       The run's own combination reproduces `lobsentry eval`'s decision.
 
   python3 scripts/decision_check.py missed target/eval/{held-out,sparse}-3*-days/*.scores.jsonl
@@ -153,9 +154,9 @@ def cauchy(ps, weights):
 def combine(combinations, paths, hold_ns=10_000_000_000):
     combos = []
     for text in combinations.split(";"):
-        members = dict((m.split("=") + ["1"])[:2] for m in text.split())
-        combos.append((text.strip(), {name: float(w) for name, w in members.items()}))
-    totals = {name: [0, 0, 0, 0.0] for name, _ in combos}
+        members = {name: float(w) for name, w in ((m.split("=") + ["1"])[:2] for m in text.split())}
+        combos.append((text.strip(), members.pop("margin", 1.0), members))
+    totals = {name: [0, 0, 0, 0.0] for name, _, _ in combos}
     for path in paths:
         eps = episodes(path)
         # Per (instrument, window end, scale): the ensemble's record and each detector's p-values.
@@ -173,11 +174,12 @@ def combine(combinations, paths, hold_ns=10_000_000_000):
             (end, instrument, scale, w) for (instrument, end, scale), w in windows.items() if "_ensemble" in w
         )
         hours = instrument_hours([w["_ensemble"] for *_, w in decided])
-        for name, members in combos:
+        for name, factor, members in combos:
             flagged = []
             for end, instrument, _, w in decided:
                 ps = [(p, weight) for d, weight in members.items() for p in w.get(d, [])]
-                if ps and cauchy([p for p, _ in ps], [x for _, x in ps]) <= 10 ** -w["_ensemble"]["threshold"]:
+                bound = factor * 10 ** -w["_ensemble"]["threshold"]
+                if ps and cauchy([p for p, _ in ps], [x for _, x in ps]) <= bound:
                     flagged.append((end, w["_ensemble"]["window_start_ns"], instrument))
             found, false_alarms = alerts(eps, flagged, hold_ns)
             add(totals[name], found, eps, false_alarms, hours)

@@ -1,13 +1,19 @@
 """A Python port of `operators/src/calibrate.rs`'s `TailCalibrator` (peaks over threshold with the
 same history, quantile, warm-up, refit interval, cap and shape rules), so that offline trials
-(`scripts/feature_trial.py`) calibrate a score causally, window by window, as the ensemble does."""
+(`scripts/feature_trial.py`) calibrate a score causally, window by window, as the ensemble does.
+
+  .venv/bin/python scripts/tail_calibrator.py recalibrate default,nocap target/eval/clean-days/*.scores.jsonl
+      re-calibrates the raw T² and model scores of `make eval`'s scored runs with each variant of the
+      options (VARIANTS below), combines them per window with the Cauchy combination and decides at
+      the run's own bound with the 10 s alert hold: episodes found and false alarms in total per
+      variant. `default` reproduces the run's decision."""
 import numpy as np
 
 XI_MIN, XI_MAX, MIN_PEAKS, FEW_XI, CAP_OVERRUN, OVER_W = 0.0, 0.6, 30, 0.3, 30.0, 1 / 1800
 
 
 class Fit:
-    def __init__(self, v, q):
+    def __init__(self, v, q, xi_max=XI_MAX):
         v = v[np.isfinite(v)]
         n = len(v)
         s = np.sort(v)
@@ -25,7 +31,7 @@ class Fit:
             a1 = np.mean((1 - (np.arange(m) + 0.65) / m) * ex)
             den = a0 - 2 * a1
             if den > 0:
-                xi = float(np.clip(-(a0 / den - 2), XI_MIN, XI_MAX))
+                xi = float(np.clip(-(a0 / den - 2), XI_MIN, xi_max))
                 sigma = max(a0 * (1 - xi), floor)
             else:
                 xi, sigma = 0.0, max(a0, floor)
@@ -64,22 +70,23 @@ class Fit:
 
 
 class Calibrator:
-    def __init__(self, history=7200, q=0.95, warmup=100, refit=64, cap=0.001):
+    def __init__(self, history=7200, q=0.95, warmup=100, refit=64, cap=0.001, xi_max=XI_MAX):
         self.ring, self.h, self.q, self.w, self.refit, self.cap = [], history, q, warmup, refit, cap
+        self.xi_max = xi_max
         self.next, self.since, self.fit, self.over = 0, 0, None, 0.0
 
     def p(self, x):
         if len(self.ring) < self.w or not np.isfinite(x):
             return None
         if self.fit is None or self.since >= self.refit:
-            self.fit = Fit(np.array(self.ring), self.q)
+            self.fit = Fit(np.array(self.ring), self.q, self.xi_max)
             self.since = 0
         return self.fit.prob(x)
 
     def observe(self, x):
         if not np.isfinite(x):
             return
-        if self.fit is not None:
+        if self.fit is not None and self.cap:
             lv = self.fit.level(self.cap)
             self.over += OVER_W * ((1.0 if x > lv else 0.0) - self.over)
             if self.over <= CAP_OVERRUN * self.cap:
@@ -93,9 +100,9 @@ class Calibrator:
         self.since += 1
 
 
-def calibrate(scores):
+def calibrate(scores, **options):
     """Causal tail probabilities of a score series (NaN where not scored)."""
-    c, out = Calibrator(), np.full(len(scores), np.nan)
+    c, out = Calibrator(**options), np.full(len(scores), np.nan)
     for i, x in enumerate(scores):
         if np.isfinite(x):
             p = c.p(x)
@@ -103,3 +110,80 @@ def calibrate(scores):
                 out[i] = p
             c.observe(x)
     return out
+
+
+def recalibrate(variants, paths):
+    """Re-decides `make eval`'s scored runs with other calibration options: every detector's raw
+    scores (the scores file) calibrated again per (instrument, scale, detector), combined with the
+    Cauchy combination over `combined`, decided at the run's own bound with the alert hold."""
+    from multiprocessing import Pool
+
+    with Pool(2) as pool:
+        results = pool.map(_recalibrated_file, [(path, variants) for path in paths])
+    totals = {name: [0, 0, 0, 0.0] for name, _ in variants}
+    for per_variant in results:
+        for name, (found, eps, false_alarms, hours) in per_variant.items():
+            t = totals[name]
+            t[0], t[1], t[2], t[3] = t[0] + found, t[1] + eps, t[2] + false_alarms, t[3] + hours
+    for name, t in totals.items():
+        print(f"{name}: {t[0]}/{t[1]}, {t[2]} FA in {t[3]:.1f} inst-h = {t[2] / t[3]:.2f}", flush=True)
+
+
+COMBINED = ("multivariate", "model")
+
+
+def _recalibrated_file(args):
+    import collections
+    import json
+
+    import decision_check as dc
+
+    path, variants = args
+    eps = dc.episodes(path)
+    series = collections.defaultdict(list)  # (instrument, scale, detector) -> [(end, score)]
+    decided = {}  # (instrument, end, scale) -> (start, bound)
+    ensemble = []
+    for line in open(path):
+        r = json.loads(line)
+        key = (r["instrument"], r["window_end_ns"], r["scale"])
+        if r["detector"] == "ensemble":
+            if r["p_value"] is not None:
+                decided[key] = (r["window_start_ns"], 10 ** -r["threshold"])
+                ensemble.append(r)
+        elif r["detector"] in COMBINED:
+            series[(r["instrument"], r["scale"], r["detector"])].append((r["window_end_ns"], r["score"]))
+    hours = dc.instrument_hours(ensemble) if ensemble else 0.0
+    out = {}
+    for name, options in variants:
+        ps = collections.defaultdict(list)
+        for (instrument, scale, _), rows in series.items():
+            rows.sort()
+            p = calibrate(np.array([s for _, s in rows], dtype=float), **options)
+            for (end, _), x in zip(rows, p):
+                if np.isfinite(x):
+                    ps[(instrument, end, scale)].append(float(x))
+        flagged = []
+        for key, (start, bound) in decided.items():
+            if ps.get(key) and dc.cauchy(ps[key], [1.0] * len(ps[key])) <= bound:
+                flagged.append((key[1], start, key[0]))
+        flagged.sort()
+        found, false_alarms = dc.alerts(eps, flagged, 10_000_000_000)
+        out[name] = (len(found), len(eps), false_alarms, hours)
+    return out
+
+
+VARIANTS = {
+    "default": {},
+    "nocap": {"cap": 0.0},
+    "cap1e-4": {"cap": 1e-4},
+    "q98": {"q": 0.98},
+    "ximax1": {"xi_max": 1.0},
+    "q98-ximax1": {"q": 0.98, "xi_max": 1.0},
+}
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) < 4 or sys.argv[1] != "recalibrate":
+        sys.exit("usage: tail_calibrator.py recalibrate default,nocap,... FILES (variants: " + ", ".join(VARIANTS) + ")")
+    recalibrate([(v, VARIANTS[v]) for v in sys.argv[2].split(",")], sys.argv[3:])

@@ -70,9 +70,12 @@ class Fit:
 
 
 class Calibrator:
-    def __init__(self, history=7200, q=0.95, warmup=100, refit=64, cap=0.001, xi_max=XI_MAX):
+    def __init__(self, history=7200, q=0.95, warmup=100, refit=64, cap=0.001, xi_max=XI_MAX, cap_ratio=0.0):
         self.ring, self.h, self.q, self.w, self.refit, self.cap = [], history, q, warmup, refit, cap
         self.xi_max = xi_max
+        # cap_ratio > 0: tail probabilities above the threshold times (capped + a) / (n cap + a), the
+        # history's capped scores against the fit's own 1/1000 (a = cap_ratio pseudo-counts).
+        self.cap_ratio, self.capped = cap_ratio, []
         self.next, self.since, self.fit, self.over = 0, 0, None, 0.0
 
     def p(self, x):
@@ -81,21 +84,29 @@ class Calibrator:
         if self.fit is None or self.since >= self.refit:
             self.fit = Fit(np.array(self.ring), self.q, self.xi_max)
             self.since = 0
-        return self.fit.prob(x)
+        p = self.fit.prob(x)
+        if self.cap_ratio > 0 and x > self.fit.t:
+            a = self.cap_ratio
+            p = min(p * max(1.0, (sum(self.capped) + a) / (len(self.ring) * self.cap + a)), self.fit.ef)
+        return p
 
     def observe(self, x):
         if not np.isfinite(x):
             return
+        capped = False
         if self.fit is not None and self.cap:
             lv = self.fit.level(self.cap)
             self.over += OVER_W * ((1.0 if x > lv else 0.0) - self.over)
             if self.over <= CAP_OVERRUN * self.cap:
+                capped = x > lv
                 x = min(x, lv)
         if len(self.ring) < self.h:
             self.ring.append(x)
+            self.capped.append(capped)
         else:
             self.next %= self.h
             self.ring[self.next] = x
+            self.capped[self.next] = capped
             self.next += 1
         self.since += 1
 
@@ -179,6 +190,8 @@ VARIANTS = {
     "q98": {"q": 0.98},
     "ximax1": {"xi_max": 1.0},
     "q98-ximax1": {"q": 0.98, "xi_max": 1.0},
+    "capratio2": {"cap_ratio": 2.0},
+    "capratio7": {"cap_ratio": 7.0},
 }
 
 if __name__ == "__main__":

@@ -6,14 +6,52 @@ same history, quantile, warm-up, refit interval, cap and shape rules), so that o
       re-calibrates the raw T² and model scores of `make eval`'s scored runs with each variant of the
       options (VARIANTS below), combines them per window with the Cauchy combination and decides at
       the run's own bound with the 10 s alert hold: episodes found and false alarms in total per
-      variant. `default` reproduces the run's decision."""
+      variant. `default` is the moments fit of `calibrate.rs` before 2026-12-07 (eighth session),
+      and reproduces the decisions of runs made with it exactly; `mle` is the maximum-likelihood fit
+      `calibrate.rs` has since (here on a grid of shapes, 0.05 apart: within an episode or two of
+      the runs made with it, per group of `make eval`). Only the raw scores and the bounds are read
+      from the runs, so every variant gives the same on runs made before and after."""
 import numpy as np
 
 XI_MIN, XI_MAX, MIN_PEAKS, FEW_XI, CAP_OVERRUN, OVER_W = 0.0, 0.6, 30, 0.3, 30.0, 1 / 1800
 
 
+def censored_gpd(y, c, xi_max):
+    """Maximum-likelihood GPD (sigma, xi) of excesses `y` with `c` censored ones (known only to be at
+    least their value): xi on a grid in [0, xi_max], sigma by golden section on its log."""
+    best = (-np.inf, None, None)
+    scale = max(np.mean(np.concatenate([y, c])), 1e-12)
+    for xi in np.linspace(0.0, xi_max, int(round(xi_max / 0.05)) + 1):
+        def ll(log_sigma):
+            sg = np.exp(log_sigma)
+            if xi < 1e-9:
+                return -len(y) * log_sigma - np.sum(y) / sg - np.sum(c) / sg
+            return (-len(y) * log_sigma - (1 / xi + 1) * np.sum(np.log1p(xi * y / sg))
+                    - (1 / xi) * np.sum(np.log1p(xi * c / sg)))
+        lo, hi = np.log(scale) - 6, np.log(scale) + 3
+        g = (np.sqrt(5) - 1) / 2
+        a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+        fa, fb = ll(a), ll(b)
+        for _ in range(40):
+            if fa > fb:
+                hi, b, fb = b, a, fa
+                a = hi - g * (hi - lo)
+                fa = ll(a)
+            else:
+                lo, a, fa = a, b, fb
+                b = lo + g * (hi - lo)
+                fb = ll(b)
+        x = (lo + hi) / 2
+        v = ll(x)
+        if v > best[0]:
+            best = (v, np.exp(x), xi)
+    return best[1], best[2]
+
+
 class Fit:
-    def __init__(self, v, q, xi_max=XI_MAX):
+    def __init__(self, v, q, xi_max=XI_MAX, capped=None):
+        if capped is not None:
+            capped = np.asarray(capped)[np.isfinite(v)]
         v = v[np.isfinite(v)]
         n = len(v)
         s = np.sort(v)
@@ -22,11 +60,23 @@ class Fit:
         ex = s[at + 1:] - t
         ties = int(np.sum(s == t)) - 1
         ex = ex[ex > 0]
+        censored = None
+        if capped is not None:
+            over = (v > t)
+            censored = v[over & capped] - t
+            ex = v[over & ~capped] - t
         knots = [s[min(int(np.floor(qq * (n - 1))), max(at - 1, 0))] if at > 0 else t for qq in (0, .25, .5, .75)]
-        m = len(ex)
+        m = len(ex) + (len(censored) if censored is not None else 0)
         body = abs(t - knots[1])
         floor = max(1e-3 * body, 1e-6 * abs(t), 1e-12)
-        if m >= MIN_PEAKS:
+        if censored is not None and m >= MIN_PEAKS:
+            sigma, xi = censored_gpd(ex, censored, xi_max)
+            sigma = max(sigma, floor)
+        elif censored is not None and m > 0:
+            ex = np.sort(np.concatenate([ex, censored]))
+            xi = FEW_XI
+            sigma = max(ex[m // 2] * xi / (2 ** xi - 1), floor)
+        elif m >= MIN_PEAKS:
             a0 = ex.mean()
             a1 = np.mean((1 - (np.arange(m) + 0.65) / m) * ex)
             den = a0 - 2 * a1
@@ -70,19 +120,24 @@ class Fit:
 
 
 class Calibrator:
-    def __init__(self, history=7200, q=0.95, warmup=100, refit=64, cap=0.001, xi_max=XI_MAX, cap_ratio=0.0):
+    def __init__(self, history=7200, q=0.95, warmup=100, refit=64, cap=0.001, xi_max=XI_MAX, cap_ratio=0.0,
+                 censored=False):
         self.ring, self.h, self.q, self.w, self.refit, self.cap = [], history, q, warmup, refit, cap
         self.xi_max = xi_max
         # cap_ratio > 0: tail probabilities above the threshold times (capped + a) / (n cap + a), the
         # history's capped scores against the fit's own 1/1000 (a = cap_ratio pseudo-counts).
         self.cap_ratio, self.capped = cap_ratio, []
+        self.censored = censored  # the capped scores enter the tail fit as censored
         self.next, self.since, self.fit, self.over = 0, 0, None, 0.0
 
     def p(self, x):
         if len(self.ring) < self.w or not np.isfinite(x):
             return None
         if self.fit is None or self.since >= self.refit:
-            self.fit = Fit(np.array(self.ring), self.q, self.xi_max)
+            capped = None
+            if self.censored:
+                capped = np.array(self.capped) if self.censored is True else np.zeros(len(self.ring), bool)
+            self.fit = Fit(np.array(self.ring), self.q, self.xi_max, capped)
             self.since = 0
         p = self.fit.prob(x)
         if self.cap_ratio > 0 and x > self.fit.t:
@@ -166,6 +221,8 @@ def _recalibrated_file(args):
     hours = dc.instrument_hours(ensemble) if ensemble else 0.0
     out = {}
     for name, options in variants:
+        options = dict(options)
+        margin = options.pop("margin", 1.0)  # the bound times this
         ps = collections.defaultdict(list)
         for (instrument, scale, _), rows in series.items():
             rows.sort()
@@ -175,7 +232,7 @@ def _recalibrated_file(args):
                     ps[(instrument, end, scale)].append(float(x))
         flagged = []
         for key, (start, bound) in decided.items():
-            if ps.get(key) and dc.cauchy(ps[key], [1.0] * len(ps[key])) <= bound:
+            if ps.get(key) and dc.cauchy(ps[key], [1.0] * len(ps[key])) <= bound * margin:
                 flagged.append((key[1], start, key[0]))
         flagged.sort()
         found, false_alarms = dc.alerts(eps, flagged, 10_000_000_000)
@@ -192,6 +249,12 @@ VARIANTS = {
     "q98-ximax1": {"q": 0.98, "xi_max": 1.0},
     "capratio2": {"cap_ratio": 2.0},
     "capratio7": {"cap_ratio": 7.0},
+    "censored": {"censored": True},
+    "censored-ximax1": {"censored": True, "xi_max": 1.0},
+    "mle": {"censored": "mle"},
+    "mle-0.8": {"censored": "mle", "margin": 0.8},
+    "default-0.7": {"margin": 0.7},
+    "default-0.6": {"margin": 0.6},
 }
 
 if __name__ == "__main__":

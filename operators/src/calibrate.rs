@@ -8,8 +8,10 @@
 //!
 //! - the last [`TailSpec::history`] scores are kept (7,200 by default); the threshold `t` is their
 //!   [`TailSpec::quantile`];
-//! - the excesses over `t` are fitted with a generalised Pareto distribution (probability-weighted
-//!   moments, Hosking and Wallis 1987; the shape is clamped to [`XI_MIN`]..[`XI_MAX`], so the fit
+//! - the excesses over `t` are fitted with a generalised Pareto distribution (maximum likelihood,
+//!   [`gpd_max_likelihood`], as SPOT does; probability-weighted moments, Hosking and Wallis 1987,
+//!   until 2026-12-07, whose far tail was lighter than real days' scores: the README's eighth
+//!   session; the shape is clamped to [`XI_MIN`]..[`XI_MAX`], so the fit
 //!   never claims a bounded tail, and with fewer than [`MIN_PEAKS_FOR_SHAPE`] excesses a heavy shape
 //!   ([`FEW_PEAKS_XI`]) is assumed and the scale fitted to their median, which a few anomalous peaks
 //!   cannot drag);
@@ -108,6 +110,84 @@ pub struct TailFit {
     pub xi: f64,
 }
 
+/// The maximum-likelihood generalised Pareto fit `(sigma, xi)` of `excesses` (all positive), its shape
+/// in `0..=xi_max` (Grimshaw 1993's profile likelihood: for `theta = xi / sigma`, the likelihood's
+/// best shape is `mean(ln(1 + theta y))`, which leaves a one-dimensional search over `theta`; at
+/// `theta -> 0` the exponential tail). A shape over `xi_max` is clamped and its scale refitted.
+///
+/// ```
+/// use lobsentry_operators::calibrate::gpd_max_likelihood;
+/// // Exponential excesses of mean 2 (quantiles of the distribution): shape about 0, scale about 2.
+/// let y: Vec<f64> = (0..2000).map(|i| -2.0 * (1.0 - (i as f64 + 0.5) / 2000.0).ln()).collect();
+/// let (sigma, xi) = gpd_max_likelihood(&y, 0.6);
+/// assert!(xi < 0.02 && (sigma - 2.0).abs() < 0.1, "{sigma} {xi}");
+/// // Pareto-tailed excesses of shape 0.4 and scale 1.
+/// let y: Vec<f64> = (0..2000).map(|i| ((1.0 - (i as f64 + 0.5) / 2000.0).powf(-0.4) - 1.0) / 0.4).collect();
+/// let (sigma, xi) = gpd_max_likelihood(&y, 0.6);
+/// assert!((xi - 0.4).abs() < 0.03 && (sigma - 1.0).abs() < 0.05, "{sigma} {xi}");
+/// // Clamped: a shape of 0.9 fitted as 0.6, with a larger scale than its own.
+/// let y: Vec<f64> = (0..2000).map(|i| ((1.0 - (i as f64 + 0.5) / 2000.0).powf(-0.9) - 1.0) / 0.9).collect();
+/// let (sigma, xi) = gpd_max_likelihood(&y, 0.6);
+/// assert!(xi == 0.6 && sigma > 1.0, "{sigma} {xi}");
+/// ```
+pub fn gpd_max_likelihood(excesses: &[f64], xi_max: f64) -> (f64, f64) {
+    let m = excesses.len() as f64;
+    let mean = excesses.iter().sum::<f64>() / m;
+    if !(mean > 0.0 && mean.is_finite()) {
+        return (mean.max(0.0), 0.0);
+    }
+    // The exponential tail (theta -> 0): sigma = mean, log-likelihood -m ln(mean) - m.
+    let mut best = (-m * mean.ln() - m, mean, 0.0);
+    let shape_at = |theta: f64| excesses.iter().map(|y| (theta * y).ln_1p()).sum::<f64>() / m;
+    let profile = |log_theta: f64| {
+        let theta = log_theta.exp();
+        let xi = shape_at(theta);
+        (-m * (xi / theta).ln() - m * (1.0 + xi), xi / theta, xi)
+    };
+    let (log_theta, _) = golden_max(|u| profile(u).0, (1e-4 / mean).ln(), (1e4 / mean).ln());
+    let (ll, sigma, xi) = profile(log_theta);
+    let candidate = if xi <= xi_max {
+        (ll, sigma, xi)
+    } else {
+        // The shape clamped: the best scale for it.
+        let at = |log_sigma: f64| {
+            let sigma = log_sigma.exp();
+            let sum = excesses.iter().map(|y| (xi_max * y / sigma).ln_1p()).sum::<f64>();
+            -m * log_sigma - (1.0 / xi_max + 1.0) * sum
+        };
+        let (log_sigma, ll) = golden_max(at, mean.ln() - 8.0, mean.ln() + 8.0);
+        (ll, log_sigma.exp(), xi_max)
+    };
+    if candidate.0.is_finite() && candidate.0 > best.0 {
+        best = candidate;
+    }
+    (best.1, best.2)
+}
+
+/// The maximum of `f` on `[lo, hi]` by golden-section search (`f` unimodal there): `(x, f(x))`.
+fn golden_max(f: impl Fn(f64) -> f64, mut lo: f64, mut hi: f64) -> (f64, f64) {
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut a, mut b) = (hi - g * (hi - lo), lo + g * (hi - lo));
+    let (mut fa, mut fb) = (f(a), f(b));
+    for _ in 0..60 {
+        if fa > fb {
+            hi = b;
+            b = a;
+            fb = fa;
+            a = hi - g * (hi - lo);
+            fa = f(a);
+        } else {
+            lo = a;
+            a = b;
+            fa = fb;
+            b = lo + g * (hi - lo);
+            fb = f(b);
+        }
+    }
+    let x = (lo + hi) / 2.0;
+    (x, f(x))
+}
+
 impl TailFit {
     /// Fits a tail to scores (any order). `None` when there are no finite scores. `O(n)` but for the
     /// excesses, which are sorted.
@@ -141,19 +221,8 @@ impl TailFit {
         let body = (threshold - knots[1]).abs();
         let floor = (1e-3 * body).max(1e-6 * threshold.abs()).max(1e-12);
         let (sigma, xi) = if m >= MIN_PEAKS_FOR_SHAPE {
-            // Probability-weighted moments of the sorted excesses (ascending).
-            let a0 = excesses.iter().sum::<f64>() / m as f64;
-            let a1 = excesses.iter().enumerate().map(|(i, y)| (1.0 - (i as f64 + 0.65) / m as f64) * y).sum::<f64>()
-                / m as f64;
-            let denom = a0 - 2.0 * a1;
-            if denom > 0.0 {
-                let k = a0 / denom - 2.0; // Hosking's k = -xi
-                let xi = (-k).clamp(XI_MIN, XI_MAX);
-                // Re-derive the scale for the clamped shape from the mean excess: E[y] = sigma / (1 - xi).
-                ((a0 * (1.0 - xi)).max(floor), xi)
-            } else {
-                (a0.max(floor), 0.0)
-            }
+            let (sigma, xi) = gpd_max_likelihood(&excesses, XI_MAX);
+            (sigma.max(floor), xi)
         } else if m > 0 {
             // Too few excesses for a shape: assume a heavy one (FEW_PEAKS_XI), which only makes the
             // first decisions cautious, with the scale that matches the median excess.

@@ -254,6 +254,8 @@ VARIANTS = {
     "mle": {"censored": "mle"},
     "mle-0.8": {"censored": "mle", "margin": 0.8},
     "mle-q90": {"censored": "mle", "q": 0.90},
+    "mle-0.6": {"censored": "mle", "margin": 0.6},
+    "mle-ximax1": {"censored": "mle", "xi_max": 1.0},
     "mle-q975": {"censored": "mle", "q": 0.975},
     "default-0.7": {"margin": 0.7},
     "default-0.6": {"margin": 0.6},

@@ -23,8 +23,9 @@
 //!   thins the tail (4-8x the target alarm rate in the property test), and keeping unflagged
 //!   episode windows whole fattens it (on the injected real days the decision then used a fifth of
 //!   its false-alarm budget). A cap of 1/200 fed back on itself (more alarms, a thinner tail, 6-7
-//!   false alarms an hour); 1/1000 keeps stationary streams at 0.6-1.9x the target rate (light
-//!   tails under it: their exponential tail is cautious; heavy ones over it).
+//!   false alarms an hour); 1/1000 kept stationary streams at 0.6-1.9x the target rate with the
+//!   moments fit (light tails under it: their exponential tail is cautious; heavy ones over it); the
+//!   property test holds the maximum-likelihood fit to the same tolerance.
 //!
 //! The fit is refreshed every [`TailSpec::refit_every`] observations; between refits scoring is
 //! `O(log n)`. The state, fit included, is serialisable (checkpoints).

@@ -13,7 +13,8 @@ std (the standard kinds: days, fresh-, later-, untouched-days), g1 (held-out, sp
 Where detectors are combined (Cauchy combination), each enters as a p-value: either empirical
 against the file's windows outside every episode (oracle-like, but the many injected windows of a
 file do not dilute each other's p-values), or causal, from `scripts/tail_calibrator.py` (a port of
-`operators/src/calibrate.rs`: each window against the scores before it, as the ensemble does).
+`operators/src/calibrate.rs`: each window against the scores before it, as the ensemble does; its
+default options, the moments fit the calibration had until 2026-12-07, eighth session).
 
   .venv/bin/python scripts/feature_trial.py cache target/eval
       reads every real day of `make eval` (features, events, labels) into target/feature-trial/

@@ -19,7 +19,7 @@
 use crate::checkpoint::{decode, encode, StateRegistry};
 use crate::event::InstrumentId;
 use crate::features::{WindowFeatures, FEATURE_COUNT};
-use crate::window::Window;
+use crate::window::{Window, WindowSpec};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -162,29 +162,17 @@ impl RollUpAcc {
 
 /// Rolls windows up into coarser tumbling or sliding windows.
 pub trait RollUp<'scope> {
-    /// Merges each instrument's windows into windows of `size_ns`, one starting every `slide_ns`
-    /// (aligned to the epoch; `slide_ns == size_ns` for tumbling windows). Both are multiples of the
-    /// input windows' length and `slide_ns` divides `size_ns`, as [`crate::window::WindowSpec::validate`]
-    /// asks of any window; each input window is merged into the `size_ns / slide_ns` windows that
-    /// contain it. State is checkpointed in `state`.
-    fn roll_up(
-        self,
-        size_ns: u64,
-        slide_ns: u64,
-        state: Option<StateRegistry>,
-    ) -> StreamVec<'scope, u64, WindowFeatures>;
+    /// Merges each instrument's windows into the windows of `spec` (tumbling or sliding, aligned to
+    /// the epoch; its size and slide multiples of the input windows' length, as checked by
+    /// [`WindowSpec::validate`]): each input window is merged into every window of `spec` that holds
+    /// it. State is checkpointed in `state`.
+    fn roll_up(self, spec: WindowSpec, state: Option<StateRegistry>) -> StreamVec<'scope, u64, WindowFeatures>;
 }
 
 type Open = FxHashMap<(InstrumentId, u64), RollUpAcc>;
 
 impl<'scope> RollUp<'scope> for StreamVec<'scope, u64, WindowFeatures> {
-    fn roll_up(
-        self,
-        size_ns: u64,
-        slide_ns: u64,
-        registry: Option<StateRegistry>,
-    ) -> StreamVec<'scope, u64, WindowFeatures> {
-        let spec = crate::window::WindowSpec::sliding(size_ns.max(1), slide_ns.clamp(1, size_ns.max(1)));
+    fn roll_up(self, spec: WindowSpec, registry: Option<StateRegistry>) -> StreamVec<'scope, u64, WindowFeatures> {
         let size_ns = spec.size_ns;
         let pact = ExchangePact::new(|w: &WindowFeatures| w.instrument.route());
         self.unary_frontier(pact, "RollUp", move |cap, _info| {
@@ -292,7 +280,7 @@ mod tests {
                     });
                     let (fine, _) = books.clone().extract_features(WindowSpec::tumbling(1_000_000_000));
                     let (direct, _) = books.extract_features(WindowSpec::sliding(10_000_000_000, slide));
-                    (direct.capture(), fine.roll_up(10_000_000_000, slide, None).capture())
+                    (direct.capture(), fine.roll_up(WindowSpec::sliding(10_000_000_000, slide), None).capture())
                 })
             })
             .unwrap()
@@ -329,18 +317,16 @@ mod tests {
 
 /// Windows for instruments that went silent while the market traded on.
 pub trait FillSilent<'scope> {
-    /// Routes windows of length `size_ns`, one every `slide_ns` (aligned to the epoch; `slide_ns ==
-    /// size_ns` for tumbling windows), by instrument and, for an instrument that had a window
-    /// before, emits an empty window (no messages, the book as it last was) for each of up to
-    /// `max_gap` window ends without one of its own. A window end is
+    /// Routes the windows of `spec` (tumbling or sliding, aligned to the epoch) by instrument and,
+    /// for an instrument that had a window before, emits an empty window (no messages, the book as it
+    /// last was) for each of up to `max_gap` window ends without one of its own. A window end is
     /// filled once the frontier passes it while the input is live (the market went on past it), or,
     /// when the input has ended, if the input's last event (`input_times`, see
     /// [`crate::ensemble::input_end`]) is at or after it: a rule of the data alone, so a restarted
     /// run fills what an uninterrupted one does. State is checkpointed in `state`.
     fn fill_silent(
         self,
-        size_ns: u64,
-        slide_ns: u64,
+        spec: WindowSpec,
         max_gap: u64,
         input_times: StreamVec<'scope, u64, u64>,
         state: Option<StateRegistry>,
@@ -383,15 +369,13 @@ struct SilentState {
 impl<'scope> FillSilent<'scope> for StreamVec<'scope, u64, WindowFeatures> {
     fn fill_silent(
         self,
-        size_ns: u64,
-        slide_ns: u64,
+        spec: WindowSpec,
         max_gap: u64,
         input_times: StreamVec<'scope, u64, u64>,
         registry: Option<StateRegistry>,
     ) -> StreamVec<'scope, u64, WindowFeatures> {
         use timely::dataflow::channels::pact::Pipeline;
-        let size_ns = size_ns.max(1);
-        let step = slide_ns.clamp(1, size_ns);
+        let (size_ns, step) = (spec.size_ns, spec.slide_ns);
         let pact = ExchangePact::new(|w: &WindowFeatures| w.instrument.route());
         self.binary_frontier(input_times, pact, Pipeline, "FillSilent", move |cap, _info| {
             let state: Rc<RefCell<SilentState>> = Default::default();
@@ -522,7 +506,7 @@ mod silent_tests {
             let (mut input, mut times, rx) = worker.dataflow::<u64, _, _>(|scope| {
                 let (input, stream) = scope.new_input::<Vec<WindowFeatures>>();
                 let (times, time_stream) = scope.new_input::<Vec<u64>>();
-                let out = stream.fill_silent(S, S, 6, time_stream, None);
+                let out = stream.fill_silent(WindowSpec::tumbling(S), 6, time_stream, None);
                 let rx = out.clone().capture();
                 out.probe_with(&probe);
                 (input, times, rx)

@@ -366,6 +366,11 @@ impl DetectScales {
     pub fn slide(&self, size_ns: u64) -> u64 {
         self.slides.iter().find(|(ns, _)| *ns == size_ns).map_or(size_ns, |s| s.1)
     }
+
+    /// The windows of the scale of windows of `size_ns`: sliding when listed, else tumbling.
+    pub fn window(&self, size_ns: u64) -> lobsentry_operators::window::WindowSpec {
+        lobsentry_operators::window::WindowSpec::sliding(size_ns, self.slide(size_ns))
+    }
 }
 
 /// `[model]`.
@@ -1288,9 +1293,6 @@ impl RawConfig {
         }
         if let Some(e) = ensemble.as_mut() {
             e.slides = slides.clone();
-            if window.slide_ns < window.size_ns {
-                e.slides.push((window.size_ns, window.slide_ns));
-            }
         }
         for name in &d.combine {
             if !COMBINABLE.contains(&name.as_str()) {

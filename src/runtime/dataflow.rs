@@ -327,19 +327,22 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
         // trained for, side by side; then the calibrated ensemble over all of them. They read the
         // windows where they were made (no detour through the output's worker).
         for (ns, label) in config.scales.scales.iter().filter(|(ns, l)| detecting && !l.is_empty() && rolls_up(*ns)) {
-            let slide = config.scales.slide(*ns);
-            scale_features.push((*ns, label.clone(), features.clone().roll_up(*ns, slide, registry.clone())));
+            scale_features.push((
+                *ns,
+                label.clone(),
+                features.clone().roll_up(config.scales.window(*ns), registry.clone()),
+            ));
         }
         if primary_scale && detecting {
             scale_features.insert(0, (config.window.size_ns, String::new(), features.clone()));
         }
         let mut scores: Vec<StreamVec<'_, u64, WindowScore>> = Vec::new();
         for (ns, label, scale) in scale_features {
-            // The primary scale's windows slide with window.slide; a rolled-up one with its own.
-            let slide = if label.is_empty() { config.window.slide_ns } else { config.scales.slide(ns) };
+            // Tumbling but for the sliding scales (the primary scale is tumbling output windows).
+            let windows = config.scales.window(ns);
             // Instruments that fall silent while the market trades get empty windows.
             let scale = match (&input_times, config.scales.silent_windows) {
-                (Some(times), gap) if gap > 0 => scale.fill_silent(ns, slide, gap, times.clone(), registry.clone()),
+                (Some(times), gap) if gap > 0 => scale.fill_silent(windows, gap, times.clone(), registry.clone()),
                 _ => scale,
             };
             if let Some(spec) = config.detect {
@@ -348,7 +351,11 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
             if let Some(mut spec) = config.multivariate {
                 // The same market time at every scale (multivariate-span is in windows of window.size;
                 // a sliding scale has a window every slide).
-                spec.span = lobsentry_operators::multivariate::span_at_scale(spec.span, config.window.size_ns, slide);
+                spec.span = lobsentry_operators::multivariate::span_at_scale(
+                    spec.span,
+                    config.window.size_ns,
+                    windows.slide_ns,
+                );
                 let scored = scale.clone().score_detector::<MultivariateState>(spec, registry.clone());
                 scores.push(rename(scored, &label));
             }

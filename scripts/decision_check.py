@@ -28,8 +28,8 @@
       re-combines each window's calibrated detector p-values (every detector's p-value is in the
       scores file, whether or not the run combined it) with the Cauchy combination over the
       detectors of each combination (separated by ';'; `name=weight` weighs one), at the run's
-      bound and alert hold (times F with `margin=F` among the names), and prints episodes found and
-      false alarms in total per combination.
+      bound and alert hold (times F with `margin=F` among the names, and one scale's bound times F
+      with `10s=F`), and prints episodes found and false alarms in total per combination.
       The run's own combination reproduces `lobsentry eval`'s decision.
 
   python3 scripts/decision_check.py missed target/eval/{held-out,sparse}-3*-days/*.scores.jsonl
@@ -40,6 +40,7 @@ import collections
 import csv
 import json
 import math
+import re
 import sys
 
 
@@ -155,8 +156,11 @@ def combine(combinations, paths, hold_ns=10_000_000_000):
     combos = []
     for text in combinations.split(";"):
         members = {name: float(w) for name, w in ((m.split("=") + ["1"])[:2] for m in text.split())}
-        combos.append((text.strip(), members.pop("margin", 1.0), members))
-    totals = {name: [0, 0, 0, 0.0] for name, _, _ in combos}
+        # `1s=F`, `10s=F`: that scale's bound times F (as `scales`), so a change of weights can be
+        # measured together with the shares that keep its false alarms.
+        per_scale = {name: members.pop(name) for name in list(members) if re.fullmatch(r"\d+(ms|s|m)", name)}
+        combos.append((text.strip(), members.pop("margin", 1.0), members, per_scale))
+    totals = {name: [0, 0, 0, 0.0] for name, *_ in combos}
     for path in paths:
         eps = episodes(path)
         # Per (instrument, window end, scale): the ensemble's record and each detector's p-values.
@@ -174,11 +178,11 @@ def combine(combinations, paths, hold_ns=10_000_000_000):
             (end, instrument, scale, w) for (instrument, end, scale), w in windows.items() if "_ensemble" in w
         )
         hours = instrument_hours([w["_ensemble"] for *_, w in decided])
-        for name, factor, members in combos:
+        for name, factor, members, per_scale in combos:
             flagged = []
-            for end, instrument, _, w in decided:
+            for end, instrument, scale, w in decided:
                 ps = [(p, weight) for d, weight in members.items() for p in w.get(d, [])]
-                bound = factor * 10 ** -w["_ensemble"]["threshold"]
+                bound = factor * per_scale.get(scale, 1.0) * 10 ** -w["_ensemble"]["threshold"]
                 if ps and cauchy([p for p, _ in ps], [x for _, x in ps]) <= bound:
                     flagged.append((end, w["_ensemble"]["window_start_ns"], instrument))
             found, false_alarms = alerts(eps, flagged, hold_ns)

@@ -49,6 +49,22 @@ default options, the moments fit the calibration had until 2026-12-07, eighth se
       `operators/src/rollup.rs` does, calibrated causally; episodes at the oracle threshold with the
       false alarms counted as alerts (a flagged window within 10 s of the last alert belongs to it).
 
+  .venv/bin/python scripts/feature_trial.py knn 5/1800/30 1/1800/30 20/3600/60
+      (2026-12-07, ninth session) a nearest-neighbour detector: per window the mean distance to its k
+      nearest among the `size` windows that ended at least `gap` windows before it (k/size/gap), each
+      feature on T²'s asinh scale over its exponentially weighted deviation; alone and with T².
+  .venv/bin/python scripts/feature_trial.py mewma 0.1 0.2 0.3 0.5
+      a multivariate EWMA chart (Lowry et al. 1992) over T²'s whitened 1 s deviations (smoothing
+      lambda per argument), raw and calibrated causally, alone and with T², against T² at 1 s and
+      10 s; episodes at the oracle threshold with false alarms counted as alerts (10 s hold).
+  .venv/bin/python scripts/feature_trial.py diff
+      T² of the change of every feature from the window before (alone, and next to the features).
+  EVAL=target/eval .venv/bin/python scripts/feature_trial.py span 1800/180/1 300/180/1 1800/180/0.25
+      the ensemble's decision re-made with T² at other spans (1 s span / 10 s span / the model's
+      weight, T²'s being 1): T² calibrated causally per span, the model's p-values and the bounds
+      from the run's scores files in EVAL, the 10 s alert hold; episodes (false alarms) per group,
+      and the alerts on the days with nothing injected (`cache` reads them too since this mode).
+
 Extras (1 s windows, from the event file): max_add (largest add), signed_exec (buyer- minus
 seller-initiated shares), hidden_exec (hidden executed shares), max_delete (largest deleted
 order), max_gap (longest time without a message), fleeting_volume (shares deleted within 100 ms of
@@ -74,6 +90,7 @@ GROUPS = [("std", r"^(days|fresh-days|later-days|untouched-days)_"), ("g1", r"^(
           ("g2", r"^(held-out-2-|sparse-2-)"), ("g3", r"^group3-"), ("g4", r"^group4-"), ("g5", r"^group5-")]
 CACHE = "target/feature-trial"
 SECOND = 10**9
+EVAL = os.environ.get("EVAL", "target/eval")
 
 
 def extras(events, starts, features, cols):
@@ -243,9 +260,10 @@ def cache_one(stem):
     print("cached", target, flush=True)
 
 
-def t2(X, transform=None, span=1800, warmup=100, ridge=0.01, refresh=20, marginal=False, huber=None):
+def t2(X, transform=None, span=1800, warmup=100, ridge=0.01, refresh=20, marginal=False, huber=None, white=False):
     n, d = X.shape
     z = np.full((n, d), np.nan)
+    W, chol = np.full((n, d), np.nan), None
     scale, mean, cov, inverse = np.zeros(d), np.zeros(d), np.zeros((d, d)), None
     out, seen, since = np.full(n, np.nan), 0, 0
     for k in range(n):
@@ -261,6 +279,8 @@ def t2(X, transform=None, span=1800, warmup=100, ridge=0.01, refresh=20, margina
         if seen >= warmup and inverse is not None:
             out[k] = max(r @ inverse @ r, 0.0)
             z[k] = r / np.sqrt(np.maximum(np.diag(cov), 1e-12))
+            if white:
+                W[k] = chol.T @ r
         if seen > 0:
             if huber is not None and np.isfinite(out[k]) and out[k] > huber:
                 alpha = alpha * huber / out[k]
@@ -269,7 +289,11 @@ def t2(X, transform=None, span=1800, warmup=100, ridge=0.01, refresh=20, margina
         seen, since = seen + 1, since + 1
         if (inverse is None or since >= refresh) and np.trace(cov) > 0:
             inverse = np.linalg.inv(cov + ridge * np.trace(cov) / d * np.eye(d))
+            if white:
+                chol = np.linalg.cholesky((inverse + inverse.T) / 2)
             since = 0
+    if white:
+        return out, W
     return (out, z) if marginal else out
 
 
@@ -431,6 +455,97 @@ def mix_scores(M, span=1800, warmup=100, prior=0.5):
     return out
 
 
+def knn(X, k=5, size=1800, gap=30, span=1800, warmup=100):
+    """Per window, the mean distance to its `k` nearest neighbours among the `size` windows that
+    ended at least `gap` windows before it (so an episode's own windows are not its neighbours),
+    each feature on T²'s asinh scale and divided by its exponentially weighted deviation."""
+    n, d = X.shape
+    Y = np.zeros((n, d))
+    scale, mean, var = np.zeros(d), np.zeros(d), np.zeros(d)
+    sd = np.zeros((n, d))
+    for i in range(n):
+        x = np.nan_to_num(X[i])
+        alpha = max(2 / (span + 1), 1 / (i + 1))
+        s = np.where(scale > 0, scale, np.maximum(np.abs(x), 1e-12))
+        y = np.arcsinh(x / s)
+        Y[i] = y
+        r = y - mean
+        sd[i] = np.sqrt(np.maximum(var, 1e-12))
+        mean = mean + alpha * r
+        var = (1 - alpha) * (var + alpha * r * r)
+        scale = scale + alpha * (np.abs(x) - scale)
+    out = np.full(n, np.nan)
+    for i in range(warmup + gap, n):
+        lo, hi = max(0, i - gap - size), i - gap
+        ref = (Y[lo:hi] - Y[i]) / sd[i]
+        dist = np.sqrt(np.einsum("ij,ij->i", ref, ref))
+        out[i] = np.mean(np.partition(dist, k)[:k]) if len(dist) > k else np.nan
+    return out
+
+
+def span_job(path, data, variants):
+    """The ensemble's decision re-made with T² at other spans: per file, T² calibrated causally at
+    each span of the 1 s and 10 s windows, combined at 1 s with the model's p-value from the run's
+    scores file (weight `w` of T²'s 1), at the run's bounds and the 10 s alert hold."""
+    import json
+    from tail_calibrator import calibrate
+    name = os.path.basename(path)[: -len(".pkl")]
+    directory, stem = re.match(r"^(.*?days)_(.*)$", name).groups()
+    scores = f"{EVAL}/{directory}/{stem}.scores.jsonl"
+    model, bound, end = {}, {}, {}
+    for line in open(scores):
+        r = json.loads(line)
+        key = (r["scale"], r["window_start_ns"])
+        if r["detector"] == "model" and r["p_value"] is not None:
+            model[key] = r["p_value"]
+        elif r["detector"] == "ensemble" and r["p_value"] is not None:
+            bound[key], end[key] = 10 ** -r["threshold"], r["window_end_ns"]
+    one = lambda p: np.nan_to_num(p, nan=1.0)  # noqa: E731
+    Y, s10, _ = roll(data, 10, 10)
+    p1 = {sp: dict(zip(data["starts"].tolist(), one(calibrate(t2(data["X"], span=sp))))) for sp in {v[0] for v in variants}}
+    p10 = {sp: dict(zip(s10.tolist(), one(calibrate(t2(Y, span=sp))))) for sp in {v[1] for v in variants}}
+    labels = [(a, b) for _, a, b in data["labels"]]
+    hours = (data["ends"][-1] - data["starts"][0]) / 3.6e12
+    out = {}
+    for span1, span10, weight in variants:
+        flagged = []
+        for (scale, start), b in bound.items():
+            if scale == "1s" and start in p1[span1]:
+                ps, ws = [p1[span1][start]], [1.0]
+                if (scale, start) in model:
+                    ps, ws = ps + [model[(scale, start)]], ws + [weight]
+                p = cauchy(np.array(ps), ws)
+            elif scale == "10s" and start in p10[span10]:
+                p = p10[span10][start]
+            else:
+                continue
+            if p <= b:
+                flagged.append((end[(scale, start)], start))
+        found, false_alarms, until = set(), 0, -1
+        for e, st in sorted(flagged):
+            if st < until:
+                continue
+            until = e + 10 * SECOND
+            hit = [i for i, (a, b) in enumerate(labels) if st < b and e > a]
+            found.update(hit)
+            false_alarms += not hit
+        out[f"1s {span1} 10s {span10} w {weight}"] = (len(found), len(labels), false_alarms, hours)
+    return name, out
+
+
+def span_report(results):
+    groups = GROUPS + [("clean", r"^clean-days")]
+    table = {}
+    for name, out in results:
+        group = next((g for g, rx in groups if re.search(rx, name)), None)
+        for variant, (a, b, fa, _) in out.items():
+            t = table.setdefault(variant, {}).setdefault(group, [0, 0, 0])
+            t[0], t[1], t[2] = t[0] + a, t[1] + b, t[2] + fa
+    for variant, cells in table.items():
+        print(f"{variant:22s}", "  ".join(f"{g} {c[0]}/{c[1]} ({c[2]})" if g != "clean" else f"clean ({c[2]})"
+                                          for g, c in ((g, cells.get(g, [0, 0, 0])) for g, _ in groups)))
+
+
 def job(args):
     path, mode, variants = args
     data = pickle.load(open(path, "rb"))
@@ -518,6 +633,51 @@ def job(args):
             Y, st, en = roll(data, size, slide)
             p = np.nan_to_num(calibrate(t2(Y, span=max(1800 * slide / size, 30) if slide == size else 1800 / slide)), nan=1.0)
             out[f"{size}s/{slide}s"] = found_hold(-np.log(p), st, en, data["labels"], hours)
+    elif mode == "span":
+        return span_job(path, data, variants)
+    elif mode == "diff":
+        sec = data["starts"] // SECOND
+        D = np.vstack([np.zeros((1, X.shape[1])), np.diff(X, axis=0)])
+        D[1:][np.diff(sec) != 1] = 0.0
+        out["t2"] = found(t2(X), data)
+        out["diff"] = found(t2(np.nan_to_num(D)), data)
+        out["both"] = found(t2(np.column_stack([X, np.nan_to_num(D)])), data)
+    elif mode == "mewma":
+        from tail_calibrator import calibrate
+        hours = (data["ends"][-1] - data["starts"][0]) / 3.6e12
+        st, en, lab = data["starts"], data["ends"], data["labels"]
+        score, W = t2(X, white=True)
+        one = lambda p: np.nan_to_num(p, nan=1.0)  # noqa: E731
+        p1 = one(calibrate(score))
+        out["t2-1s"] = found_hold(score, st, en, lab, hours)
+        Y, s10, e10 = roll(data, 10, 10)
+        p10 = one(calibrate(t2(Y, span=180)))
+        out["t2-10s"] = found_hold(-np.log(p10), s10, e10, lab, hours)
+        # both scales, one pooled decision on the min p (times the per-window rate of each scale)
+        sec = st // SECOND
+        for lam in variants:
+            m, sc = np.zeros(W.shape[1]), np.full(len(score), np.nan)
+            prev = None
+            for i in range(len(score)):
+                w = W[i]
+                if not np.all(np.isfinite(w)):
+                    continue
+                if prev is not None and sec[i] - prev > 1:
+                    m = m * (1 - lam) ** (sec[i] - prev - 1)
+                prev = sec[i]
+                m = (1 - lam) * m + lam * w
+                sc[i] = m @ m
+            out[f"mewma{lam}"] = found_hold(sc, st, en, lab, hours)
+            out[f"mewma{lam}-cal"] = found_hold(-np.log(one(calibrate(sc))), st, en, lab, hours)
+            out[f"t2+mewma{lam}"] = found_hold(-np.log(cauchy([p1, one(calibrate(sc))])), st, en, lab, hours)
+    elif mode == "knn":
+        score = t2(X)
+        base = R(score)
+        out["t2"] = found(score, data)
+        for k, size, gap in variants:
+            sc = knn(X, k=k, size=size, gap=gap)
+            out[f"knn{k}/{size}/{gap}"] = found(sc, data)
+            out[f"t2+knn{k}/{size}/{gap}"] = found(-np.log(cauchy([base, R(sc)])), data)
     elif mode == "mix":
         base = R(t2(X))
         out["t2"] = found(-np.log(base), data)
@@ -566,8 +726,7 @@ def main():
     if mode == "cache":
         os.makedirs(CACHE, exist_ok=True)
         eval_dir = sys.argv[2] if len(sys.argv) > 2 else "target/eval"
-        stems = sorted(p[: -len(".features.csv")] for p in glob.glob(f"{eval_dir}/*days/*.features.csv")
-                       if "/clean-days/" not in p)
+        stems = sorted(p[: -len(".features.csv")] for p in glob.glob(f"{eval_dir}/*days/*.features.csv"))
         with Pool(2) as pool:
             pool.map(cache_one, stems)
         return
@@ -575,9 +734,13 @@ def main():
         variants = {a.split("=")[0]: [e for e in a.split("=", 1)[1].split("+") if e] if "=" in a else [] for a in sys.argv[2:]}
     elif mode == "sliding":
         variants = [tuple(int(x) for x in a.split("/")) for a in sys.argv[2:]]
-    elif mode in ("log", "cusum", "huber"):
+    elif mode == "knn":
+        variants = [tuple(int(x) for x in a.split("/")) for a in sys.argv[2:]]
+    elif mode == "span":
+        variants = [(int(a.split("/")[0]), int(a.split("/")[1]), float(a.split("/")[2])) for a in sys.argv[2:]]
+    elif mode in ("log", "cusum", "huber", "mewma"):
         variants = [float(c) for c in sys.argv[2:]]
-    elif mode in ("blocks", "mix", "perfeature", "causal", "mixcausal"):
+    elif mode in ("blocks", "mix", "perfeature", "causal", "mixcausal", "diff"):
         variants = None
     else:
         sys.exit(__doc__)
@@ -585,7 +748,8 @@ def main():
     if not files:
         sys.exit(f"no {CACHE}/*.pkl: run `scripts/feature_trial.py cache target/eval` first")
     with Pool(2) as pool:
-        report(pool.map(job, [(f, mode, variants) for f in files]))
+        results = pool.map(job, [(f, mode, variants) for f in files])
+    (span_report if mode == "span" else report)(results)
 
 
 if __name__ == "__main__":

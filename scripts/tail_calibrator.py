@@ -2,11 +2,12 @@
 same history, quantile, warm-up, refit interval, cap and shape rules), so that offline trials
 (`scripts/feature_trial.py`) calibrate a score causally, window by window, as the ensemble does.
 
-  .venv/bin/python scripts/tail_calibrator.py recalibrate default,nocap target/eval/clean-days/*.scores.jsonl
+  .venv/bin/python scripts/tail_calibrator.py recalibrate [--equal] default,nocap target/eval/clean-days/*.scores.jsonl
       re-calibrates the raw T² and model scores of `make eval`'s scored runs with each variant of the
-      options (VARIANTS below), combines them per window with the Cauchy combination and decides at
-      the run's own bound with the 10 s alert hold: episodes found and false alarms in total per
-      variant. `default` is the moments fit of `calibrate.rs` before 2026-12-07 (eighth session),
+      options (VARIANTS below), combines them per window with the Cauchy combination (weighted as
+      `detect.combine-weights` is by default, WEIGHTS below; `--equal` for runs made before
+      2026-12-07, ninth session) and decides at the run's own bound with the 10 s alert hold:
+      episodes found and false alarms in total per variant. `default` is the moments fit of `calibrate.rs` before 2026-12-07 (eighth session),
       and reproduces the decisions of runs made with it exactly; `mle` is the maximum-likelihood fit
       `calibrate.rs` has since (here on a grid of shapes, 0.05 apart: within an episode or two of
       the runs made with it, per group of `make eval`). Only the raw scores and the bounds are read
@@ -178,14 +179,14 @@ def calibrate(scores, **options):
     return out
 
 
-def recalibrate(variants, paths):
+def recalibrate(variants, paths, weights=None):
     """Re-decides `make eval`'s scored runs with other calibration options: every detector's raw
     scores (the scores file) calibrated again per (instrument, scale, detector), combined with the
     Cauchy combination over `combined`, decided at the run's own bound with the alert hold."""
     from multiprocessing import Pool
 
     with Pool(2) as pool:
-        results = pool.map(_recalibrated_file, [(path, variants) for path in paths])
+        results = pool.map(_recalibrated_file, [(path, variants, weights or WEIGHTS) for path in paths])
     totals = {name: [0, 0, 0, 0.0] for name, _ in variants}
     for per_variant in results:
         for name, (found, eps, false_alarms, hours) in per_variant.items():
@@ -196,6 +197,9 @@ def recalibrate(variants, paths):
 
 
 COMBINED = ("multivariate", "model")
+# Their weights in the combination (`detect.combine-weights`: the model at 0.25 since 2026-12-07,
+# ninth session; runs made before it combined them equally: pass `--equal` to re-decide those).
+WEIGHTS = {"multivariate": 1.0, "model": 0.25}
 
 
 def _recalibrated_file(args):
@@ -204,7 +208,7 @@ def _recalibrated_file(args):
 
     import decision_check as dc
 
-    path, variants = args
+    path, variants, weights = args
     eps = dc.episodes(path)
     series = collections.defaultdict(list)  # (instrument, scale, detector) -> [(end, score)]
     decided = {}  # (instrument, end, scale) -> (start, bound)
@@ -224,15 +228,15 @@ def _recalibrated_file(args):
         options = dict(options)
         margin = options.pop("margin", 1.0)  # the bound times this
         ps = collections.defaultdict(list)
-        for (instrument, scale, _), rows in series.items():
+        for (instrument, scale, detector), rows in series.items():
             rows.sort()
             p = calibrate(np.array([s for _, s in rows], dtype=float), **options)
             for (end, _), x in zip(rows, p):
                 if np.isfinite(x):
-                    ps[(instrument, end, scale)].append(float(x))
+                    ps[(instrument, end, scale)].append((float(x), weights[detector]))
         flagged = []
         for key, (start, bound) in decided.items():
-            if ps.get(key) and dc.cauchy(ps[key], [1.0] * len(ps[key])) <= bound * margin:
+            if ps.get(key) and dc.cauchy([p for p, _ in ps[key]], [w for _, w in ps[key]]) <= bound * margin:
                 flagged.append((key[1], start, key[0]))
         flagged.sort()
         found, false_alarms = dc.alerts(eps, flagged, 10_000_000_000)
@@ -264,6 +268,9 @@ VARIANTS = {
 if __name__ == "__main__":
     import sys
 
-    if len(sys.argv) < 4 or sys.argv[1] != "recalibrate":
-        sys.exit("usage: tail_calibrator.py recalibrate default,nocap,... FILES (variants: " + ", ".join(VARIANTS) + ")")
-    recalibrate([(v, VARIANTS[v]) for v in sys.argv[2].split(",")], sys.argv[3:])
+    args = sys.argv[1:]
+    equal = "--equal" in args
+    args = [a for a in args if a != "--equal"]
+    if len(args) < 3 or args[0] != "recalibrate":
+        sys.exit("usage: tail_calibrator.py recalibrate [--equal] default,nocap,... FILES (variants: " + ", ".join(VARIANTS) + ")")
+    recalibrate([(v, VARIANTS[v]) for v in args[1].split(",")], args[2:], {d: 1.0 for d in COMBINED} if equal else None)

@@ -6,7 +6,9 @@
 //! combined by the Cauchy combination test over the K detectors that scored the window (those of
 //! [`EnsembleSpec::left_out`] excepted: they are calibrated and decide on their own only)
 //! ([`cauchy_combination`]: valid whatever their dependence, so correlated detectors cannot add false
-//! alarms; one detector alone gives about `K * p`, several moderately out give less). A window is an alert when
+//! alarms; one detector alone gives about `K * p`, several moderately out give less), weighted by
+//! [`EnsembleSpec::weights`] when given ([`weighted_cauchy_combination`]: one detector alone then gives
+//! about `p / w`, `w` its share of the weights). A window is an alert when
 //! `p_ensemble <= N * size / 1 h / S`: with S scales, at most N expected false alarms per
 //! instrument-hour in all. The ensemble's score is `-log10 p_ensemble` (its threshold
 //! `-log10` of the bound), its reasons name each detector at fault with its `-log10 p`, and its top
@@ -78,6 +80,12 @@ pub struct EnsembleSpec {
     /// caps the hourly windows its per-window bound is shared by (`detect.scale-slides`).
     #[serde(default)]
     pub slides: Vec<(u64, u64)>,
+    /// Weights of the detectors in the combination, by score-name prefix (`detect.combine-weights`);
+    /// a detector not listed weighs 1. Only their ratios matter: the weights of a window's combined
+    /// detectors are normalised to sum to 1 (the weighted Cauchy combination of Liu and Xie), so
+    /// one detector alone far out gives about `p / w` with `w` its normalised weight.
+    #[serde(default)]
+    pub weights: Vec<(String, f64)>,
 }
 
 impl EnsembleSpec {
@@ -102,6 +110,11 @@ impl EnsembleSpec {
     /// tumbling).
     pub fn slide(&self, size_ns: u64) -> u64 {
         self.slides.iter().find(|(ns, _)| *ns == size_ns).map_or(size_ns, |s| s.1)
+    }
+
+    /// The weight of the scores named `model` in the combination ([`EnsembleSpec::weights`]).
+    pub fn weight(&self, model: &str) -> f64 {
+        self.weights.iter().find(|(prefix, _)| model.starts_with(prefix.as_str())).map_or(1.0, |w| w.1)
     }
 
     /// Whether the scores named `model` enter the combination.
@@ -159,7 +172,7 @@ impl EnsembleState {
     /// use lobsentry_operators::ensemble::{EnsembleSpec, EnsembleState};
     /// use lobsentry_operators::event::InstrumentId;
     /// use lobsentry_operators::window::Window;
-    /// let spec = EnsembleSpec { alarms_per_hour: 1.0, scales: 1, tail: TailSpec::default(), labels: vec![], hold_ns: 0, left_out: vec![], shares: vec![], slides: vec![] };
+    /// let spec = EnsembleSpec { alarms_per_hour: 1.0, scales: 1, tail: TailSpec::default(), labels: vec![], hold_ns: 0, left_out: vec![], shares: vec![], slides: vec![], weights: vec![] };
     /// let score = |i: u64, model: &str, x: f64| WindowScore {
     ///     instrument: InstrumentId::new("X").unwrap(), window: Window { start: i * 1_000_000_000, end: (i + 1) * 1_000_000_000 },
     ///     score: x, threshold: 8.0, is_anomaly: false, top_features: vec![("events".into(), x)],
@@ -201,16 +214,19 @@ impl EnsembleState {
         let combined: Vec<Option<f64>> =
             scores.iter().zip(&ps).map(|(s, p)| p.filter(|_| spec.combines(&s.model))).collect();
         let k = combined.iter().flatten().count();
+        let weights: Vec<f64> = scores.iter().map(|s| spec.weight(&s.model)).collect();
+        let total: f64 = combined.iter().zip(&weights).filter(|(p, _)| p.is_some()).map(|(_, w)| w).sum();
         let mut ensemble = None;
         if complete && k > 0 {
-            let p = cauchy_combination(combined.iter().flatten().copied());
+            let p = weighted_cauchy_combination(combined.iter().zip(&weights).filter_map(|(p, w)| p.map(|p| (p, *w))));
             // Inside the hold of an alert: the same event.
             let flagged = p <= bound && self.hold("ensemble", window, spec.hold_ns);
             let mut detectors: Vec<(String, f64, usize)> = scores
                 .iter()
                 .zip(&combined)
                 .enumerate()
-                .filter_map(|(i, (s, p))| p.map(|p| (s.model.clone(), -(p * k as f64).min(1.0).log10(), i)))
+                // One detector alone far out gives about p / (its share of the weights).
+                .filter_map(|(i, (s, p))| p.map(|p| (s.model.clone(), -(p * total / weights[i]).min(1.0).log10(), i)))
                 .collect();
             detectors.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
             let lead = detectors[0].2;
@@ -257,18 +273,40 @@ const P_CAP: f64 = 0.99;
 /// assert!(cauchy_combination([1e-6, 1.0]) < 1e-5, "an ordinary detector does not veto");
 /// ```
 pub fn cauchy_combination(ps: impl IntoIterator<Item = f64>) -> f64 {
+    weighted_cauchy_combination(ps.into_iter().map(|p| (p, 1.0)))
+}
+
+/// The weighted Cauchy combination: `T = sum_i w_i tan((1/2 - p_i) pi) / sum_i w_i`, whose tail is
+/// again a standard Cauchy's for any positive weights (Liu and Xie, JASA 2020). One p-value alone far
+/// out gives about `p_i / w_i` (weights normalised to sum to 1): a detector at a quarter of another's
+/// weight must be four times as far out to raise the same alarm. Pairs of (p, weight); weights that
+/// are not positive and finite leave their p-value out.
+///
+/// ```
+/// use lobsentry_operators::ensemble::{cauchy_combination, weighted_cauchy_combination};
+/// let equal = weighted_cauchy_combination([(1e-3, 2.0), (0.2, 2.0)]);
+/// assert!((equal / cauchy_combination([1e-3, 0.2]) - 1.0).abs() < 1e-12, "equal weights: the plain one");
+/// let light = weighted_cauchy_combination([(0.5, 1.0), (1e-6, 0.25)]);
+/// assert!((light / 5e-6 - 1.0).abs() < 0.01, "alone far out at weight 0.25 of 1.25: about p / 0.2 ({light})");
+/// let heavy = weighted_cauchy_combination([(1e-6, 1.0), (0.5, 0.25)]);
+/// assert!((heavy / 1.25e-6 - 1.0).abs() < 0.01, "at weight 1 of 1.25: about p / 0.8 ({heavy})");
+/// ```
+pub fn weighted_cauchy_combination(ps: impl IntoIterator<Item = (f64, f64)>) -> f64 {
     use std::f64::consts::PI;
-    let (mut sum, mut k) = (0.0, 0usize);
-    for p in ps {
+    let (mut sum, mut total) = (0.0, 0.0);
+    for (p, w) in ps {
+        if !(w > 0.0 && w.is_finite()) {
+            continue;
+        }
         let p = p.clamp(1e-300, P_CAP);
         // tan((1/2 - p) pi) = 1 / tan(p pi), and 1 / (p pi) where tan loses precision.
-        sum += if p < 1e-12 { 1.0 / (p * PI) } else { 1.0 / (p * PI).tan() };
-        k += 1;
+        sum += w * if p < 1e-12 { 1.0 / (p * PI) } else { 1.0 / (p * PI).tan() };
+        total += w;
     }
-    if k == 0 {
+    if total <= 0.0 {
         return 1.0;
     }
-    let t = sum / k as f64;
+    let t = sum / total;
     // P(Cauchy >= t): 1/2 - atan(t)/pi, and 1 / (t pi) in the far tail.
     let p = if t > 1e12 { 1.0 / (t * PI) } else { 0.5 - t.atan() / PI };
     p.clamp(f64::MIN_POSITIVE, 1.0)
@@ -445,6 +483,7 @@ mod tests {
             left_out: vec![],
             shares: vec![],
             slides: vec![],
+            weights: vec![],
         }
     }
 
@@ -632,6 +671,50 @@ mod tests {
         }
         let out = all.combine(vec![score(1000, "a", 0.5), score(1000, "z/10s", 40.0)], &every, true);
         assert!(out.iter().find(|s| s.model == "ensemble").unwrap().is_anomaly);
+    }
+
+    /// A detector at a quarter of the other's weight needs a p-value about four times smaller to
+    /// alert alone, its reason is stated at its weighted strength, and the ensemble's p is the
+    /// weighted combination of the members' own p-values.
+    #[test]
+    fn a_lighter_detector_must_be_further_out_to_alert_alone() {
+        let equal = spec(1.0);
+        let weighted = EnsembleSpec { weights: vec![("m".into(), 0.25)], ..equal.clone() };
+        assert_eq!((weighted.weight("model-x"), weighted.weight("a")), (0.25, 1.0));
+        let train = |spec: &EnsembleSpec| {
+            let mut rng = Rng::new(9);
+            let mut state = EnsembleState::default();
+            for i in 0..2000 {
+                state.combine(vec![score(i, "a", rng.exp(1.0)), score(i, "m", rng.exp(1.0))], spec, true);
+            }
+            state
+        };
+        let bound = equal.bound(1_000_000_000);
+        // Scores of "m" whose own p-value lies between bound / 5 and bound / 2 (in the fitted tail:
+        // the level for p is about ln(fraction / p) above the threshold of an exponential stream).
+        let state = train(&equal);
+        let probe = |state: &EnsembleState, spec: &EnsembleSpec, x: f64| {
+            let out = state.clone().combine(vec![score(2000, "a", 0.1), score(2000, "m", x)], spec, true);
+            let m = out.iter().find(|s| s.model == "m").unwrap().p_value.unwrap();
+            let e = out.iter().find(|s| s.model == "ensemble").unwrap().clone();
+            (m, e)
+        };
+        let x = (0..400)
+            .map(|k| 4.0 + k as f64 * 0.05)
+            .find(|x| {
+                let (m, _) = probe(&state, &equal, *x);
+                m < bound / 3.0
+            })
+            .expect("a score far enough out");
+        let (m, e) = probe(&state, &equal, x);
+        assert!(m > bound / 5.0, "p {m} against bound {bound}");
+        assert!(e.is_anomaly, "equal weights: about 2p <= bound ({e:?})");
+        let (m_w, e_w) = probe(&train(&weighted), &weighted, x);
+        assert_eq!(m_w, m, "the member's own calibration does not depend on its weight");
+        assert!(!e_w.is_anomaly, "at weight 0.25 of 1.25: about 5p > bound ({e_w:?})");
+        let reason = e_w.detectors.iter().find(|d| d.0 == "m").unwrap().1;
+        assert!((reason - -(m * 5.0).min(1.0).log10()).abs() < 1e-9, "its reason at p / 0.2: {reason}");
+        assert!((e_w.p_value.unwrap() / (5.0 * m) - 1.0).abs() < 0.05, "about p / 0.2: {:?} for {m}", e_w.p_value);
     }
 
     #[test]

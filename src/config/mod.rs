@@ -343,6 +343,9 @@ pub struct RawDetect {
     /// Detectors whose p-values the ensemble combines ("baseline", "multivariate", "model"); the
     /// others are calibrated and decide on their own only.
     pub combine: Vec<String>,
+    /// Weights in the combination by detector name (as in `combine`); a detector not named weighs 1.
+    #[serde(default)]
+    pub combine_weights: std::collections::BTreeMap<String, f64>,
 }
 
 /// The detectors `detect.combine` can name.
@@ -1235,6 +1238,7 @@ impl RawConfig {
             left_out: Vec::new(),
             shares: Vec::new(),
             slides: Vec::new(),
+            weights: Vec::new(),
         });
         if !d.scale_shares.is_empty() {
             if d.scale_shares.len() != scales.len() {
@@ -1297,6 +1301,13 @@ impl RawConfig {
         for name in &d.combine {
             if !COMBINABLE.contains(&name.as_str()) {
                 errors.push(format!("detect.combine: unknown detector {name:?} (one of {COMBINABLE:?})"));
+            }
+        }
+        for (name, weight) in &d.combine_weights {
+            if !COMBINABLE.contains(&name.as_str()) {
+                errors.push(format!("detect.combine-weights: unknown detector {name:?} (one of {COMBINABLE:?})"));
+            } else if !(*weight > 0.0 && weight.is_finite()) {
+                errors.push(format!("detect.combine-weights: {name} = {weight} is not a positive weight"));
             }
         }
         let m = &self.model;
@@ -1367,6 +1378,11 @@ impl RawConfig {
             for (label, prefixes) in &running {
                 if !combined(label) {
                     e.left_out.extend(prefixes.iter().cloned());
+                }
+            }
+            for (label, prefixes) in &running {
+                if let Some(weight) = d.combine_weights.get(*label).filter(|_| combined(label)) {
+                    e.weights.extend(prefixes.iter().map(|p| (p.clone(), *weight)));
                 }
             }
             let any_runs = running.iter().any(|(_, p)| !p.is_empty());
@@ -1583,10 +1599,10 @@ mod tests {
         assert_eq!(left_out(load(&[]).unwrap()), ["zscore-baseline"], "the default leaves the z-score out");
         let every = r#"["baseline", "multivariate", "model"]"#;
         assert!(left_out(load(&[("LOBSENTRY__DETECT__COMBINE", every)]).unwrap()).is_empty());
-        // The budget's shares between the scales: 0.4 at 1 s and 1.0 at 10 s by default, [] equal.
+        // The budget's shares between the scales: 0.4 at 1 s and 1.3 at 10 s by default, [] equal.
         let ensemble = |env: &[(&str, &str)]| load(env).unwrap().scales.ensemble.unwrap();
         let default = ensemble(&[]);
-        assert_eq!(default.shares, [(1_000_000_000, 0.4), (10_000_000_000, 1.0)]);
+        assert_eq!(default.shares, [(1_000_000_000, 0.4), (10_000_000_000, 1.3)]);
         assert!((default.bound(1_000_000_000) - 0.4 / 3600.0).abs() < 1e-15);
         let equal = ensemble(&[("LOBSENTRY__DETECT__SCALE_SHARES", "[]")]);
         assert!(equal.shares.is_empty() && (equal.bound(10_000_000_000) - 5.0 / 3600.0).abs() < 1e-15);
@@ -1603,6 +1619,22 @@ mod tests {
         assert!(only_t2[1].starts_with("lobsentry-ae@"), "{only_t2:?}");
         let list = errors(&[("LOBSENTRY__DETECT__COMBINE", r#"["model", "modle"]"#)]);
         assert!(list.iter().any(|e| e.contains(r#"detect.combine: unknown detector "modle""#)), "{list:?}");
+        // Weights by detector: the model at 0.25 by default (every model package), T² at 1.
+        let weights = |c: lobsentry_operators::ensemble::EnsembleSpec| c.weights;
+        let w = weights(default.clone());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].0.starts_with("lobsentry-ae@") && w[0].1 == 0.25, "{w:?}");
+        assert_eq!(default.weight(lobsentry_operators::multivariate::NAME), 1.0);
+        let equal = ensemble(&[("LOBSENTRY__DETECT__COMBINE_WEIGHTS", "{ model = 1.0 }")]);
+        assert!(equal.weights.iter().all(|(_, w)| *w == 1.0), "{:?}", equal.weights);
+        let t2 = ensemble(&[("LOBSENTRY__DETECT__COMBINE", r#"["multivariate"]"#)]);
+        assert!(t2.weights.is_empty(), "a weight of a detector left out is not used: {:?}", t2.weights);
+        let list = errors(&[("LOBSENTRY__DETECT__COMBINE_WEIGHTS", "{ modle = 2.0, model = -1.0 }")]);
+        assert!(list.iter().any(|e| e.contains(r#"detect.combine-weights: unknown detector "modle""#)), "{list:?}");
+        assert!(
+            list.iter().any(|e| e.contains("detect.combine-weights: model = -1 is not a positive weight")),
+            "{list:?}"
+        );
         // Only the z-score runs, and the ensemble would combine nothing.
         let list = errors(&[("LOBSENTRY__MODEL__PATH", "\"\""), ("LOBSENTRY__DETECT__MULTIVARIATE", "false")]);
         assert!(

@@ -673,9 +673,9 @@ mod tests {
         assert!(out.iter().find(|s| s.model == "ensemble").unwrap().is_anomaly);
     }
 
-    /// A detector at a quarter of the other's weight needs a p-value about four times smaller to
-    /// alert alone, its reason is stated at its weighted strength, and the ensemble's p is the
-    /// weighted combination of the members' own p-values.
+    /// A detector at a quarter of the other's weight alone far out gives about `p / 0.2` (`2p` with
+    /// equal weights), so a p-value that alerts with equal weights may not; its reason is stated at
+    /// that weighted strength, and its own calibration does not depend on its weight.
     #[test]
     fn a_lighter_detector_must_be_further_out_to_alert_alone() {
         let equal = spec(1.0);

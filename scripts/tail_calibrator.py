@@ -122,7 +122,7 @@ class Fit:
 
 class Calibrator:
     def __init__(self, history=7200, q=0.95, warmup=100, refit=64, cap=0.001, xi_max=XI_MAX, cap_ratio=0.0,
-                 censored=False):
+                 censored=False, skip_capped=False):
         self.ring, self.h, self.q, self.w, self.refit, self.cap = [], history, q, warmup, refit, cap
         self.xi_max = xi_max
         # cap_ratio > 0: tail probabilities above the threshold times (capped + a) / (n cap + a), the
@@ -130,6 +130,7 @@ class Calibrator:
         self.cap_ratio, self.capped = cap_ratio, []
         self.censored = censored  # the capped scores enter the tail fit as censored
         self.next, self.since, self.fit, self.over = 0, 0, None, 0.0
+        self.skip_capped = skip_capped  # a score over the cap does not enter the history at all
 
     def p(self, x):
         if len(self.ring) < self.w or not np.isfinite(x):
@@ -155,6 +156,9 @@ class Calibrator:
             self.over += OVER_W * ((1.0 if x > lv else 0.0) - self.over)
             if self.over <= CAP_OVERRUN * self.cap:
                 capped = x > lv
+                if capped and self.skip_capped:
+                    self.since += 1
+                    return
                 x = min(x, lv)
         if len(self.ring) < self.h:
             self.ring.append(x)
@@ -261,6 +265,7 @@ VARIANTS = {
     "mle-0.6": {"censored": "mle", "margin": 0.6},
     "mle-ximax1": {"censored": "mle", "xi_max": 1.0},
     "mle-q975": {"censored": "mle", "q": 0.975},
+    "mle-skipcap": {"censored": "mle", "skip_capped": True},
     "default-0.7": {"margin": 0.7},
     "default-0.6": {"margin": 0.6},
 }

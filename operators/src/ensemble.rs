@@ -574,20 +574,23 @@ mod tests {
 
     #[test]
     fn stationary_detectors_alarm_at_most_at_the_budget() {
-        // 36 alarms an hour on 1 s windows: a bound of 1% per window; two independent detectors.
-        let spec = spec(36.0);
-        let mut rng = Rng::new(17);
-        let mut state = EnsembleState::default();
-        let (mut scored, mut alarms) = (0, 0);
-        for i in 0..60_000 {
-            let out = state.combine(vec![score(i, "a", rng.exp(1.0)), score(i, "b", rng.unit())], &spec, true);
-            if let Some(e) = out.iter().find(|s| s.model == "ensemble") {
-                scored += 1;
-                alarms += usize::from(e.is_anomaly);
+        // 36 alarms an hour on 1 s windows: a bound of 1% per window; two independent detectors,
+        // with equal weights and with the second at a quarter of the first's.
+        for weights in [vec![], vec![("b".to_string(), 0.25)]] {
+            let spec = EnsembleSpec { weights, ..spec(36.0) };
+            let mut rng = Rng::new(17);
+            let mut state = EnsembleState::default();
+            let (mut scored, mut alarms) = (0, 0);
+            for i in 0..60_000 {
+                let out = state.combine(vec![score(i, "a", rng.exp(1.0)), score(i, "b", rng.unit())], &spec, true);
+                if let Some(e) = out.iter().find(|s| s.model == "ensemble") {
+                    scored += 1;
+                    alarms += usize::from(e.is_anomaly);
+                }
             }
+            let rate = alarms as f64 / scored as f64;
+            assert!(rate > 0.003 && rate < 0.02, "alarm rate {rate} for a bound of 0.01 ({:?})", spec.weights);
         }
-        let rate = alarms as f64 / scored as f64;
-        assert!(rate > 0.003 && rate < 0.02, "alarm rate {rate} for a bound of 0.01");
     }
 
     proptest::proptest! {
@@ -609,6 +612,27 @@ mod tests {
             proptest::prop_assert!((independent as f64) < 1.3 * expected + slack, "independent: {independent} vs {expected}");
             proptest::prop_assert!((independent as f64) > 0.7 * expected - slack, "independent: {independent} vs {expected}");
             proptest::prop_assert!((identical as f64) < 1.3 * expected + slack, "identical: {identical} vs {expected}");
+        }
+
+        /// With any positive weights too (`detect.combine-weights`): independent uniform p-values
+        /// combined with weights from 0.05 to 1.05 alarm at about the level, and identical ones at
+        /// most at it.
+        #[test]
+        fn the_weighted_combination_keeps_its_level(seed in 0u64..1000, k in 2usize..5, level in 0.001f64..0.05) {
+            let mut rng = Rng::new(seed);
+            let weights: Vec<f64> = (0..k).map(|_| 0.05 + rng.unit()).collect();
+            let n = 40_000;
+            let (mut independent, mut identical) = (0usize, 0usize);
+            for _ in 0..n {
+                let ps: Vec<f64> = (0..k).map(|_| rng.unit()).collect();
+                independent += usize::from(weighted_cauchy_combination(ps.iter().copied().zip(weights.iter().copied())) <= level);
+                identical += usize::from(weighted_cauchy_combination(weights.iter().map(|w| (ps[0], *w))) <= level);
+            }
+            let expected = level * n as f64;
+            let slack = 4.0 * expected.sqrt() + 3.0;
+            proptest::prop_assert!((independent as f64) < 1.3 * expected + slack, "independent: {independent} vs {expected} ({weights:?})");
+            proptest::prop_assert!((independent as f64) > 0.7 * expected - slack, "independent: {independent} vs {expected} ({weights:?})");
+            proptest::prop_assert!((identical as f64) < 1.3 * expected + slack, "identical: {identical} vs {expected} ({weights:?})");
         }
     }
 

@@ -28,8 +28,9 @@
       re-combines each window's calibrated detector p-values (every detector's p-value is in the
       scores file, whether or not the run combined it) with the Cauchy combination over the
       detectors of each combination (separated by ';'; `name=weight` weighs one), at the run's
-      bound and alert hold (times F with `margin=F` among the names, and one scale's bound times F
-      with `10s=F`), and prints episodes found and false alarms in total per combination.
+      bound and alert hold (times F with `margin=F` among the names, one scale's bound times F
+      with `10s=F`, and an alert hold of S seconds with `hold=S`), and prints episodes found and
+      false alarms in total per combination.
       The run's own combination reproduces `lobsentry eval`'s decision.
 
   python3 scripts/decision_check.py missed target/eval/{held-out,sparse}-3*-days/*.scores.jsonl
@@ -159,7 +160,9 @@ def combine(combinations, paths, hold_ns=10_000_000_000):
         # `1s=F`, `10s=F`: that scale's bound times F (as `scales`), so a change of weights can be
         # measured together with the shares that keep its false alarms.
         per_scale = {name: members.pop(name) for name in list(members) if re.fullmatch(r"\d+(ms|s|m)", name)}
-        combos.append((text.strip(), members.pop("margin", 1.0), members, per_scale))
+        # `hold=S`: the alert hold in seconds instead of the run's 10 s.
+        hold = int(members.pop("hold") * 1e9) if "hold" in members else hold_ns
+        combos.append((text.strip(), members.pop("margin", 1.0), members, per_scale, hold))
     totals = {name: [0, 0, 0, 0.0] for name, *_ in combos}
     for path in paths:
         eps = episodes(path)
@@ -178,14 +181,14 @@ def combine(combinations, paths, hold_ns=10_000_000_000):
             (end, instrument, scale, w) for (instrument, end, scale), w in windows.items() if "_ensemble" in w
         )
         hours = instrument_hours([w["_ensemble"] for *_, w in decided])
-        for name, factor, members, per_scale in combos:
+        for name, factor, members, per_scale, hold in combos:
             flagged = []
             for end, instrument, scale, w in decided:
                 ps = [(p, weight) for d, weight in members.items() for p in w.get(d, [])]
                 bound = factor * per_scale.get(scale, 1.0) * 10 ** -w["_ensemble"]["threshold"]
                 if ps and cauchy([p for p, _ in ps], [x for _, x in ps]) <= bound:
                     flagged.append((end, w["_ensemble"]["window_start_ns"], instrument))
-            found, false_alarms = alerts(eps, flagged, hold_ns)
+            found, false_alarms = alerts(eps, flagged, hold)
             add(totals[name], found, eps, false_alarms, hours)
     for name, t in totals.items():
         print(total_line(name, t))

@@ -3,7 +3,7 @@
 
 use super::{Book, BookConfig, BookStats, TopOfBook};
 use crate::checkpoint::{decode, encode, StateRegistry};
-use crate::event::{InstrumentId, LobEvent, Timed};
+use crate::event::{sort_timed, InstrumentId, LobEvent, Timed};
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -152,7 +152,7 @@ impl<'scope> ReconstructBook<'scope> for StreamVec<'scope, u64, Timed<LobEvent>>
                     }
                 });
                 if !incoming.is_empty() {
-                    incoming.sort_by_key(|t| (t.order_ts, t.seq));
+                    sort_timed(&mut incoming);
                     runs.push(VecDeque::from(std::mem::take(&mut incoming)));
                 }
                 let Some(cap) = held.as_mut() else { return };

@@ -504,7 +504,8 @@ def span_job(path, data, variants):
     Y, s10, _ = roll(data, 10, 10)
     p1 = {sp: dict(zip(data["starts"].tolist(), one(calibrate(t2(data["X"], span=sp))))) for sp in {v[0] for v in variants}}
     p10 = {sp: dict(zip(s10.tolist(), one(calibrate(t2(Y, span=sp))))) for sp in {v[1] for v in variants}}
-    labels = [(a, b) for _, a, b in data["labels"]]
+    from decision_check import alerts
+    episodes = [("", a, b) for _, a, b in data["labels"]]  # one instrument per file
     hours = (data["ends"][-1] - data["starts"][0]) / 3.6e12
     out = {}
     for span1, span10, weight in variants:
@@ -520,16 +521,9 @@ def span_job(path, data, variants):
             else:
                 continue
             if p <= b:
-                flagged.append((end[(scale, start)], start))
-        found, false_alarms, until = set(), 0, -1
-        for e, st in sorted(flagged):
-            if st < until:
-                continue
-            until = e + 10 * SECOND
-            hit = [i for i, (a, b) in enumerate(labels) if st < b and e > a]
-            found.update(hit)
-            false_alarms += not hit
-        out[f"1s {span1} 10s {span10} w {weight}"] = (len(found), len(labels), false_alarms, hours)
+                flagged.append((end[(scale, start)], start, ""))
+        found, false_alarms = alerts(episodes, sorted(flagged), 10 * SECOND)
+        out[f"1s {span1} 10s {span10} w {weight}"] = (len(found), len(episodes), false_alarms, hours)
     return name, out
 
 

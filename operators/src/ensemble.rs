@@ -214,10 +214,10 @@ impl EnsembleState {
         let combined: Vec<Option<f64>> =
             scores.iter().zip(&ps).map(|(s, p)| p.filter(|_| spec.combines(&s.model))).collect();
         let k = combined.iter().flatten().count();
-        let weights: Vec<f64> = scores.iter().map(|s| spec.weight(&s.model)).collect();
-        let total: f64 = combined.iter().zip(&weights).filter(|(p, _)| p.is_some()).map(|(_, w)| w).sum();
         let mut ensemble = None;
         if complete && k > 0 {
+            let weights: Vec<f64> = scores.iter().map(|s| spec.weight(&s.model)).collect();
+            let total: f64 = combined.iter().zip(&weights).filter(|(p, _)| p.is_some()).map(|(_, w)| w).sum();
             let p = weighted_cauchy_combination(combined.iter().zip(&weights).filter_map(|(p, w)| p.map(|p| (p, *w))));
             // Inside the hold of an alert: the same event.
             let flagged = p <= bound && self.hold("ensemble", window, spec.hold_ns);

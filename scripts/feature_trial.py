@@ -59,6 +59,14 @@ default options, the moments fit the calibration had until 2026-12-07, eighth se
       10 s; episodes at the oracle threshold with false alarms counted as alerts (10 s hold).
   .venv/bin/python scripts/feature_trial.py diff
       T² of the change of every feature from the window before (alone, and next to the features).
+  .venv/bin/python scripts/feature_trial.py ar ar1 local=10 local=60
+      (2026-12-07, tenth session) T² of each window's deviation from a prediction made from the
+      windows before it, on T²'s asinh scale: `ar1` each feature's mean plus its exponentially
+      weighted lag-1 autocorrelation times the last window's deviation, `local=S` the recent level
+      (an exponentially weighted mean of span S); alone and with T².
+  .venv/bin/python scripts/feature_trial.py copula 600 1800
+      (tenth session) T² of a Gaussian copula: each feature as the normal score of its rank among
+      the instrument's last N windows (N per argument); alone and with T².
   EVAL=target/eval .venv/bin/python scripts/feature_trial.py span 1800/180/1 300/180/1 1800/180/0.25
       the ensemble's decision re-made with T² at other spans (1 s span / 10 s span / the model's
       weight, T²'s being 1): T² calibrated causally per span, the model's p-values and the bounds
@@ -295,6 +303,72 @@ def t2(X, transform=None, span=1800, warmup=100, ridge=0.01, refresh=20, margina
     if white:
         return out, W
     return (out, z) if marginal else out
+
+
+def transformed(X, span=1800):
+    """T²'s scale for every feature: asinh(x / s), s the exponentially weighted mean |x| before it."""
+    n, d = X.shape
+    Y, scale, seen = np.zeros((n, d)), np.zeros(d), 0
+    for k in range(n):
+        finite = np.isfinite(X[k])
+        x = np.nan_to_num(X[k])
+        alpha = max(2 / (span + 1), 1 / (seen + 1))
+        s = np.where(scale > 0, scale, np.maximum(np.abs(x), 1e-12))
+        Y[k] = np.where(finite, np.arcsinh(x / s), np.nan)
+        scale = np.where(finite, scale + alpha * (np.abs(x) - scale), scale)
+        seen += 1
+    return Y
+
+
+def residuals(Y, sec, how, span=1800):
+    """Each window's deviation from a prediction made from the windows before it: `ar1` the
+    instrument's mean plus each feature's exponentially weighted lag-1 autocorrelation times the
+    last window's deviation; `local=S` an exponentially weighted mean of span S (the recent level)."""
+    n, d = Y.shape
+    R = np.zeros((n, d))
+    mean, var, lag, prev, local, seen = np.zeros(d), np.zeros(d), np.zeros(d), None, None, 0
+    S = float(how.split("=")[1]) if how.startswith("local") else None
+    for k in range(n):
+        y = np.where(np.isfinite(Y[k]), Y[k], mean if seen else 0.0)
+        contiguous = prev is not None and sec[k] - sec[k - 1] == 1
+        alpha = max(2 / (span + 1), 1 / (seen + 1))
+        if how == "ar1":
+            phi = np.clip(np.where(var > 0, lag / np.maximum(var, 1e-12), 0.0), 0.0, 0.95)
+            pred = mean + (phi * (prev - mean) if contiguous else 0.0)
+            R[k] = y - pred
+            if contiguous:
+                lag = (1 - alpha) * lag + alpha * (y - mean) * (prev - mean)
+            d0 = y - mean
+            mean = mean + alpha * d0
+            var = (1 - alpha) * (var + alpha * d0 * d0)
+        else:
+            R[k] = y - (local if local is not None else y)
+            a = max(2 / (S + 1), 1 / (seen + 1))
+            local = y if local is None else local + a * (y - local)
+        prev, seen = y, seen + 1
+    return R
+
+
+def copula(X, size=1800):
+    """Each feature as a normal score of its rank among the instrument's `size` windows before it
+    (mid-ranks for ties; a value beyond every one of them at the rank just past the last)."""
+    from statistics import NormalDist
+    n, d = X.shape
+    Z = np.zeros((n, d))
+    inv = np.vectorize(NormalDist().inv_cdf)
+    for j in range(d):
+        x = np.nan_to_num(X[:, j], nan=np.nanmedian(X[:, j]) if np.isfinite(X[:, j]).any() else 0.0)
+        for a in range(1, n, 2000):
+            b = min(n, a + 2000)
+            idx = np.arange(a, b)
+            lo = np.maximum(idx - size, 0)
+            cols = idx[:, None] - 1 - np.arange(size)[None, :]
+            valid = cols >= lo[:, None]
+            past = x[np.maximum(cols, 0)]
+            below = ((past < x[idx, None]) & valid).sum(1) + 0.5 * ((past == x[idx, None]) & valid).sum(1)
+            m = valid.sum(1)
+            Z[idx, j] = inv((below + 0.5) / (m + 1))
+    return Z
 
 
 def found(scores, data, per_hour=1.0):
@@ -629,6 +703,24 @@ def job(args):
             out[f"{size}s/{slide}s"] = found_hold(-np.log(p), st, en, data["labels"], hours)
     elif mode == "span":
         return span_job(path, data, variants)
+    elif mode == "copula":
+        ident = lambda x, s: x  # noqa: E731
+        base = t2(X)
+        out["t2"] = found(base, data)
+        for size in variants:
+            c = t2(copula(X, int(size)), ident)
+            out[f"copula{size}"] = found(c, data)
+            out[f"copula{size}+t2"] = found(-cauchy([R(base), R(c)]), data)
+    elif mode == "ar":
+        sec = data["starts"] // SECOND
+        Y = transformed(X)
+        ident = lambda x, s: x  # noqa: E731
+        base = t2(X)
+        out["t2"] = found(base, data)
+        for how in variants:
+            r = t2(residuals(Y, sec, how), ident)
+            out[how] = found(r, data)
+            out[how + "+t2"] = found(-cauchy([R(base), R(r)]), data)
     elif mode == "diff":
         sec = data["starts"] // SECOND
         D = np.vstack([np.zeros((1, X.shape[1])), np.diff(X, axis=0)])
@@ -732,6 +824,8 @@ def main():
         variants = [tuple(int(x) for x in a.split("/")) for a in sys.argv[2:]]
     elif mode == "span":
         variants = [(int(a.split("/")[0]), int(a.split("/")[1]), float(a.split("/")[2])) for a in sys.argv[2:]]
+    elif mode in ("ar", "copula"):
+        variants = sys.argv[2:]
     elif mode in ("log", "cusum", "huber", "mewma"):
         variants = [float(c) for c in sys.argv[2:]]
     elif mode in ("blocks", "mix", "perfeature", "causal", "mixcausal", "diff"):

@@ -67,11 +67,17 @@ default options, the moments fit the calibration had until 2026-12-07, eighth se
   .venv/bin/python scripts/feature_trial.py copula 600 1800
       (tenth session) T² of a Gaussian copula: each feature as the normal score of its rank among
       the instrument's last N windows (N per argument); alone and with T².
+  .venv/bin/python scripts/feature_trial.py cache-concentration
+      (tenth session) adds to every cached file, from its event file, the extras top_level (the most
+      messages at one (side, price) in the window), top_share (that count's share of the window's
+      messages) and level_hhi (their Herfindahl index over (side, price)); hidden executions left out.
   EVAL=target/eval .venv/bin/python scripts/feature_trial.py span 1800/180/1 300/180/1 1800/180/0.25
       the ensemble's decision re-made with T² at other spans (1 s span / 10 s span / the model's
       weight, T²'s being 1): T² calibrated causally per span, the model's p-values and the bounds
       from the run's scores files in EVAL, the 10 s alert hold; episodes (false alarms) per group,
       and the alerts on the days with nothing injected (`cache` reads them too since this mode).
+      A fourth field names extras for T² at both scales (`1800/180/0.25/top_level`, joined by '+';
+      the 10 s windows take the largest of their seconds' values).
 
 Extras (1 s windows, from the event file): max_add (largest add), signed_exec (buyer- minus
 seller-initiated shares), hidden_exec (hidden executed shares), max_delete (largest deleted
@@ -268,6 +274,41 @@ def cache_one(stem):
     print("cached", target, flush=True)
 
 
+def concentration(events, starts):
+    """Per 1 s window: the messages at the window's busiest (side, price) (`top_level`), that count's
+    share of the window's messages (`top_share`) and the Herfindahl index of messages over
+    (side, price) (`level_hhi`); hidden executions (type 5) left out, they rest at no level."""
+    t, typ, _, _, price, d = events.T
+    day = (starts[0] // SECOND) - (starts[0] // SECOND) % 86400
+    index = {int(s): i for i, s in enumerate(starts // SECOND - day)}
+    n = len(starts)
+    row = np.array([index.get(int(x), -1) for x in np.floor(t).astype(np.int64)])
+    m = (row >= 0) & (typ != 5)
+    key = row[m].astype(np.int64) * (1 << 40) + (d[m] > 0).astype(np.int64) * (1 << 39) + price[m].astype(np.int64)
+    keys, counts = np.unique(key, return_counts=True)
+    r = keys >> 40
+    top, sq, total = np.zeros(n), np.zeros(n), np.zeros(n)
+    np.maximum.at(top, r, counts)
+    np.add.at(sq, r, counts.astype(float) ** 2)
+    np.add.at(total, r, counts)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total > 0, top / total, 0.0)
+        hhi = np.where(total > 0, sq / total**2, 0.0)
+    return {"top_level": top, "top_share": share, "level_hhi": hhi}
+
+
+def add_concentration(path):
+    data = pickle.load(open(path, "rb"))
+    if "top_level" in data["E"]:
+        return
+    name = os.path.basename(path)[: -len(".pkl")]
+    folder, stem = name.split("_", 1)
+    events = np.loadtxt(f"{EVAL}/{folder}/{stem}.csv", delimiter=",")
+    data["E"].update(concentration(events, data["starts"]))
+    pickle.dump(data, open(path, "wb"))
+    print("added", path, flush=True)
+
+
 def t2(X, transform=None, span=1800, warmup=100, ridge=0.01, refresh=20, marginal=False, huber=None, white=False):
     n, d = X.shape
     z = np.full((n, d), np.nan)
@@ -432,6 +473,17 @@ SUMS = ["events", "cancels", "execs", "exec_volume", "log_return", "ofi", "add_v
 LASTS = ["bid_depth5", "ask_depth5", "queue_imbalance"]
 
 
+def roll_max(data, values, size=10, slide=10):
+    """One per-1 s-window value rolled up as its largest over each window of `roll` (same windows)."""
+    sec = data["starts"] // SECOND
+    t0, n = sec[0], sec[-1] - sec[0] + 1
+    dense, have = np.full(n, np.nan), np.zeros(n, bool)
+    dense[sec - t0], have[sec - t0] = values, np.isfinite(data["X"][:, 0])
+    first = np.arange(0, n - size + 1, slide)
+    out = np.array([np.nanmax(dense[a:a + size]) if have[a:a + size].any() else np.nan for a in first])
+    return out[np.isfinite(out)]
+
+
 def roll(data, size=10, slide=10):
     """Windows of `size` seconds every `slide` seconds rolled up from the 1 s windows (as rollup.rs)."""
     X, sec = data["X"], data["starts"] // SECOND
@@ -576,28 +628,38 @@ def span_job(path, data, variants):
             bound[key], end[key] = 10 ** -r["threshold"], r["window_end_ns"]
     one = lambda p: np.nan_to_num(p, nan=1.0)  # noqa: E731
     Y, s10, _ = roll(data, 10, 10)
-    p1 = {sp: dict(zip(data["starts"].tolist(), one(calibrate(t2(data["X"], span=sp))))) for sp in {v[0] for v in variants}}
-    p10 = {sp: dict(zip(s10.tolist(), one(calibrate(t2(Y, span=sp))))) for sp in {v[1] for v in variants}}
+
+    def with_extras(X, extra, rolled):
+        if not extra:
+            return X
+        cols = [roll_max(data, data["E"][e], 10, 10) if rolled else data["E"][e] for e in extra.split("+")]
+        return np.column_stack([X] + cols)
+
+    p1 = {(v[0], v[3]): dict(zip(data["starts"].tolist(), one(calibrate(t2(with_extras(data["X"], v[3], False), span=v[0])))))
+          for v in variants}
+    p10 = {(v[1], v[3]): dict(zip(s10.tolist(), one(calibrate(t2(with_extras(Y, v[3], True), span=v[1])))))
+           for v in variants}
     from decision_check import alerts
     episodes = [("", a, b) for _, a, b in data["labels"]]  # one instrument per file
     hours = (data["ends"][-1] - data["starts"][0]) / 3.6e12
     out = {}
-    for span1, span10, weight in variants:
+    for span1, span10, weight, extra in variants:
         flagged = []
+        q1, q10 = p1[(span1, extra)], p10[(span10, extra)]
         for (scale, start), b in bound.items():
-            if scale == "1s" and start in p1[span1]:
-                ps, ws = [p1[span1][start]], [1.0]
+            if scale == "1s" and start in q1:
+                ps, ws = [q1[start]], [1.0]
                 if (scale, start) in model:
                     ps, ws = ps + [model[(scale, start)]], ws + [weight]
                 p = cauchy(np.array(ps), ws)
-            elif scale == "10s" and start in p10[span10]:
-                p = p10[span10][start]
+            elif scale == "10s" and start in q10:
+                p = q10[start]
             else:
                 continue
             if p <= b:
                 flagged.append((end[(scale, start)], start, ""))
         found, false_alarms = alerts(episodes, sorted(flagged), 10 * SECOND)
-        out[f"1s {span1} 10s {span10} w {weight}"] = (len(found), len(episodes), false_alarms, hours)
+        out[f"1s {span1} 10s {span10} w {weight}" + (f" +{extra}" if extra else "")] = (len(found), len(episodes), false_alarms, hours)
     return name, out
 
 
@@ -816,6 +878,10 @@ def main():
         with Pool(2) as pool:
             pool.map(cache_one, stems)
         return
+    if mode == "cache-concentration":
+        with Pool(2) as pool:
+            pool.map(add_concentration, sorted(glob.glob(f"{CACHE}/*.pkl")))
+        return
     if mode == "t2":
         variants = {a.split("=")[0]: [e for e in a.split("=", 1)[1].split("+") if e] if "=" in a else [] for a in sys.argv[2:]}
     elif mode == "sliding":
@@ -823,7 +889,8 @@ def main():
     elif mode == "knn":
         variants = [tuple(int(x) for x in a.split("/")) for a in sys.argv[2:]]
     elif mode == "span":
-        variants = [(int(a.split("/")[0]), int(a.split("/")[1]), float(a.split("/")[2])) for a in sys.argv[2:]]
+        variants = [(int(a.split("/")[0]), int(a.split("/")[1]), float(a.split("/")[2]),
+                     a.split("/")[3] if a.count("/") > 2 else "") for a in sys.argv[2:]]
     elif mode in ("ar", "copula"):
         variants = sys.argv[2:]
     elif mode in ("log", "cusum", "huber", "mewma"):

@@ -10,8 +10,8 @@
 //!   [`TailSpec::quantile`];
 //! - the excesses over `t` are fitted with a generalised Pareto distribution (maximum likelihood,
 //!   [`gpd_max_likelihood`], as SPOT does; probability-weighted moments, Hosking and Wallis 1987,
-//!   until 2026-12-07, whose far tail was lighter than real days' scores: the README's eighth
-//!   session; the shape is clamped to [`XI_MIN`]..[`XI_MAX`], so the fit
+//!   until 2026-12-07, whose far tail was lighter than real days' scores: docs/detection-history.md,
+//!   eighth session; the shape is clamped to [`XI_MIN`]..[`XI_MAX`], so the fit
 //!   never claims a bounded tail, and with fewer than [`MIN_PEAKS_FOR_SHAPE`] excesses a heavy shape
 //!   ([`FEW_PEAKS_XI`]) is assumed and the scale fitted to their median, which a few anomalous peaks
 //!   cannot drag);

@@ -29,8 +29,9 @@
       scores file, whether or not the run combined it) with the Cauchy combination over the
       detectors of each combination (separated by ';'; `name=weight` weighs one), at the run's
       bound and alert hold (times F with `margin=F` among the names, one scale's bound times F
-      with `10s=F`, and an alert hold of S seconds with `hold=S`), and prints episodes found and
-      false alarms in total per combination.
+      with `10s=F`, and an alert hold of S seconds with `hold=S`; `name@10s=W` combines a detector
+      on that scale's windows only), and prints episodes found and false alarms in total per
+      combination.
       The run's own combination reproduces `lobsentry eval`'s decision.
 
   python3 scripts/decision_check.py missed target/eval/{held-out,sparse}-3*-days/*.scores.jsonl
@@ -184,7 +185,9 @@ def combine(combinations, paths, hold_ns=10_000_000_000):
         for name, factor, members, per_scale, hold in combos:
             flagged = []
             for end, instrument, scale, w in decided:
-                ps = [(p, weight) for d, weight in members.items() for p in w.get(d, [])]
+                # `detector@scale=W`: that detector only on windows of that scale.
+                ps = [(p, weight) for d, weight in members.items() if "@" not in d or d.split("@")[1] == scale
+                      for p in w.get(d.split("@")[0], [])]
                 bound = factor * per_scale.get(scale, 1.0) * 10 ** -w["_ensemble"]["threshold"]
                 if ps and cauchy([p for p, _ in ps], [x for _, x in ps]) <= bound:
                     flagged.append((end, w["_ensemble"]["window_start_ns"], instrument))

@@ -13,7 +13,7 @@ export PKG_CONFIG_PATH := $(RDKAFKA_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PA
 export LOBSENTRY_LIBRDKAFKA_DIR := $(RDKAFKA_DIR)
 export LD_LIBRARY_PATH := $(RDKAFKA_DIR)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: librdkafka demo test test-tools fmt clippy doc build bench bench-kafka bench-store bench-memory real-data clean onnxruntime model model-lstm train-features eval kafka-tools
+.PHONY: librdkafka demo test test-tools fmt clippy doc build bench bench-kafka bench-store bench-memory real-data clean onnxruntime model model-lstm train-features eval eval-levels kafka-tools
 
 ## demo: the embedded default: synthetic market -> books -> 1 s windows -> features -> printed summary.
 demo: onnxruntime librdkafka
@@ -46,6 +46,11 @@ bench-kafka: build kafka-tools
 ## bench-store: full pipeline events/s with no store, alerts in PostgreSQL, alerts + every window's features (scripts/bench-store.sh).
 bench-store: build
 	scripts/bench-store.sh
+
+## eval-levels: detection on LOBSTER files of 1-3 levels cut from the samples (scripts/eval-levels.sh): the books at
+## every level, at the file's depth and the default, on the days as they are and with held-out kinds injected.
+eval-levels: build onnxruntime
+	SHARED=$(SHARED) scripts/eval-levels.sh
 
 ## bench-memory: peak RSS at 5M and 20M events (bounded by instruments and open windows).
 bench-memory: build

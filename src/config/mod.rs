@@ -3,6 +3,7 @@
 //! Every validation error is collected and reported at once.
 
 use crate::error::Error;
+use lobsentry_operators::book::TOP_LEVELS;
 use lobsentry_operators::generator::MarketSpec;
 use lobsentry_operators::sink::WindowFormat;
 use lobsentry_operators::source::decode::LobsterName;
@@ -570,13 +571,14 @@ pub struct RawWindow {
 pub struct RawBook {
     /// Ghost repair.
     pub repair_ghosts: bool,
-    /// Levels kept per side: "auto", "all" or a number.
+    /// Levels kept per side: "shallow", "auto", "all" or a number.
     pub visible_levels: String,
 }
 
 /// `book.visible-levels`: the depth every book keeps ("all": `None`; a number: that many levels),
 /// and with "auto" the depth of each LOBSTER message file's instrument, from its name (`_message_10`:
-/// 10); other inputs keep every level.
+/// 10), with "shallow" (the default) that depth only where it is below the [`TOP_LEVELS`] levels the
+/// depth features read; other inputs keep every level.
 fn book_levels(
     text: &str,
     source: &SourceConfig,
@@ -584,13 +586,15 @@ fn book_levels(
 ) -> (Option<usize>, Vec<(lobsentry_operators::event::InstrumentId, usize)>) {
     match text.trim() {
         "all" => (None, Vec::new()),
-        "auto" => {
+        which @ ("auto" | "shallow") => {
             let mut levels = Vec::new();
             if let SourceConfig::Files(spec) = source {
                 for f in spec.files.iter().filter(|f| f.format == Format::Lobster) {
                     let name = f.path.file_name().and_then(|n| n.to_str()).unwrap_or("");
                     if let (Some(parsed), Ok(ctx)) = (LobsterName::parse(name), f.lobster_context()) {
-                        levels.push((ctx.instrument, parsed.levels));
+                        if which == "auto" || parsed.levels < TOP_LEVELS {
+                            levels.push((ctx.instrument, parsed.levels));
+                        }
                     }
                 }
             }
@@ -599,8 +603,9 @@ fn book_levels(
         n => match n.parse::<usize>() {
             Ok(n) if n > 0 => (Some(n), Vec::new()),
             _ => {
-                errors
-                    .push(format!("book.visible-levels: {n:?}: want \"auto\", \"all\" or a positive number of levels"));
+                errors.push(format!(
+                    "book.visible-levels: {n:?}: want \"shallow\", \"auto\", \"all\" or a positive number of levels"
+                ));
                 (None, Vec::new())
             }
         },
@@ -1677,7 +1682,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("AAPL_2012-06-21_34200000_57600000_message_7.csv");
         std::fs::write(&file, "34200.0,1,1,100,5000000,1\n").unwrap();
-        let files = format!("[{:?}]", file.display().to_string());
+        let shallow = dir.join("INTC_2012-06-21_34200000_57600000_message_1.csv");
+        std::fs::write(&shallow, "34200.0,1,1,100,5000000,1\n").unwrap();
+        let files = format!("[{:?}, {:?}]", file.display().to_string(), shallow.display().to_string());
         let load = |levels: Option<&str>| {
             let mut env = vec![
                 ("LOBSENTRY__SOURCE__KIND".to_string(), "\"files\"".to_string()),
@@ -1688,12 +1695,18 @@ mod tests {
             }
             load_raw(None, env).unwrap().validate(&Overrides::default())
         };
-        // The default keeps every level; "auto" the file's N, for its instrument only.
-        let c = load(None).unwrap();
+        // "all" keeps every level; "auto" the file's N, for its instrument only; the default, "shallow",
+        // the file's N where it is below the five levels the depth features read.
+        let id = |s: &str| lobsentry_operators::event::InstrumentId::new(s).unwrap();
+        let c = load(Some("all")).unwrap();
         assert!(c.book_levels.is_empty() && c.book_config.visible_levels.is_none());
         let c = load(Some("auto")).unwrap();
-        assert_eq!(c.book_levels, [(lobsentry_operators::event::InstrumentId::new("AAPL").unwrap(), 7)]);
+        assert_eq!(c.book_levels, [(id("AAPL"), 7), (id("INTC"), 1)]);
         assert_eq!(c.book_config.visible_levels, None);
+        for default in [load(None).unwrap(), load(Some("shallow")).unwrap()] {
+            assert_eq!(default.book_levels, [(id("INTC"), 1)]);
+            assert_eq!(default.book_config.visible_levels, None);
+        }
         let c = load(Some("3")).unwrap();
         assert!(c.book_levels.is_empty());
         assert_eq!(c.book_config.visible_levels, Some(3));

@@ -102,6 +102,10 @@ struct Order {
     remaining: Qty,
 }
 
+/// Levels per side the top-of-book depth reads (the features' `bid_depth5`, `ask_depth5` and their
+/// extremes): a message file of fewer levels cannot keep them (`book.visible-levels = "shallow"`).
+pub const TOP_LEVELS: usize = 5;
+
 /// Best prices and near-touch depth after an event.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopOfBook {
@@ -395,7 +399,7 @@ impl Book {
         self.asks.first_key_value().map(|(p, q)| (*p, *q))
     }
 
-    /// Best prices and five-level depth (cached until a change within the top five levels).
+    /// Best prices and depth over the best [`TOP_LEVELS`] levels (cached until a change within them).
     #[inline]
     pub fn top(&mut self) -> TopOfBook {
         if let Some(top) = self.top_cache {
@@ -403,21 +407,21 @@ impl Book {
         }
         let mut top = TopOfBook::default();
         let mut fifth = [None, None];
-        for (i, (p, q)) in self.bids.iter().rev().take(5).enumerate() {
+        for (i, (p, q)) in self.bids.iter().rev().take(TOP_LEVELS).enumerate() {
             if i == 0 {
                 top.bid = Some((*p, *q));
             }
             top.bid_depth5 += q;
-            if i == 4 {
+            if i == TOP_LEVELS - 1 {
                 fifth[0] = Some(*p);
             }
         }
-        for (i, (p, q)) in self.asks.iter().take(5).enumerate() {
+        for (i, (p, q)) in self.asks.iter().take(TOP_LEVELS).enumerate() {
             if i == 0 {
                 top.ask = Some((*p, *q));
             }
             top.ask_depth5 += q;
-            if i == 4 {
+            if i == TOP_LEVELS - 1 {
                 fifth[1] = Some(*p);
             }
         }

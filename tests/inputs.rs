@@ -149,3 +149,30 @@ fn hostile_files_lose_nothing_silently() {
     assert!(dead.iter().any(|d| d["reason"].as_str().unwrap().contains("max-time-jump")), "{dead:?}");
     assert!(dead.iter().any(|d| d["reason"].as_str().unwrap().contains("longer than")), "{dead:?}");
 }
+
+#[test]
+fn a_lobster_file_named_otherwise_reads_with_a_declared_format() {
+    let dir = TempDir::new("lobster-named-otherwise");
+    let text =
+        "34200.1,1,5,100,1000000,1\n34200.2,1,6,200,1000100,-1\n34201.3,4,5,50,1000000,1\n34202.4,3,6,200,1000100,-1\n";
+    let named = dir.path("Y_2012-06-21_34200000_57600000_message_5.csv");
+    let plain = dir.path("day1.csv");
+    std::fs::write(&named, text).unwrap();
+    std::fs::write(&plain, text).unwrap();
+    let (out_named, out_plain) = (dir.path("named.csv"), dir.path("plain.csv"));
+    let report = util::run(&util::config(None, 1, vec![named], &out_named, vec![]));
+    assert_eq!((report.events, report.rejected), (4, 0));
+    // Named otherwise it is read as interchange CSV: every line rejected, with a hint saying how.
+    let report = util::run(&util::config(None, 1, vec![plain.clone()], &out_plain, vec![]));
+    assert_eq!((report.events, report.rejected), (0, 4));
+    assert!(report.first_rejected[0].reason.contains("source.format = \"lobster\""), "{}", report.first_rejected[0]);
+    // Declared, with the instrument and the day the name would have given: the same windows.
+    let env = vec![
+        ("LOBSENTRY__SOURCE__FORMAT", "\"lobster\""),
+        ("LOBSENTRY__SOURCE__INSTRUMENT", "\"Y\""),
+        ("LOBSENTRY__SOURCE__DATE", "\"2012-06-21\""),
+    ];
+    let report = util::run(&util::config(None, 1, vec![plain], &out_plain, env));
+    assert_eq!((report.events, report.rejected), (4, 0));
+    assert_eq!(std::fs::read(&out_named).unwrap(), std::fs::read(&out_plain).unwrap());
+}

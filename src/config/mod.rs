@@ -505,6 +505,8 @@ pub struct RawSource {
     pub kind: String,
     /// Input files.
     pub files: Vec<PathBuf>,
+    /// Format of every file: "" (from each name), "lobster", "csv" or "jsonl".
+    pub format: String,
     /// Watermark bound.
     pub out_of_orderness: String,
     /// Split files over workers.
@@ -984,13 +986,35 @@ impl RawConfig {
                 if files.is_empty() {
                     errors.push("source.files: the files source needs at least one file (or use --input)".into());
                 }
+                let forced = match self.source.format.trim() {
+                    "" => None,
+                    "lobster" => Some(Format::Lobster),
+                    "csv" => Some(Format::Csv),
+                    "jsonl" => Some(Format::JsonLines),
+                    other => {
+                        errors.push(format!(
+                            "source.format: {other:?}: want \"\" (from each file's name), \"lobster\", \"csv\" or \"jsonl\""
+                        ));
+                        None
+                    }
+                };
                 let mut inputs = Vec::new();
                 for path in &files {
                     if !path.is_file() {
                         errors.push(format!("source.files: {} does not exist or is not a file", path.display()));
                         continue;
                     }
-                    match InputFile::guess(path) {
+                    let input = match forced {
+                        Some(format) => Ok(InputFile {
+                            path: path.clone(),
+                            format,
+                            instrument: None,
+                            date: None,
+                            seed_from_orderbook: true,
+                        }),
+                        None => InputFile::guess(path),
+                    };
+                    match input {
                         Ok(mut f) => {
                             f.seed_from_orderbook = self.source.seed_from_orderbook;
                             if f.format == Format::Lobster || Format::from_path(path).is_none() {
@@ -1674,6 +1698,50 @@ mod tests {
         assert!(list.iter().any(|e| e.contains("set window.slide instead")), "{list:?}");
         let list = one(r#"["1s", "0s"]"#);
         assert!(list.iter().any(|e| e.contains("is not a positive duration")), "{list:?}");
+    }
+
+    #[test]
+    fn a_declared_format_reads_files_named_otherwise() {
+        let dir = std::env::temp_dir().join(format!("lobsentry-config-format-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("day1.txt");
+        std::fs::write(&file, "34200.0,1,1,100,5000000,1\n").unwrap();
+        let load = |extra: &[(&str, &str)]| {
+            let mut env = vec![
+                ("LOBSENTRY__SOURCE__KIND".to_string(), "\"files\"".to_string()),
+                ("LOBSENTRY__SOURCE__FILES".to_string(), format!("[{:?}]", file.display().to_string())),
+            ];
+            env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            load_raw(None, env).unwrap().validate(&Overrides::default())
+        };
+        let errors = |r: Result<Config, Error>| match r {
+            Err(Error::Config(list)) => list.join("; "),
+            other => panic!("not a config error: {:?}", other.map(|_| ())),
+        };
+        // From the name: ".txt" is no format.
+        assert!(errors(load(&[])).contains("cannot tell the format"));
+        // Declared LOBSTER without the instrument and day its name does not carry: both named.
+        let e = errors(load(&[("LOBSENTRY__SOURCE__FORMAT", "\"lobster\"")]));
+        assert!(e.contains("set `instrument`"), "{e}");
+        let c = load(&[
+            ("LOBSENTRY__SOURCE__FORMAT", "\"lobster\""),
+            ("LOBSENTRY__SOURCE__INSTRUMENT", "\"MSFT\""),
+            ("LOBSENTRY__SOURCE__DATE", "\"2012-06-21\""),
+        ])
+        .unwrap();
+        match &c.source {
+            SourceConfig::Files(spec) => {
+                assert_eq!(spec.files[0].format, Format::Lobster);
+                let ctx = spec.files[0].lobster_context().unwrap();
+                assert_eq!(ctx.instrument, lobsentry_operators::event::InstrumentId::new("MSFT").unwrap());
+            }
+            _ => panic!("not a files source"),
+        }
+        assert!(c.book_levels.is_empty(), "a depth the name does not give: every level");
+        let c = load(&[("LOBSENTRY__SOURCE__FORMAT", "\"csv\"")]).unwrap();
+        assert!(matches!(&c.source, SourceConfig::Files(spec) if spec.files[0].format == Format::Csv));
+        assert!(errors(load(&[("LOBSENTRY__SOURCE__FORMAT", "\"xml\"")])).contains("source.format: \"xml\""));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl Format {
 #[non_exhaustive]
 pub enum DecodeError {
     /// The line has the wrong number of fields.
-    #[error("expected {expected} fields, found {found}")]
+    #[error("expected {} fields, found {}{}", .expected, .found, lobster_hint(*.expected, *.found))]
     FieldCount {
         /// Fields the format needs.
         expected: usize,
@@ -67,6 +67,17 @@ pub enum DecodeError {
     /// A JSON line does not parse.
     #[error("invalid JSON: {0}")]
     Json(String),
+}
+
+/// A hint for an interchange CSV line with LOBSTER's six fields: the file is most likely a LOBSTER
+/// message file under another name.
+fn lobster_hint(expected: usize, found: usize) -> &'static str {
+    if expected == 7 && found == 6 {
+        " (a LOBSTER message line? name the file TICKER_YYYY-MM-DD_START_END_message_N.csv, or set \
+         source.format = \"lobster\" with source.instrument and source.date)"
+    } else {
+        ""
+    }
 }
 
 /// The interchange CSV header.
@@ -448,7 +459,8 @@ mod tests {
     #[test]
     fn csv_errors_are_specific() {
         let err = |l: &[u8]| decode_csv_line(l).unwrap_err().to_string();
-        assert_eq!(err(b"1,A,1,1,1,1"), "expected 7 fields, found 6");
+        assert!(err(b"1,A,1,1,1,1").starts_with("expected 7 fields, found 6 (a LOBSTER message line?"));
+        assert_eq!(err(b"1,A,1,1,1"), "expected 7 fields, found 5");
         assert!(err(b"x,A,1,1,1,1,1").contains("ts_ns"));
         assert!(err(b"1,A,9,1,1,1,1").contains("type"));
         assert!(err(b"1,A,1,1,1,1,0").contains("side"));

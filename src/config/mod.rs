@@ -1700,20 +1700,24 @@ mod tests {
         assert!(list.iter().any(|e| e.contains("is not a positive duration")), "{list:?}");
     }
 
+    /// A files source over `files`, validated, with further environment variables.
+    fn load_files(files: &[&std::path::Path], extra: &[(&str, &str)]) -> Result<Config, Error> {
+        let list: Vec<String> = files.iter().map(|f| format!("{:?}", f.display().to_string())).collect();
+        let mut env = vec![
+            ("LOBSENTRY__SOURCE__KIND".to_string(), "\"files\"".to_string()),
+            ("LOBSENTRY__SOURCE__FILES".to_string(), format!("[{}]", list.join(", "))),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        load_raw(None, env).unwrap().validate(&Overrides::default())
+    }
+
     #[test]
     fn a_declared_format_reads_files_named_otherwise() {
         let dir = std::env::temp_dir().join(format!("lobsentry-config-format-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("day1.txt");
         std::fs::write(&file, "34200.0,1,1,100,5000000,1\n").unwrap();
-        let load = |extra: &[(&str, &str)]| {
-            let mut env = vec![
-                ("LOBSENTRY__SOURCE__KIND".to_string(), "\"files\"".to_string()),
-                ("LOBSENTRY__SOURCE__FILES".to_string(), format!("[{:?}]", file.display().to_string())),
-            ];
-            env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-            load_raw(None, env).unwrap().validate(&Overrides::default())
-        };
+        let load = |extra: &[(&str, &str)]| load_files(&[&file], extra);
         let errors = |r: Result<Config, Error>| match r {
             Err(Error::Config(list)) => list.join("; "),
             other => panic!("not a config error: {:?}", other.map(|_| ())),
@@ -1752,16 +1756,11 @@ mod tests {
         std::fs::write(&file, "34200.0,1,1,100,5000000,1\n").unwrap();
         let shallow = dir.join("INTC_2012-06-21_34200000_57600000_message_1.csv");
         std::fs::write(&shallow, "34200.0,1,1,100,5000000,1\n").unwrap();
-        let files = format!("[{:?}, {:?}]", file.display().to_string(), shallow.display().to_string());
         let load = |levels: Option<&str>| {
-            let mut env = vec![
-                ("LOBSENTRY__SOURCE__KIND".to_string(), "\"files\"".to_string()),
-                ("LOBSENTRY__SOURCE__FILES".to_string(), files.clone()),
-            ];
-            if let Some(v) = levels {
-                env.push(("LOBSENTRY__BOOK__VISIBLE_LEVELS".to_string(), format!("{v:?}")));
-            }
-            load_raw(None, env).unwrap().validate(&Overrides::default())
+            let value = levels.map(|v| format!("{v:?}"));
+            let extra: Vec<(&str, &str)> =
+                value.iter().map(|v| ("LOBSENTRY__BOOK__VISIBLE_LEVELS", v.as_str())).collect();
+            load_files(&[&file, &shallow], &extra)
         };
         // "all" keeps every level; "auto" the file's N, for its instrument only; the default, "shallow",
         // the file's N where it is below the five levels the depth features read.

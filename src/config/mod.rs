@@ -1005,19 +1005,13 @@ impl RawConfig {
                         continue;
                     }
                     let input = match forced {
-                        Some(format) => Ok(InputFile {
-                            path: path.clone(),
-                            format,
-                            instrument: None,
-                            date: None,
-                            seed_from_orderbook: true,
-                        }),
+                        Some(format) => Ok(InputFile::new(path, format)),
                         None => InputFile::guess(path),
                     };
                     match input {
                         Ok(mut f) => {
                             f.seed_from_orderbook = self.source.seed_from_orderbook;
-                            if f.format == Format::Lobster || Format::from_path(path).is_none() {
+                            if f.format == Format::Lobster {
                                 f.instrument =
                                     (!self.source.instrument.is_empty()).then(|| self.source.instrument.clone());
                                 f.date = (!self.source.date.is_empty()).then(|| self.source.date.clone());
@@ -1700,6 +1694,17 @@ mod tests {
         assert!(list.iter().any(|e| e.contains("is not a positive duration")), "{list:?}");
     }
 
+    /// `names` in a fresh directory for `tag`, each holding one LOBSTER message line.
+    fn lobster_lines(tag: &str, names: &[&str]) -> (PathBuf, Vec<PathBuf>) {
+        let dir = std::env::temp_dir().join(format!("lobsentry-config-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = names.iter().map(|n| dir.join(n)).collect::<Vec<_>>();
+        for f in &files {
+            std::fs::write(f, "34200.0,1,1,100,5000000,1\n").unwrap();
+        }
+        (dir, files)
+    }
+
     /// A files source over `files`, validated, with further environment variables.
     fn load_files(files: &[&std::path::Path], extra: &[(&str, &str)]) -> Result<Config, Error> {
         let list: Vec<String> = files.iter().map(|f| format!("{:?}", f.display().to_string())).collect();
@@ -1713,11 +1718,8 @@ mod tests {
 
     #[test]
     fn a_declared_format_reads_files_named_otherwise() {
-        let dir = std::env::temp_dir().join(format!("lobsentry-config-format-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("day1.txt");
-        std::fs::write(&file, "34200.0,1,1,100,5000000,1\n").unwrap();
-        let load = |extra: &[(&str, &str)]| load_files(&[&file], extra);
+        let (dir, files) = lobster_lines("format", &["day1.txt"]);
+        let load = |extra: &[(&str, &str)]| load_files(&[&files[0]], extra);
         let errors = |r: Result<Config, Error>| match r {
             Err(Error::Config(list)) => list.join("; "),
             other => panic!("not a config error: {:?}", other.map(|_| ())),
@@ -1750,17 +1752,15 @@ mod tests {
 
     #[test]
     fn books_keep_the_depth_of_their_lobster_files() {
-        let dir = std::env::temp_dir().join(format!("lobsentry-config-levels-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("AAPL_2012-06-21_34200000_57600000_message_7.csv");
-        std::fs::write(&file, "34200.0,1,1,100,5000000,1\n").unwrap();
-        let shallow = dir.join("INTC_2012-06-21_34200000_57600000_message_1.csv");
-        std::fs::write(&shallow, "34200.0,1,1,100,5000000,1\n").unwrap();
+        let (dir, files) = lobster_lines(
+            "levels",
+            &["AAPL_2012-06-21_34200000_57600000_message_7.csv", "INTC_2012-06-21_34200000_57600000_message_1.csv"],
+        );
         let load = |levels: Option<&str>| {
             let value = levels.map(|v| format!("{v:?}"));
             let extra: Vec<(&str, &str)> =
                 value.iter().map(|v| ("LOBSENTRY__BOOK__VISIBLE_LEVELS", v.as_str())).collect();
-            load_files(&[&file, &shallow], &extra)
+            load_files(&[&files[0], &files[1]], &extra)
         };
         // "all" keeps every level; "auto" the file's N, for its instrument only; the default, "shallow",
         // the file's N where it is below the five levels the depth features read.

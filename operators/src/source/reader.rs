@@ -104,13 +104,19 @@ pub struct InputFile {
 }
 
 impl InputFile {
+    /// A file of a known format (LOBSTER: instrument and day from its name, book seeded from its
+    /// order-book file).
+    pub fn new(path: impl Into<PathBuf>, format: Format) -> InputFile {
+        InputFile { path: path.into(), format, instrument: None, date: None, seed_from_orderbook: true }
+    }
+
     /// A file with its format guessed from its name.
     pub fn guess(path: impl Into<PathBuf>) -> Result<InputFile, String> {
         let path = path.into();
         let format = Format::from_path(&path).ok_or_else(|| {
             format!("{}: cannot tell the format from the name (use .csv, .jsonl or a LOBSTER name)", path.display())
         })?;
-        Ok(InputFile { path, format, instrument: None, date: None, seed_from_orderbook: true })
+        Ok(InputFile::new(path, format))
     }
 
     /// The LOBSTER context of this file (instrument, day).

@@ -37,6 +37,16 @@
   python3 scripts/decision_check.py missed target/eval/{held-out,sparse}-3*-days/*.scores.jsonl
       per kind, the episodes the decision missed and the smallest ensemble p-value among each one's
       windows (any scale): its minimum, quartile and median over the missed episodes.
+
+  python3 scripts/decision_check.py crossscale "0=1;0.5=1;1=0.7" target/eval/*days/*.scores.jsonl
+      (2026-12-07, eleventh session) each 1 s window's ensemble p-value combined (Cauchy) with that
+      of the 10 s window holding it at weight W (`W=F`; W 0 leaves it alone), decided at the 1 s
+      bound times F once the 10 s window has ended; 10 s windows at their bound times F as before.
+
+  python3 scripts/decision_check.py warmshare 1,2,4.25 FILES
+      (eleventh session) the 1 s bound times each factor until the instrument's first decided 10 s
+      window (the budget's 10 s share spent by the 1 s scale while the 10 s scale warms up; 4.25 is
+      (0.4 + 1.3) / 0.4 with the default `detect.scale-shares`).
 """
 import collections
 import csv
@@ -262,6 +272,54 @@ def missed(paths):
         print(f"{kind:20s} missed {len(ps):4d}  best ensemble p: min {q(0):.1e}  q25 {q(0.25):.1e}  median {q(0.5):.1e}")
 
 
+def decided_by_instrument(path):
+    """The ensemble's decided windows of a file: (end, start, p, bound, instrument, scale), sorted."""
+    return sorted(
+        (r["window_end_ns"], r["window_start_ns"], r["p_value"], 10 ** -r["threshold"], r["instrument"], r["scale"])
+        for r in ensemble_windows(path)
+    )
+
+
+def redecide(variants, paths, flag):
+    """Totals per variant of `flag(variant, windows)`, the flagged `(end, start, instrument)` of a file."""
+    totals = {v: [0, 0, 0, 0.0] for v in variants}
+    for path in paths:
+        eps = episodes(path)
+        windows = decided_by_instrument(path)
+        hours = instrument_hours([{"window_start_ns": s, "window_end_ns": e, "instrument": i} for e, s, _, _, i, _ in windows])
+        for v in variants:
+            found, false_alarms = alerts(eps, sorted(flag(v, windows)), 10_000_000_000)
+            add(totals[v], found, eps, false_alarms, hours)
+    for v, t in totals.items():
+        print(total_line(v, t))
+
+
+def crossscale(variants, paths):
+    def flag(v, windows):
+        weight, factor = (float(x) for x in v.split("="))
+        ten = {(i, s): (e, p) for e, s, p, _, i, scale in windows if scale == "10s"}
+        for end, start, p, bound, instrument, scale in windows:
+            if scale == "1s" and weight > 0 and (instrument, start - start % 10_000_000_000) in ten:
+                end10, p10 = ten[(instrument, start - start % 10_000_000_000)]
+                end, p = max(end, end10), cauchy([p, p10], [1.0, weight])
+            if p <= bound * factor:
+                yield end, start, instrument
+    redecide([v.strip() for v in variants.split(";")], paths, flag)
+
+
+def warmshare(factors, paths):
+    def flag(factor, windows):
+        first = {}
+        for _, start, _, _, instrument, scale in windows:
+            if scale == "10s":
+                first[instrument] = min(first.get(instrument, start), start)
+        for end, start, p, bound, instrument, scale in windows:
+            early = scale == "1s" and start < first.get(instrument, 1 << 63)
+            if p <= bound * (factor if early else 1.0):
+                yield end, start, instrument
+    redecide(factors, paths, flag)
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "margin":
         margin([float(x) for x in sys.argv[2].split(",")], sys.argv[3:])
@@ -273,6 +331,10 @@ if __name__ == "__main__":
         oracle(sys.argv[2], sys.argv[3:])
     elif len(sys.argv) >= 4 and sys.argv[1] == "scales":
         scales(sys.argv[2], sys.argv[3:])
+    elif len(sys.argv) >= 4 and sys.argv[1] == "crossscale":
+        crossscale(sys.argv[2], sys.argv[3:])
+    elif len(sys.argv) >= 4 and sys.argv[1] == "warmshare":
+        warmshare([float(x) for x in sys.argv[2].split(",")], sys.argv[3:])
     elif len(sys.argv) >= 3 and sys.argv[1] == "calibration":
         calibration(sys.argv[2:])
     else:

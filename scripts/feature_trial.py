@@ -79,6 +79,15 @@ default options, the moments fit the calibration had until 2026-12-07, eighth se
       A fourth field names extras for T² at both scales (`1800/180/0.25/top_level`, joined by '+';
       the 10 s windows take the largest of their seconds' values).
 
+  EVAL=target/eval .venv/bin/python scripts/feature_trial.py pca 6/q 6/minor 9/q 6/major
+      (2026-12-07, eleventh session) T² split along its principal components (multivariate process
+      control's T² and Q pair): per window, the covariance's eigenvectors (refreshed with the
+      inverse) give T² over the k largest components and, of the rest, either Q (`q`: the squared
+      residual, unweighted) or T² over them (`minor`); both calibrated causally and combined
+      (Cauchy), or the major part alone (`major`); then decided as `span` does (the model's
+      p-values at weight 0.25, the run's bounds, the 10 s alert hold), at both scales, against
+      `base` (T² whole, as `span 1800/180/0.25`).
+
 Extras (1 s windows, from the event file): max_add (largest add), signed_exec (buyer- minus
 seller-initiated shares), hidden_exec (hidden executed shares), max_delete (largest deleted
 order), max_gap (longest time without a message), fleeting_volume (shares deleted within 100 ms of
@@ -609,23 +618,29 @@ def knn(X, k=5, size=1800, gap=30, span=1800, warmup=100):
     return out
 
 
-def span_job(path, data, variants):
-    """The ensemble's decision re-made with T² at other spans: per file, T² calibrated causally at
-    each span of the 1 s and 10 s windows, combined at 1 s with the model's p-value from the run's
-    scores file (weight `w` of T²'s 1), at the run's bounds and the 10 s alert hold."""
+def run_decision(path):
+    """A cached file's name and, from its run's scores file in EVAL, per (scale, window start) the
+    model's p-value, the ensemble's bound and the window's end."""
     import json
-    from tail_calibrator import calibrate
     name = os.path.basename(path)[: -len(".pkl")]
     directory, stem = re.match(r"^(.*?days)_(.*)$", name).groups()
-    scores = f"{EVAL}/{directory}/{stem}.scores.jsonl"
     model, bound, end = {}, {}, {}
-    for line in open(scores):
+    for line in open(f"{EVAL}/{directory}/{stem}.scores.jsonl"):
         r = json.loads(line)
         key = (r["scale"], r["window_start_ns"])
         if r["detector"] == "model" and r["p_value"] is not None:
             model[key] = r["p_value"]
         elif r["detector"] == "ensemble" and r["p_value"] is not None:
             bound[key], end[key] = 10 ** -r["threshold"], r["window_end_ns"]
+    return name, model, bound, end
+
+
+def span_job(path, data, variants):
+    """The ensemble's decision re-made with T² at other spans: per file, T² calibrated causally at
+    each span of the 1 s and 10 s windows, combined at 1 s with the model's p-value from the run's
+    scores file (weight `w` of T²'s 1), at the run's bounds and the 10 s alert hold."""
+    from tail_calibrator import calibrate
+    name, model, bound, end = run_decision(path)
     one = lambda p: np.nan_to_num(p, nan=1.0)  # noqa: E731
     Y, s10, _ = roll(data, 10, 10)
 
@@ -660,6 +675,84 @@ def span_job(path, data, variants):
                 flagged.append((end[(scale, start)], start, ""))
         found, false_alarms = alerts(episodes, sorted(flagged), 10 * SECOND)
         out[f"1s {span1} 10s {span10} w {weight}" + (f" +{extra}" if extra else "")] = (len(found), len(episodes), false_alarms, hours)
+    return name, out
+
+
+def t2_split(X, k, span=1800, warmup=100, ridge=0.01, refresh=20):
+    """T² as `t2` computes it, split along the covariance's eigenvectors: (T² over the k largest
+    components, T² over the others, Q = the squared residual off the k largest)."""
+    n, d = X.shape
+    scale, mean, cov = np.zeros(d), np.zeros(d), np.zeros((d, d))
+    vals = vecs = None
+    major, minor, q = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    seen, since = 0, 0
+    for i in range(n):
+        finite = np.isfinite(X[i])
+        x = np.nan_to_num(X[i])
+        alpha = max(2 / (span + 1), 1 / (seen + 1))
+        sc = np.where(scale > 0, scale, np.maximum(np.abs(x), 1e-12))
+        y = np.arcsinh(x / sc)
+        r = np.where(finite, y - mean if seen else 0.0, 0.0)
+        if seen == 0:
+            mean = np.where(finite, y, 0.0)
+        scale = np.where(finite, scale + alpha * (np.abs(x) - scale), scale)
+        if seen >= warmup and vals is not None:
+            c = vecs.T @ r
+            major[i] = np.sum(c[:k] ** 2 / vals[:k])
+            minor[i] = np.sum(c[k:] ** 2 / vals[k:])
+            q[i] = np.sum(c[k:] ** 2)
+        if seen > 0:
+            mean = mean + alpha * r
+            cov = (1 - alpha) * (cov + alpha * np.outer(r, r))
+        seen, since = seen + 1, since + 1
+        if (vals is None or since >= refresh) and np.trace(cov) > 0:
+            w, v = np.linalg.eigh(cov + ridge * np.trace(cov) / d * np.eye(d))
+            vals, vecs, since = w[::-1], v[:, ::-1], 0
+    return major, minor, q
+
+
+MARGINS = [float(m) for m in os.environ.get("MARGINS", "").split(",") if m]
+
+
+def pca_job(path, data, variants):
+    """The decision of `span_job` with T² (both scales) replaced by its split along the principal
+    components (`k/q`, `k/minor`, `k/major`; `base` the whole T²)."""
+    from tail_calibrator import calibrate
+    from decision_check import alerts
+    name, model, bound, end = run_decision(path)
+    one = lambda p: np.nan_to_num(p, nan=1.0)  # noqa: E731
+    Y, s10, _ = roll(data, 10, 10)
+    inputs = {"1s": (data["X"], data["starts"], 1800), "10s": (Y, s10, 180)}
+    p = {}
+    for scale, (X, starts, span) in inputs.items():
+        splits = {}
+        for v in variants:
+            if v == "base":
+                p[(scale, v)] = dict(zip(starts.tolist(), one(calibrate(t2(X, span=span)))))
+                continue
+            k, how = int(v.split("/")[0]), v.split("/")[1]
+            if k not in splits:
+                splits[k] = [one(calibrate(s)) for s in t2_split(X, k, span=span)]
+            pm, pn, pq = splits[k]
+            combined = pm if how == "major" else cauchy(np.vstack([pm, pq if how == "q" else pn]))
+            p[(scale, v)] = dict(zip(starts.tolist(), combined))
+    episodes = [("", a, b) for _, a, b in data["labels"]]
+    hours = (data["ends"][-1] - data["starts"][0]) / 3.6e12
+    out = {}
+    for variant in variants + [f"{v}@{m}" for v in variants for m in MARGINS]:
+        v, margin = (variant.split("@")[0], float(variant.split("@")[1])) if "@" in variant else (variant, 1.0)
+        flagged = []
+        for (scale, start), b in bound.items():
+            b = b * margin
+            q = p[(scale, v)].get(start)
+            if q is None:
+                continue
+            if scale == "1s" and (scale, start) in model:
+                q = cauchy(np.array([q, model[(scale, start)]]), [1.0, 0.25])
+            if q <= b:
+                flagged.append((end[(scale, start)], start, ""))
+        found, false_alarms = alerts(episodes, sorted(flagged), 10 * SECOND)
+        out[variant] = (len(found), len(episodes), false_alarms, hours)
     return name, out
 
 
@@ -765,6 +858,8 @@ def job(args):
             out[f"{size}s/{slide}s"] = found_hold(-np.log(p), st, en, data["labels"], hours)
     elif mode == "span":
         return span_job(path, data, variants)
+    elif mode == "pca":
+        return pca_job(path, data, variants)
     elif mode == "copula":
         ident = lambda x, s: x  # noqa: E731
         base = t2(X)
@@ -891,7 +986,7 @@ def main():
     elif mode == "span":
         variants = [(int(a.split("/")[0]), int(a.split("/")[1]), float(a.split("/")[2]),
                      a.split("/")[3] if a.count("/") > 2 else "") for a in sys.argv[2:]]
-    elif mode in ("ar", "copula"):
+    elif mode in ("ar", "copula", "pca"):
         variants = sys.argv[2:]
     elif mode in ("log", "cusum", "huber", "mewma"):
         variants = [float(c) for c in sys.argv[2:]]
@@ -904,7 +999,7 @@ def main():
         sys.exit(f"no {CACHE}/*.pkl: run `scripts/feature_trial.py cache target/eval` first")
     with Pool(2) as pool:
         results = pool.map(job, [(f, mode, variants) for f in files])
-    (span_report if mode == "span" else report)(results)
+    (span_report if mode in ("span", "pca") else report)(results)
 
 
 if __name__ == "__main__":

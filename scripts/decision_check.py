@@ -30,7 +30,8 @@
       detectors of each combination (separated by ';'; `name=weight` weighs one), at the run's
       bound and alert hold (times F with `margin=F` among the names, one scale's bound times F
       with `10s=F`, and an alert hold of S seconds with `hold=S`; `name@10s=W` combines a detector
-      on that scale's windows only), and prints episodes found and false alarms in total per
+      on that scale's windows only; `stouffer=1` the weighted Stouffer combination instead, since
+      2026-12-07, eleventh session), and prints episodes found and false alarms in total per
       combination.
       The run's own combination reproduces `lobsentry eval`'s decision.
 
@@ -53,6 +54,7 @@ import csv
 import json
 import math
 import re
+import statistics
 import sys
 
 
@@ -164,6 +166,14 @@ def cauchy(ps, weights):
     return min(max(p, sys.float_info.min), 1.0)
 
 
+def stouffer(ps, weights):
+    """The weighted Stouffer combination: the p-value of sum(w z) / sqrt(sum(w^2)), z = Phi^-1(1 - p)."""
+    normal = statistics.NormalDist()
+    z = sum(w * -normal.inv_cdf(min(max(p, 1e-300), 1 - 1e-16)) for p, w in zip(ps, weights))
+    z /= math.sqrt(sum(w * w for w in weights))
+    return normal.cdf(-z) if z < 8 else math.exp(-z * z / 2) / (z * math.sqrt(2 * math.pi))
+
+
 def combine(combinations, paths, hold_ns=10_000_000_000):
     combos = []
     for text in combinations.split(";"):
@@ -173,7 +183,10 @@ def combine(combinations, paths, hold_ns=10_000_000_000):
         per_scale = {name: members.pop(name) for name in list(members) if re.fullmatch(r"\d+(ms|s|m)", name)}
         # `hold=S`: the alert hold in seconds instead of the run's 10 s.
         hold = int(members.pop("hold") * 1e9) if "hold" in members else hold_ns
-        combos.append((text.strip(), members.pop("margin", 1.0), members, per_scale, hold))
+        # `stouffer=1`: the weighted Stouffer combination (evidence that adds up across detectors)
+        # instead of the Cauchy combination (the strongest detector leads).
+        method = stouffer if members.pop("stouffer", 0) else cauchy
+        combos.append((text.strip(), members.pop("margin", 1.0), members, per_scale, hold, method))
     totals = {name: [0, 0, 0, 0.0] for name, *_ in combos}
     for path in paths:
         eps = episodes(path)
@@ -192,14 +205,14 @@ def combine(combinations, paths, hold_ns=10_000_000_000):
             (end, instrument, scale, w) for (instrument, end, scale), w in windows.items() if "_ensemble" in w
         )
         hours = instrument_hours([w["_ensemble"] for *_, w in decided])
-        for name, factor, members, per_scale, hold in combos:
+        for name, factor, members, per_scale, hold, method in combos:
             flagged = []
             for end, instrument, scale, w in decided:
                 # `detector@scale=W`: that detector only on windows of that scale.
                 ps = [(p, weight) for d, weight in members.items() if "@" not in d or d.split("@")[1] == scale
                       for p in w.get(d.split("@")[0], [])]
                 bound = factor * per_scale.get(scale, 1.0) * 10 ** -w["_ensemble"]["threshold"]
-                if ps and cauchy([p for p, _ in ps], [x for _, x in ps]) <= bound:
+                if ps and method([p for p, _ in ps], [x for _, x in ps]) <= bound:
                     flagged.append((end, w["_ensemble"]["window_start_ns"], instrument))
             found, false_alarms = alerts(eps, flagged, hold)
             add(totals[name], found, eps, false_alarms, hours)

@@ -86,3 +86,66 @@ fn book_command_writes_lobster_rows() {
     assert_eq!(text.lines().count(), 40_674);
     assert!(text.lines().all(|l| l.split(',').count() == 12));
 }
+
+/// (scale, decided, scored) from the run's `detectors:` line.
+fn decided_per_scale(stderr: &str) -> Vec<(String, u64, u64)> {
+    let line = stderr.lines().find(|l| l.starts_with("detectors: ")).unwrap_or_else(|| panic!("{stderr}"));
+    let inner = line.split("per scale: ").nth(1).and_then(|r| r.split(')').next()).unwrap_or_else(|| panic!("{line}"));
+    inner
+        .split(", ")
+        .map(|part| {
+            let f: Vec<&str> = part.split_whitespace().collect();
+            assert_eq!((f.len(), f[2]), (4, "of"), "{line}");
+            (f[0].to_string(), f[1].parse().unwrap(), f[3].parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn a_scale_that_never_warms_up_is_named_with_the_settings_that_fix_it() {
+    let dir = TempDir::new("cli-warmup");
+    let run = |events: &str, instruments: &str, rate: &str| {
+        let input = dir.path(&format!("market-{events}.csv"));
+        let status = util::cmd()
+            .args([
+                "generate",
+                "--events",
+                events,
+                "--instruments",
+                instruments,
+                "--rate",
+                rate,
+                "--seed",
+                "5",
+                "--out",
+            ])
+            .arg(&input)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = util::cmd().arg("run").arg("--input").arg(&input).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    // 300 s of market: the 1 s scale decides after its warm-up, the 10 s scale (30 windows an
+    // instrument, against warm-ups of 100 + 100) never does, and the run says so.
+    let short = run("60000", "2", "200");
+    let scales = decided_per_scale(&short);
+    assert_eq!(scales.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["1s", "10s"], "{short}");
+    let (_, decided, scored) = scales[0];
+    assert!(decided > 0 && decided < scored, "the 1 s scale warms up, then decides: {short}");
+    assert_eq!(scales[1].1, 0, "{short}");
+    let warning = short
+        .lines()
+        .find(|l| l.contains("warning: the 10s scale decided no window"))
+        .unwrap_or_else(|| panic!("{short}"));
+    for setting in ["detect.multivariate-warmup = 100", "detect.calibration-warmup = 100"] {
+        assert!(warning.contains(setting), "{warning}");
+    }
+    assert!(!short.contains("the 1s scale decided no window"), "{short}");
+    // 2,400 s of one instrument: both scales decide, and nothing is said.
+    let long = run("120000", "1", "50");
+    let scales = decided_per_scale(&long);
+    assert!(scales.iter().all(|(_, decided, scored)| *decided > 0 && decided <= scored), "{long}");
+    assert!(!long.contains("decided no window"), "{long}");
+}

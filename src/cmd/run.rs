@@ -162,9 +162,18 @@ pub fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
     if config.detect.is_some() || config.model.is_some() {
         // The same numbers as lobsentry_detect_anomalies_total{detector} and /v1/anomalies (alerts).
         let by: Vec<String> = report.anomalies_by_detector.iter().map(|(d, n)| format!("{d} {n}")).collect();
+        // Windows decided per scale: a window is scored from its first, but decides (can alert)
+        // only after the instrument's warm-up on that scale.
+        let decided: Vec<String> =
+            report.decided.iter().map(|(scale, scored, n)| format!("{scale} {n} of {scored}")).collect();
         eprintln!(
-            "detectors: {} windows scored by the {primary}; {} alerts ({primary}); anomalies by detector: {}",
+            "detectors: {} windows scored by the {primary}{}; {} alerts ({primary}); anomalies by detector: {}",
             report.scored,
+            if decided.is_empty() {
+                String::new()
+            } else {
+                format!(" (windows decided, of those scored, per scale: {})", decided.join(", "))
+            },
             report.anomalies.len(),
             if by.is_empty() { "none".to_string() } else { by.join(", ") }
         );

@@ -400,6 +400,9 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
             let alert_sinks = shared.alert_sinks.clone();
             let score_sinks: Vec<_> = shared.alert_sinks.iter().filter(|s| s.wants_scores()).cloned().collect();
             let (alerts_keep, scores_file) = (shared.alerts_keep.clone(), shared.sides.scores.clone());
+            let (decided, calibrated) = (shared.decided.clone(), config.scales.ensemble.is_some());
+            // Windows per (window length, scorer) of this batch; the names stay, the counts restart.
+            let mut batch_counts: Vec<(u64, String, u64)> = Vec::new();
             let (kafka_alerts, kafka_scores) = (kafka_alerts.clone(), kafka_scores.clone());
             let scored = scope.concatenate(scores).inspect_core(move |batch| {
                 let Ok((_, data)) = batch else { return };
@@ -407,6 +410,13 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
                 for s in data.iter() {
                     let detector = detector_label(s);
                     m.scored_windows.with_label_values(&[detector]).inc();
+                    if calibrated {
+                        let len = s.window.end - s.window.start;
+                        match batch_counts.iter_mut().find(|(l, name, _)| *l == len && *name == s.model) {
+                            Some((_, _, n)) => *n += 1,
+                            None => batch_counts.push((len, s.model.clone(), 1)),
+                        }
+                    }
                     let alert = s.is_anomaly && detector == primary;
                     let to_kafka = [kafka_scores.as_ref(), kafka_alerts.as_ref().filter(|_| alert)];
                     let wanted = to_kafka.iter().any(Option::is_some)
@@ -442,6 +452,19 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
                     if alert {
                         if let Ok(mut keep) = alerts_keep.lock() {
                             keep.push(s.clone());
+                        }
+                    }
+                }
+                if batch_counts.iter().any(|(_, _, n)| *n > 0) {
+                    if let Ok(mut d) = decided.lock() {
+                        for (len, name, n) in batch_counts.iter_mut().filter(|(_, _, n)| *n > 0) {
+                            let ensemble = name.starts_with("ensemble");
+                            let e = d.entry(*len).or_default();
+                            if ensemble {
+                                e.1 += std::mem::take(n);
+                            } else {
+                                *e.0.entry(name.clone()).or_default() += std::mem::take(n);
+                            }
                         }
                     }
                 }

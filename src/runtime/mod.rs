@@ -25,6 +25,7 @@ use lobsentry_operators::inference::{onnxruntime, open_session, InferenceSpec};
 use lobsentry_operators::source::kafka::partition_count;
 use lobsentry_operators::source::Rejected;
 use query::QueryHub;
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -65,6 +66,10 @@ pub struct RunReport {
     pub scored: u64,
     /// The alerts (the primary detector's anomalies), in window order.
     pub anomalies: Vec<WindowScore>,
+    /// With the calibrated ensemble, per detection scale: (scale, windows scored by its detectors,
+    /// windows decided). A window is decided once the instrument's detectors and their calibration
+    /// on that scale have warmed up; before, it is scored and reported but cannot alert.
+    pub decided: Vec<(String, u64, u64)>,
     /// Anomalies per detector (baseline, model, ensemble), as the metrics count them.
     pub anomalies_by_detector: Vec<(&'static str, u64)>,
     /// The run was stopped by a signal before its input ended.
@@ -169,6 +174,9 @@ pub struct Shared {
     pub sides: SideFiles,
     /// Alerts kept for the report.
     pub alerts_keep: Arc<Mutex<Vec<WindowScore>>>,
+    /// With the calibrated ensemble, per window length (ns): the windows each detector scored, and
+    /// the windows the ensemble decided.
+    pub decided: Arc<Mutex<BTreeMap<u64, ScaleCounts>>>,
     /// ONNX Runtime, when a model is configured.
     pub ort_env: Option<ort::environment::Environment>,
     /// Checkpoints.
@@ -181,6 +189,37 @@ pub struct Shared {
     pub warnings: Arc<Mutex<Vec<String>>>,
     /// The cluster's totals (process 0 of a cluster).
     pub cluster: Arc<Mutex<Option<totals::Totals>>>,
+}
+
+/// Windows of one detection scale: scored by each detector, and decided by the ensemble.
+pub type ScaleCounts = (BTreeMap<String, u64>, u64);
+
+/// A warning for each detection scale of the calibrated ensemble that decided no window (so could
+/// raise no alert): the input ended, or was stopped, before that scale's warm-up.
+pub fn undecided_warnings(config: &Config, decided: &[(String, u64, u64)]) -> Vec<String> {
+    let Some(ensemble) = &config.scales.ensemble else { return Vec::new() };
+    let mut warmups = Vec::new();
+    if let Some(m) = &config.multivariate {
+        warmups.push(format!("T\u{b2} detect.multivariate-warmup = {} windows", m.warmup));
+    }
+    if let Some(z) = &config.detect {
+        warmups.push(format!("the z-score detect.warmup = {}", z.warmup));
+    }
+    let warmups = if warmups.is_empty() { String::new() } else { format!(" ({})", warmups.join(", ")) };
+    decided
+        .iter()
+        .filter(|(_, _, n)| *n == 0)
+        .map(|(scale, scored, _)| {
+            let scored = if *scored > 0 { format!(" of the {scored} its detectors scored") } else { String::new() };
+            format!(
+                "the {scale} scale decided no window{scored}, so it could raise no alert: per instrument, \
+                 each detector on it warms up{warmups} and then its calibration (detect.calibration-warmup = {} \
+                 windows) before a window is decided, and the input ended first; a longer input, or smaller \
+                 warm-ups, let it decide",
+                ensemble.tail.warmup
+            )
+        })
+        .collect()
 }
 
 /// librdkafka before 2.16.0 (2.12.1 is what the rdkafka crate bundles) crashes when a broker restarts
@@ -314,6 +353,7 @@ pub fn run_with(config: &Config, counters: Arc<Counters>, services: Services) ->
         summary: Arc::default(),
         sides: sides.clone(),
         alerts_keep: Arc::default(),
+        decided: Arc::default(),
         ort_env,
         checkpoint,
         hub: hub.clone(),
@@ -398,6 +438,24 @@ pub fn run_with(config: &Config, counters: Arc<Counters>, services: Services) ->
     labels.sort_by_key(|l| (l.start_ns, l.instrument));
     let m = &counters.metrics;
     let primary = crate::alert::primary_detector(&config);
+    let decided: Vec<(String, u64, u64)> = match &config.scales.ensemble {
+        Some(_) => {
+            let counts = shared.decided.lock().map(|d| d.clone()).unwrap_or_default();
+            config
+                .scales
+                .scales
+                .iter()
+                .map(|(ns, _)| {
+                    // A scale's windows: the most any one detector scored (each scores every window
+                    // of its scale once past its own warm-up, which is shorter than the ensemble's).
+                    let (scored, decided) =
+                        counts.get(ns).map_or((0, 0), |(by, n)| (by.values().copied().max().unwrap_or(0), *n));
+                    (lobsentry_operators::features::human_len(*ns), scored.max(decided), decided)
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
     Ok(RunReport {
         events: m.events.get(),
         rejected: m.decode_errors.get(),
@@ -421,8 +479,10 @@ pub fn run_with(config: &Config, counters: Arc<Counters>, services: Services) ->
             .collect(),
         stopped: control.stopping(),
         cluster: shared.cluster.lock().ok().and_then(|mut c| c.take()),
+        decided: decided.clone(),
         warnings: {
             warnings.extend(shared.warnings.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default());
+            warnings.extend(undecided_warnings(&config, &decided));
             warnings
         },
     })

@@ -167,8 +167,10 @@ pub fn run(args: RunArgs, features_only: bool) -> Result<(), Error> {
         let decided: Vec<String> =
             report.decided.iter().map(|(scale, scored, n)| format!("{scale} {n} of {scored}")).collect();
         eprintln!(
-            "detectors: {} windows scored by the {primary}{}; {} alerts ({primary}); anomalies by detector: {}",
+            "detectors: {} windows {} by the {primary}{}; {} alerts ({primary}); anomalies by detector: {}",
             report.scored,
+            // The ensemble emits a window only once it decides it (after the warm-up).
+            if report.decided.is_empty() { "scored" } else { "decided" },
             if decided.is_empty() {
                 String::new()
             } else {

@@ -43,6 +43,9 @@ pub struct PipelineMetrics {
     pub scored_windows: IntCounterVec,
     /// Windows flagged as anomalous, by detector.
     pub anomalies: IntCounterVec,
+    /// Windows the calibrated ensemble decided, by detection scale: none until the scale's warm-up
+    /// is over (each configured scale's series starts at 0).
+    pub decided_windows: IntCounterVec,
     /// Windows per ONNX Runtime call.
     pub inference_batch_size: Histogram,
     /// Latency of an ONNX Runtime call.
@@ -178,6 +181,13 @@ impl PipelineMetrics {
                 "Windows flagged as anomalous, by detector.",
                 LABEL_DETECTOR,
                 &DETECTORS,
+            )?,
+            decided_windows: vec_counter(
+                registry,
+                "lobsentry_detect_decided_windows_total",
+                "Windows the calibrated ensemble decided (past the warm-up), by detection scale.",
+                LABEL_SCALE,
+                &[],
             )?,
             inference_batch_size: histogram(
                 registry,
@@ -381,6 +391,9 @@ impl PipelineMetrics {
 
 /// Label: the status class of an API answer.
 pub const LABEL_STATUS: &str = "status";
+
+/// Label: a detection scale ("1s", "10s": the configured `detect.scales`).
+pub const LABEL_SCALE: &str = "scale";
 
 /// Label: which detector scored a window.
 pub const LABEL_DETECTOR: &str = "detector";

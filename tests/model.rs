@@ -79,6 +79,41 @@ fn the_shipped_model_scores_batches_after_warm_up() {
 }
 
 #[test]
+fn the_ensembles_decided_windows_per_scale_agree_in_the_report_the_metric_and_the_scores() {
+    // 300 s of two instruments: the 1 s scale decides after its warm-up, the 10 s scale never.
+    let dir = TempDir::new("model-decided");
+    let spec = lobsentry_operators::generator::MarketSpec { rate_per_sec: 200.0, ..util::market(60_000, 2, 5) };
+    let input = dir.path("in.csv");
+    util::write_csv(&input, &util::events(&spec, 0, 0.0));
+    let scores = dir.path("scores.jsonl");
+    let scores_env = model_env(&scores);
+    let config = util::config(
+        None,
+        2,
+        vec![input],
+        &dir.path("features.csv"),
+        vec![("LOBSENTRY__DETECT__SCORES", scores_env.as_str())],
+    );
+    let counters = Arc::new(Counters::standalone(&config));
+    let report = pipeline::run(&config, counters.clone()).unwrap();
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&scores).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(report.decided.iter().map(|d| d.0.as_str()).collect::<Vec<_>>(), ["1s", "10s"]);
+    for (scale, scored, decided) in &report.decided {
+        let ensemble = |v: &&serde_json::Value| v["model"].as_str().unwrap().starts_with("ensemble");
+        let in_file = lines.iter().filter(ensemble).filter(|v| v["scale"] == scale.as_str()).count() as u64;
+        assert_eq!(counters.metrics.decided_windows.with_label_values(&[scale]).get(), in_file, "{scale}");
+        assert_eq!(*decided, in_file, "{scale}");
+        assert!(decided <= scored, "{scale}: {decided} of {scored}");
+    }
+    let (one, ten) = (&report.decided[0], &report.decided[1]);
+    assert!(one.2 > 0 && one.2 < one.1, "the 1 s scale warms up, then decides: {one:?}");
+    assert_eq!(ten.2, 0, "{ten:?}");
+    assert!(report.warnings.iter().any(|w| w.starts_with("the 10s scale decided no window")), "{:?}", report.warnings);
+    assert!(!report.warnings.iter().any(|w| w.starts_with("the 1s scale")), "{:?}", report.warnings);
+}
+
+#[test]
 fn the_shipped_lstm_forecaster_scores_in_forecast_mode() {
     use lobsentry_operators::model::ScoringMode;
     let (_dir, config, _, scores) = one_model_run("model-lstm", 22, "models/lobsentry-lstm");

@@ -42,6 +42,10 @@ fn metrics_endpoint_passes_promtool() {
         body.lines().any(|l| l.starts_with("lobsentry_window_emitted_total ") && !l.ends_with(" 0"))
     });
     assert!(body.contains("lobsentry_source_events_total{source=\"synthetic\"}"), "{body}");
+    // Every detection scale has its series of decided windows from the start (0 during warm-up).
+    for scale in ["1s", "10s"] {
+        assert!(body.contains(&format!("lobsentry_detect_decided_windows_total{{scale=\"{scale}\"}}")), "{body}");
+    }
     let mut check = Command::new(promtool())
         .args(["check", "metrics"])
         .stdin(Stdio::piped())

@@ -401,6 +401,19 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
             let score_sinks: Vec<_> = shared.alert_sinks.iter().filter(|s| s.wants_scores()).cloned().collect();
             let (alerts_keep, scores_file) = (shared.alerts_keep.clone(), shared.sides.scores.clone());
             let (decided, calibrated) = (shared.decided.clone(), config.scales.ensemble.is_some());
+            // The ensemble's decided windows per scale (a series per configured scale, from 0).
+            let decided_counters: Vec<(u64, prometheus::IntCounter)> = if calibrated {
+                let m = &counters.metrics;
+                let label = |ns: u64| lobsentry_operators::features::human_len(ns);
+                config
+                    .scales
+                    .scales
+                    .iter()
+                    .map(|(ns, _)| (*ns, m.decided_windows.with_label_values(&[&label(*ns)])))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             // Windows per (window length, scorer) of this batch; the names stay, the counts restart.
             let mut batch_counts: Vec<(u64, String, u64)> = Vec::new();
             let (kafka_alerts, kafka_scores) = (kafka_alerts.clone(), kafka_scores.clone());
@@ -412,6 +425,11 @@ pub fn build(worker: &mut timely::worker::Worker, shared: &Shared, agreed: Agree
                     m.scored_windows.with_label_values(&[detector]).inc();
                     if calibrated {
                         let len = s.window.end - s.window.start;
+                        if detector == "ensemble" {
+                            if let Some((_, c)) = decided_counters.iter().find(|(l, _)| *l == len) {
+                                c.inc();
+                            }
+                        }
                         match batch_counts.iter_mut().find(|(l, name, _)| *l == len && *name == s.model) {
                             Some((_, _, n)) => *n += 1,
                             None => batch_counts.push((len, s.model.clone(), 1)),

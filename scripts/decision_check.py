@@ -31,8 +31,9 @@
       bound and alert hold (times F with `margin=F` among the names, one scale's bound times F
       with `10s=F`, and an alert hold of S seconds with `hold=S`; `name@10s=W` combines a detector
       on that scale's windows only; `stouffer=1` the weighted Stouffer combination instead, since
-      2026-12-07, eleventh session), and prints episodes found and false alarms in total per
-      combination.
+      2026-12-07, eleventh session; a model package by its name, `lobsentry-ae` or `lobsentry-lstm`,
+      where `model` takes every package's p-value), and prints episodes found and false alarms in
+      total per combination.
       The run's own combination reproduces `lobsentry eval`'s decision.
 
   python3 scripts/decision_check.py missed target/eval/{held-out,sparse}-3*-days/*.scores.jsonl
@@ -201,6 +202,9 @@ def combine(combinations, paths, hold_ns=10_000_000_000):
                 w["_ensemble"] = r
             else:
                 w.setdefault(r["detector"], []).append(r["p_value"])
+                if r["detector"] == "model":
+                    # Each model package by its name too (`lobsentry-lstm=0.1`), beside `model` (all).
+                    w.setdefault(r["model"].split("@")[0], []).append(r["p_value"])
         decided = sorted(
             (end, instrument, scale, w) for (instrument, end, scale), w in windows.items() if "_ensemble" in w
         )

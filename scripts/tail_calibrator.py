@@ -264,6 +264,8 @@ VARIANTS = {
     "mle-q90": {"censored": "mle", "q": 0.90},
     "mle-0.6": {"censored": "mle", "margin": 0.6},
     "mle-ximax1": {"censored": "mle", "xi_max": 1.0},
+    "mle-ximax1.5": {"censored": "mle", "xi_max": 1.5},
+    "mle-ximax2": {"censored": "mle", "xi_max": 2.0},
     "mle-q975": {"censored": "mle", "q": 0.975},
     "mle-skipcap": {"censored": "mle", "skip_capped": True},
     "default-0.7": {"margin": 0.7},

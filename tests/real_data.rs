@@ -381,3 +381,53 @@ fn fifth_held_out_group_injected_into_a_real_day() {
     assert_eq!(sizes["cancel_replace_storm"], [200].into());
     assert_eq!(executed, 40 * count("iceberg_refill"));
 }
+
+/// `scripts/coarse_ticks.py` (the large-tick copies of `make eval-large-tick`): a real day moved onto
+/// a grid of 40 cents keeps every message, never locks or crosses, puts every order's price on the
+/// grid, and has the large-tick book it is for: a spread of one or two of its ticks after nearly
+/// every message, where the original's is wider than two of its own (one cent) after most.
+#[test]
+fn a_large_tick_copy_of_a_real_day_stays_consistent() {
+    let dir = TempDir::new("large-tick");
+    let Some(d) = util::unzip_sample("LOBSTER_SampleFile_GOOG_2012-06-21_10.zip", &dir.0) else {
+        panic!("../shared/data/lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip is missing");
+    };
+    let file = d.join("GOOG_2012-06-21_34200000_57600000_message_10.csv");
+    let out = dir.path("GOOGT_2012-06-21_34200000_57600000_message_10.csv");
+    let tick = 4_000i64;
+    let status = std::process::Command::new("python3")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/coarse_ticks.py"))
+        .args([tick.to_string().as_str(), file.to_str().unwrap(), out.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("python3 runs");
+    assert!(status.success());
+    // Every add, cancel, delete and visible execution on the grid.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let off_grid = text
+        .lines()
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|c| ["1", "2", "3", "4"].contains(&c[1]) && c[4].parse::<i64>().unwrap() % tick != 0)
+        .count();
+    assert_eq!(off_grid, 0);
+    // The share of book rows (best ask, ask size, best bid, bid size, ...) with a two-sided book
+    // whose spread is at most two ticks of `tick`.
+    let spreads = |messages: std::path::PathBuf, tick: i64| {
+        let mut rows = Vec::new();
+        let report = replay(&book_args(messages, None, 1), Some(&mut rows)).unwrap();
+        let (mut within, mut two_sided) = (0u64, 0u64);
+        for l in String::from_utf8(rows).unwrap().lines() {
+            let c: Vec<i64> = l.split(',').map(|v| v.parse().unwrap()).collect();
+            if c[1] > 0 && c[3] > 0 {
+                two_sided += 1;
+                within += u64::from(c[0] - c[2] <= 2 * tick);
+            }
+        }
+        (report, within as f64 / two_sided as f64)
+    };
+    let (original, original_share) = spreads(file, 100);
+    let (copy, copy_share) = spreads(out, tick);
+    assert_eq!((copy.messages, copy.rejected, copy.crossed_rows), (original.messages, 0, 0), "{copy:?}");
+    assert!(copy_share > 0.95, "spread within two ticks after {copy_share} of the copy's messages");
+    assert!(original_share < 0.5, "the original's: {original_share}");
+}

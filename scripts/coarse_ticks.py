@@ -3,64 +3,92 @@
 
   python3 scripts/coarse_ticks.py 4000 target/lobster/GOOG_2012-06-21_34200000_57600000_message_10.csv \
       target/large-tick/GOOGT_2012-06-21_34200000_57600000_message_10.csv
+  python3 scripts/coarse_ticks.py --away 2000 IN OUT
 
 Every price moves onto a grid of TICK (LOBSTER units, 1/10,000 of a dollar). An added order goes to
-the nearest grid price unless that would meet the best price of the other side's orders in the copy
-(which the coarse grid makes possible where the original spread was less than a tick): then a buy
-order goes down to the grid and a sell order up, so the copy's book never locks or crosses. Every
-later message of an order (cancel, delete, execution) carries the price its add got; an order the
-file meets before its add (resting at the open) gets the grid price below it (buy) or above it
-(sell) the first time it is seen, further away if that meets the other side, and keeps it. Hidden executions and cross trades go to the nearest
-grid price, halts (price -1) are left as they are. Order ids, sizes, times and sides are kept.
+the nearest grid price unless that would meet the best price of the other side's live orders in the
+copy (which the coarse grid makes possible where the original spread was less than a tick): then a
+buy order goes down to the grid and a sell order up, so the copy's book never locks or crosses.
+Every later message of an order (cancel, delete, execution) carries the price its add got; an order
+the file meets before its add (resting at the open, or added beyond the file's N levels) gets the
+grid price below it (buy) or above it (sell) the first time it is seen, further away if that meets
+the other side, and keeps it. An order the file never deletes because it drifted beyond its N
+levels is dropped from the live orders once the original book shows it cannot be there (see
+`Book`). Hidden executions and cross trades go to the nearest grid price, halts (price -1) are
+left as they are. Order ids, sizes, times and sides are kept. With `--away` every add goes away
+from the other side instead (a buy order down to the grid, a sell order up): simpler, never locked
+either, and a spread of two ticks in the median even on a grid as coarse as the original spread.
 
 GOOG at about $570 on 40-cent ticks (4000) has the relative tick of a $14 stock at one cent: its
-1 s windows' time-weighted spread is one tick in 60% of them and at most two in 99% (GOOG's own is
-10-30 cents, 10-30 ticks; AMZN on 15 cents: 41% and 95%), with deep queues at few levels and a mid
-that moves in large steps. Even where the original spread was under a tick, the copy's is often
-two: an add that would lock the book is moved away, so its price is at least a tick from the other
-side's, never at it. The samples in ../shared/data are both
-small-tick books, so this is how the detectors meet a large-tick instrument's day (`make
-eval-large-tick`, 2026-12-07, twelfth session). The output's name must be a LOBSTER name (its ticker
-becomes the instrument).
+1 s windows' time-weighted spread is one tick in 89% of them and at most two in all but a few (GOOG's
+own is 10-30 cents, 10-30 ticks; AMZN on 15 cents: 83% and 99%), with deep queues at few levels and
+a mid that moves in large steps. The samples in ../shared/data are both small-tick books, so this
+is how the detectors meet a large-tick instrument's day (`make eval-large-tick`, 2026-12-07, twelfth
+session). The output's name must be a LOBSTER name (its ticker becomes the instrument).
 """
 import collections
 import csv
 import sys
 
 
-class Side:
-    """The live orders' grid prices of one side, with their best."""
+class Book:
+    """The copy's live orders: per side their original prices (to drop ghosts) and grid prices (for
+    the best). A level-N message file carries no delete for an order that drifted beyond its N
+    levels; when the original book shows such an order cannot still be there (an order of the other
+    side added or executed at or through its price), it is dropped."""
 
-    def __init__(self, buy):
-        self.buy = buy
-        self.count = collections.Counter()
+    def __init__(self):
+        self.orders = {}  # order id -> [side, original price, grid price, shares left]
+        self.at = {1: {}, -1: {}}  # side -> original price -> order ids
+        self.grid = {1: collections.Counter(), -1: collections.Counter()}
 
-    def add(self, price):
-        self.count[price] += 1
+    def add(self, oid, side, price, grid, size):
+        if oid in self.orders:
+            self.drop(oid)
+        self.orders[oid] = [side, price, grid, size]
+        self.at[side].setdefault(price, set()).add(oid)
+        self.grid[side][grid] += 1
 
-    def remove(self, price):
-        self.count[price] -= 1
-        if self.count[price] <= 0:
-            del self.count[price]
+    def drop(self, oid):
+        side, price, grid, _ = self.orders.pop(oid)
+        ids = self.at[side][price]
+        ids.discard(oid)
+        if not ids:
+            del self.at[side][price]
+        self.grid[side][grid] -= 1
+        if self.grid[side][grid] <= 0:
+            del self.grid[side][grid]
 
-    def best(self):
-        if not self.count:
+    def clear(self, side, price, strict=False):
+        """Drops the orders of `side` at or beyond `price` towards the other side (beyond only when
+        `strict`): a bid at or above an ask's price, an ask at or below a bid's."""
+        def beyond(p):
+            return (p > price if strict else p >= price) if side == 1 else (p < price if strict else p <= price)
+        for p in [p for p in self.at[side] if beyond(p)]:
+            for oid in list(self.at[side][p]):
+                self.drop(oid)
+
+    def best(self, side):
+        g = self.grid[side]
+        if not g:
             return None
-        return max(self.count) if self.buy else min(self.count)
+        return max(g) if side == 1 else min(g)
 
 
 def main():
-    if len(sys.argv) != 4:
+    args = sys.argv[1:]
+    away = "--away" in args
+    args = [a for a in args if a != "--away"]
+    if len(args) != 3:
         sys.exit(__doc__)
-    tick, src, dst = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    tick, src, dst = int(args[0]), args[1], args[2]
     if tick < 1:
         sys.exit(f"tick {tick} is not positive")
     down = lambda p: (p // tick) * tick
     up = lambda p: -((-p) // tick) * tick
     nearest = lambda p: ((p + tick // 2) // tick) * tick
-    sides = {1: Side(True), -1: Side(False)}
-    # order id -> (side, grid price, shares left)
-    orders = {}
+    meets = lambda grid, side, other: other is not None and (grid >= other if side == 1 else grid <= other)
+    book = Book()
     rows = moved = 0
     with open(src, newline="") as fin, open(dst, "w", newline="") as fout:
         out = csv.writer(fout, lineterminator="\n")
@@ -68,33 +96,29 @@ def main():
             kind, oid, size, price, side = row[1], int(row[2]), int(row[3]), int(row[4]), int(row[5])
             rows += 1
             if kind == "1":
+                book.clear(-side, price)
                 grid = nearest(price)
-                other = sides[-side].best()
-                if other is not None and (grid >= other if side == 1 else grid <= other):
+                if away or meets(grid, side, book.best(-side)):
                     grid = down(price) if side == 1 else up(price)
-                    moved += 1
-                if oid in orders:
-                    sides[orders[oid][0]].remove(orders[oid][1])
-                orders[oid] = (side, grid, size)
-                sides[side].add(grid)
+                    moved += not away
+                book.add(oid, side, price, grid, size)
                 row[4] = str(grid)
             elif kind in ("2", "3", "4"):
-                if oid not in orders:
-                    # Resting before the file began: away from the other side, kept from now on.
+                if oid not in book.orders:
+                    # Added before the file began or beyond its levels: away from the other side.
+                    book.clear(-side, price)
                     grid = down(price) if side == 1 else up(price)
-                    other = sides[-side].best()
-                    while other is not None and (grid >= other if side == 1 else grid <= other):
+                    while meets(grid, side, book.best(-side)):
                         grid += -tick if side == 1 else tick
-                    orders[oid] = (side, grid, size)
-                    sides[side].add(grid)
-                o_side, grid, left = orders[oid]
-                row[4] = str(grid)
-                left -= size
-                if kind == "3" or left <= 0:
-                    sides[o_side].remove(grid)
-                    del orders[oid]
-                else:
-                    orders[oid] = (o_side, grid, left)
+                    book.add(oid, side, price, grid, size)
+                if kind == "4":
+                    # An execution is at its side's best: nothing of that side is beyond it.
+                    book.clear(side, price, strict=True)
+                o = book.orders[oid]
+                row[4] = str(o[2])
+                o[3] -= size
+                if kind == "3" or o[3] <= 0:
+                    book.drop(oid)
             elif kind != "7":
                 row[4] = str(nearest(price))
             out.writerow(row)

@@ -8,7 +8,8 @@
 # held-out group one episode every 670 s (seeds 31, 41, 51, 61, 71: the density of the days issue 15
 # was scored on). Prints the book's consistency for the days as they are, then per row the
 # decision's episodes and false alarms (scripts/decision_check.py margin 1) for both days together,
-# and recall per kind (`lobsentry eval`).
+# and recall per kind (`lobsentry eval`). GOOG_TICK and AMZN_TICK set other grids, ROUNDING=--away
+# the rounding of every add away from the other side (scripts/coarse_ticks.py).
 set -euo pipefail
 BIN=${BIN:-./target/release/lobsentry}
 OUT=${OUT:-target/eval-large-tick}
@@ -17,14 +18,14 @@ mkdir -p "$OUT/clean" target/lobster
 unzip -qo "$SHARED/lobster/LOBSTER_SampleFile_GOOG_2012-06-21_10.zip" -d target/lobster
 unzip -qo "$SHARED/lobster/LOBSTER_SampleFile_AMZN_2012-06-21_5.zip" -d target/lobster
 # source day, its large-tick copy's ticker, the grid (LOBSTER price units: 1/10,000 of a dollar)
-DAYS="GOOG_2012-06-21_34200000_57600000_message_10:GOOGT:4000 AMZN_2012-06-21_34200000_57600000_message_5:AMZNT:1500"
+DAYS="GOOG_2012-06-21_34200000_57600000_message_10:GOOGT:${GOOG_TICK:-4000} AMZN_2012-06-21_34200000_57600000_message_5:AMZNT:${AMZN_TICK:-1500}"
 STEMS=()
 for spec in $DAYS; do
   IFS=: read -r day ticker tick <<< "$spec"
   stem="${ticker}_${day#*_}"
   STEMS+=("$stem")
   # The message file alone, as `make eval` runs its days: the book starts empty.
-  python3 scripts/coarse_ticks.py "$tick" "target/lobster/$day.csv" "$OUT/clean/$stem.csv" > /dev/null
+  python3 scripts/coarse_ticks.py ${ROUNDING:-} "$tick" "target/lobster/$day.csv" "$OUT/clean/$stem.csv" > /dev/null
   printf 'instrument,kind,start_ns,end_ns\n' > "$OUT/clean/$stem.labels.csv"
 done
 # row name, kinds, injection seed, mean seconds between episodes

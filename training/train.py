@@ -115,13 +115,17 @@ def standardise(seqs, floor):
     return ((seqs - mu) / sd).astype(np.float32)
 
 
-def running(z, missing, span, floor):
-    """Per-instrument running standardisation, mirrored in RunningState::apply (Rust)."""
+def running(z, missing, span, floor, slow_span=0.0, slow_share=0.0):
+    """Per-instrument running standardisation, mirrored in RunningState::apply (Rust). With
+    slow_span > 0 the deviation is floored at slow_share times the root mean squared deviation from
+    the running mean over the last slow_span windows (RunningNorm::slow)."""
     alpha = 2.0 / (span + 1.0)
     out = np.zeros_like(z)
     f = z.shape[1]
     m = np.zeros(f)
     v = np.zeros(f)
+    slow = np.zeros(f)
+    count = np.zeros(f)
     seen = np.zeros(f, dtype=bool)
     for t in range(len(z)):
         ok = ~missing[t]
@@ -129,9 +133,15 @@ def running(z, missing, span, floor):
         upd = ok & seen
         x = z[t]
         d = x - m
-        out[t] = np.where(upd, d / np.maximum(np.sqrt(v), floor), 0.0)
+        fl = floor
+        if slow_span > 0:
+            fl = np.maximum(floor, slow_share * np.sqrt(slow))
+            beta = np.maximum(2.0 / (slow_span + 1.0), 1.0 / np.maximum(count, 1.0))
+            slow = np.where(upd, slow + beta * (d * d - slow), slow)
+        out[t] = np.where(upd, d / np.maximum(np.sqrt(v), fl), 0.0)
         m = np.where(first, x, np.where(upd, m + alpha * d, m))
         v = np.where(upd, (1.0 - alpha) * (v + alpha * d * d), v)
+        count += ok
         seen |= ok
     return out.astype(np.float32)
 
@@ -232,6 +242,10 @@ def main():
     ap.add_argument("--running-floor", type=float, default=0.05)
     ap.add_argument("--running-floor-for", nargs="*", default=[], metavar="NAME=FLOOR",
                     help="per-feature running floors overriding --running-floor (e.g. log_return=0.25)")
+    ap.add_argument("--running-slow-span", type=float, default=0.0,
+                    help="span of the instrument-relative floor of the running deviation, in windows (0 = off; RunningNorm::slow)")
+    ap.add_argument("--running-slow-share", type=float, default=0.25,
+                    help="the running deviation is at least this share of the slow one")
     ap.add_argument("--log-counts", action="store_true", help="log-transform counts, volumes and depths (default: raw, the running standardisation scales them)")
     args = ap.parse_args()
     global INPUTS
@@ -267,7 +281,8 @@ def main():
         z = encode(p, mean, std)
         if args.running_span > 0:
             missing = ~np.isfinite((p - mean) / std)
-            z = running(z.astype(np.float64), missing, args.running_span, floors)
+            z = running(z.astype(np.float64), missing, args.running_span, floors,
+                        args.running_slow_span, args.running_slow_share)
         return z
 
     encoded = [(prep(t), cut) for t, cut in series]
@@ -399,6 +414,8 @@ def main():
         "running": (
             {"span": args.running_span, "floor": args.running_floor}
             | ({"floors": [float(v) for v in floors]} if overrides else {})
+            | ({"slow": {"span": args.running_slow_span, "share": args.running_slow_share}}
+               if args.running_slow_span > 0 else {})
         ) if args.running_span > 0 else None,
         "calibration": {
             "method": "quantile of held-out normal last-step scores",

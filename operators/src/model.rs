@@ -96,6 +96,23 @@ pub struct RunningNorm {
     /// zero in quiet instruments, such as returns).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub floors: Option<Vec<f64>>,
+    /// A floor that follows the instrument: the running standard deviation is at least this share
+    /// of the root mean squared deviation from the running mean over the last `slow.span` windows
+    /// (2026-12-07, twelfth session). Over a quiet spell the short-span deviation of a feature
+    /// that is mostly exactly zero (the mid's return on a large-tick book, where the mid stays put
+    /// for a minute at a time) falls to `floor`, and the next ordinary one-tick move then reads as
+    /// an extreme; the slow deviation remembers how large such moves are on this instrument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow: Option<SlowFloor>,
+}
+
+/// The instrument-relative floor of [`RunningNorm::slow`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlowFloor {
+    /// Span of the slow mean squared deviation, in windows.
+    pub span: f64,
+    /// The share of the slow deviation that the running deviation is floored at.
+    pub share: f64,
 }
 
 /// Running statistics of one instrument's encoded features.
@@ -104,6 +121,8 @@ pub struct RunningState {
     mean: Vec<f64>,
     var: Vec<f64>,
     seen: Vec<u64>,
+    /// The slow mean squared deviation ([`RunningNorm::slow`]); empty without it.
+    slow: Vec<f64>,
 }
 
 impl RunningState {
@@ -112,7 +131,7 @@ impl RunningState {
     ///
     /// ```
     /// use lobsentry_operators::model::{RunningNorm, RunningState};
-    /// let norm = RunningNorm { span: 3.0, floor: 0.5, floors: None };
+    /// let norm = RunningNorm { span: 3.0, floor: 0.5, floors: None, slow: None };
     /// let mut state = RunningState::default();
     /// let mut first = vec![2.0f32];
     /// state.apply(&norm, &mut first, &[false]);
@@ -121,18 +140,44 @@ impl RunningState {
     /// state.apply(&norm, &mut second, &[false]);
     /// assert_eq!(second, vec![2.0], "(3 - 2) / floor 0.5");
     /// // Per-feature floors override the common one.
-    /// let norm = RunningNorm { span: 3.0, floor: 0.5, floors: Some(vec![0.5, 4.0]) };
+    /// let norm = RunningNorm { span: 3.0, floor: 0.5, floors: Some(vec![0.5, 4.0]), slow: None };
     /// let mut state = RunningState::default();
     /// state.apply(&norm, &mut vec![2.0f32, 2.0], &[false, false]);
     /// let mut next = vec![3.0f32, 3.0];
     /// state.apply(&norm, &mut next, &[false, false]);
     /// assert_eq!(next, vec![2.0, 0.25]);
     /// ```
+    ///
+    /// With [`RunningNorm::slow`], a quiet spell does not shrink the deviation below a share of the
+    /// instrument's slow one, so an ordinary move after it stays ordinary:
+    ///
+    /// ```
+    /// use lobsentry_operators::model::{RunningNorm, RunningState, SlowFloor};
+    /// let quiet_then_move = |slow: Option<SlowFloor>| {
+    ///     let norm = RunningNorm { span: 10.0, floor: 0.01, floors: None, slow };
+    ///     let mut state = RunningState::default();
+    ///     // Moves of +-1 every other window, then 100 windows of none, then one move.
+    ///     for t in 0..400 {
+    ///         let x = if t < 300 && t % 2 == 0 { if t % 4 == 0 { 1.0 } else { -1.0 } } else { 0.0 };
+    ///         state.apply(&norm, &mut vec![x], &[false]);
+    ///     }
+    ///     let mut row = vec![1.0f32];
+    ///     state.apply(&norm, &mut row, &[false]);
+    ///     row[0]
+    /// };
+    /// let short_only = quiet_then_move(None);
+    /// let with_slow = quiet_then_move(Some(SlowFloor { span: 1000.0, share: 0.5 }));
+    /// assert!(short_only > 50.0, "the short deviation forgot the moves: {short_only}");
+    /// assert!(with_slow < 5.0, "the slow one did not: {with_slow}");
+    /// ```
     pub fn apply(&mut self, norm: &RunningNorm, row: &mut [f32], missing: &[bool]) {
         if self.mean.len() != row.len() {
             self.mean = vec![0.0; row.len()];
             self.var = vec![0.0; row.len()];
             self.seen = vec![0; row.len()];
+        }
+        if norm.slow.is_some() && self.slow.len() != row.len() {
+            self.slow = vec![0.0; row.len()];
         }
         let alpha = 2.0 / (norm.span + 1.0);
         for (j, value) in row.iter_mut().enumerate() {
@@ -146,7 +191,13 @@ impl RunningState {
                 *value = 0.0;
             } else {
                 let d = x - self.mean[j];
-                let floor = norm.floors.as_ref().and_then(|f| f.get(j).copied()).unwrap_or(norm.floor);
+                let mut floor = norm.floors.as_ref().and_then(|f| f.get(j).copied()).unwrap_or(norm.floor);
+                if let Some(slow) = &norm.slow {
+                    // A running mean until `span` windows, then exponentially weighted.
+                    let beta = (2.0 / (slow.span + 1.0)).max(1.0 / self.seen[j] as f64);
+                    floor = floor.max(slow.share * self.slow[j].sqrt());
+                    self.slow[j] += beta * (d * d - self.slow[j]);
+                }
                 *value = (d / self.var[j].sqrt().max(floor)) as f32;
                 self.mean[j] += alpha * d;
                 self.var[j] = (1.0 - alpha) * (self.var[j] + alpha * d * d);
@@ -327,6 +378,14 @@ impl ModelMeta {
             }
             if !positive(r.floor) {
                 errors.push(format!("running.floor {} is not positive", r.floor));
+            }
+            if let Some(slow) = &r.slow {
+                if !positive(slow.span) {
+                    errors.push(format!("running.slow.span {} is not positive", slow.span));
+                }
+                if !positive(slow.share) {
+                    errors.push(format!("running.slow.share {} is not positive", slow.share));
+                }
             }
             match &r.floors {
                 Some(f) if f.len() != self.features.len() => {
@@ -556,11 +615,18 @@ mod tests {
         assert!(m.check().unwrap_err().contains("\"add_volume\" is not in schema 1"));
         // Every numeric setting, every problem at once.
         let mut m = meta(ScoringMode::Reconstruction, ScoreOn::LastStep);
-        m.running = Some(RunningNorm { span: 0.0, floor: -1.0, floors: None });
+        m.running = Some(RunningNorm {
+            span: 0.0,
+            floor: -1.0,
+            floors: None,
+            slow: Some(SlowFloor { span: 1800.0, share: -0.5 }),
+        });
         m.context_std_floor = Some(f64::NAN);
         m.threshold = 0.0;
         let err = m.check().unwrap_err();
-        for part in ["running.span 0", "running.floor -1", "context_std_floor NaN", "threshold 0"] {
+        for part in
+            ["running.span 0", "running.floor -1", "running.slow.share -0.5", "context_std_floor NaN", "threshold 0"]
+        {
             assert!(err.contains(part), "{part}: {err}");
         }
     }

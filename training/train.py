@@ -242,7 +242,7 @@ def main():
     ap.add_argument("--running-floor", type=float, default=0.05)
     ap.add_argument("--running-floor-for", nargs="*", default=[], metavar="NAME=FLOOR",
                     help="per-feature running floors overriding --running-floor (e.g. log_return=0.25)")
-    ap.add_argument("--running-slow-span", type=float, default=0.0,
+    ap.add_argument("--running-slow-span", type=float, default=1800.0,
                     help="span of the instrument-relative floor of the running deviation, in windows (0 = off; RunningNorm::slow)")
     ap.add_argument("--running-slow-share", type=float, default=0.25,
                     help="the running deviation is at least this share of the slow one")

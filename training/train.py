@@ -244,7 +244,7 @@ def main():
                     help="per-feature running floors overriding --running-floor (e.g. log_return=0.25)")
     ap.add_argument("--running-slow-span", type=float, default=1800.0,
                     help="span of the instrument-relative floor of the running deviation, in windows (0 = off; RunningNorm::slow)")
-    ap.add_argument("--running-slow-share", type=float, default=0.25,
+    ap.add_argument("--running-slow-share", type=float, default=0.15,
                     help="the running deviation is at least this share of the slow one")
     ap.add_argument("--log-counts", action="store_true", help="log-transform counts, volumes and depths (default: raw, the running standardisation scales them)")
     args = ap.parse_args()

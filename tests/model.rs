@@ -119,6 +119,13 @@ fn the_shipped_lstm_forecaster_scores_in_forecast_mode() {
     let (_dir, config, _, scores) = one_model_run("model-lstm", 22, "models/lobsentry-lstm");
     let meta = config.model.as_ref().expect("the forecaster is configured").meta.clone();
     assert_eq!(meta.mode, ScoringMode::Forecast);
+    // Both shipped packages floor their running deviation at the instrument's own slow one (large-tick
+    // instruments: docs/detection-history.md, thirteenth session).
+    let autoencoder = lobsentry_operators::model::ModelMeta::load(&repo("models/lobsentry-ae")).unwrap();
+    for running in [&meta.running, &autoencoder.running] {
+        let slow = running.as_ref().and_then(|r| r.slow).expect("a slow floor");
+        assert_eq!((slow.span, slow.share), (1800.0, 0.15));
+    }
     let counters = Arc::new(Counters::standalone(&config));
     pipeline::run(&config, counters.clone()).unwrap();
     let m = &counters.metrics;

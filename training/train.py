@@ -190,6 +190,17 @@ class Forecaster(nn.Module):
         return self.head(out[:, -1, :])
 
 
+class MeanOf(nn.Module):
+    """The mean of several networks' outputs (an ensemble exported as one graph)."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x):
+        return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+
 def last_step_errors(model, x, forecast):
     """Squared error per held-out sequence and feature, `[n, features]`."""
     with torch.no_grad():
@@ -219,6 +230,8 @@ def main():
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--members", type=int, default=1,
+                    help="networks trained from seeds SEED, SEED+1, ...; the package averages their outputs")
     ap.add_argument("--holdout", type=float, default=0.2, help="share of each instrument's windows held out (the last ones)")
     ap.add_argument("--window-seconds", type=float, default=1.0)
     ap.add_argument("--alerts-per-instrument-hour", type=float, default=1.0)
@@ -298,40 +311,51 @@ def main():
     print(f"train sequences {len(train)}, held-out {len(hold)}, features {len(INPUTS)}", file=sys.stderr)
 
     f = len(INPUTS)
-    model = Forecaster(f) if args.forecast else Autoencoder(f, args.seq_len)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
     x_train = torch.from_numpy(train)
-    history = []
-    for epoch in range(args.epochs):
-        model.train()
-        perm = torch.randperm(len(x_train))
-        total = 0.0
-        for i in range(0, len(perm), args.batch):
-            xb = x_train[perm[i : i + args.batch]]
-            if args.forecast:
-                if len(xb) < 2:
-                    continue
-                loss = ((model(xb[:, :-1, :]) - xb[:, -1, :]) ** 2).mean()
-            else:
-                # The masked last step carries the signal; the visible steps keep the head calibrated.
-                err = nn.functional.huber_loss(model(xb), xb, reduction="none", delta=2.0)
-                loss = err[:, -1, :].mean() + 0.1 * err[:, :-1, :].mean()
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            total += loss.item() * len(xb)
-        sched.step()
-        model.eval()
-        with torch.no_grad():
-            if args.forecast:
-                hold_loss = float(((model(torch.from_numpy(hold[:, :-1, :])) - torch.from_numpy(hold[:, -1, :])) ** 2).mean())
-            else:
-                rec = model(torch.from_numpy(hold))
-                hold_loss = float(((rec[:, -1, :] - torch.from_numpy(hold[:, -1, :])) ** 2).mean())
-        history.append({"epoch": epoch + 1, "train_mse": total / len(x_train), "holdout_mse": hold_loss})
-        print(f"epoch {epoch + 1}: train {total / len(x_train):.4f} held-out {hold_loss:.4f}", file=sys.stderr)
+
+    def fit(seed):
+        """One network trained from `seed`; its per-epoch losses."""
+        torch.manual_seed(seed)
+        model = Forecaster(f) if args.forecast else Autoencoder(f, args.seq_len)
+        opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
+        history = []
+        for epoch in range(args.epochs):
+            model.train()
+            perm = torch.randperm(len(x_train))
+            total = 0.0
+            for i in range(0, len(perm), args.batch):
+                xb = x_train[perm[i : i + args.batch]]
+                if args.forecast:
+                    if len(xb) < 2:
+                        continue
+                    loss = ((model(xb[:, :-1, :]) - xb[:, -1, :]) ** 2).mean()
+                else:
+                    # The masked last step carries the signal; the visible steps keep the head calibrated.
+                    err = nn.functional.huber_loss(model(xb), xb, reduction="none", delta=2.0)
+                    loss = err[:, -1, :].mean() + 0.1 * err[:, :-1, :].mean()
+                opt.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                total += loss.item() * len(xb)
+            sched.step()
+            model.eval()
+            with torch.no_grad():
+                if args.forecast:
+                    hold_loss = float(((model(torch.from_numpy(hold[:, :-1, :])) - torch.from_numpy(hold[:, -1, :])) ** 2).mean())
+                else:
+                    rec = model(torch.from_numpy(hold))
+                    hold_loss = float(((rec[:, -1, :] - torch.from_numpy(hold[:, -1, :])) ** 2).mean())
+            history.append({"epoch": epoch + 1, "train_mse": total / len(x_train), "holdout_mse": hold_loss})
+            print(f"seed {seed} epoch {epoch + 1}: train {total / len(x_train):.4f} held-out {hold_loss:.4f}", file=sys.stderr)
+        return model, history
+
+    fitted = [fit(args.seed + k) for k in range(args.members)]
+    # Several networks from different seeds: their outputs averaged in one graph (one ONNX Runtime
+    # call per batch), which lowers the variance a single network's initialisation adds to its errors.
+    model = fitted[0][0] if args.members == 1 else MeanOf([m for m, _ in fitted])
+    history = fitted[0][1] if args.members == 1 else [h for _, h in fitted]
 
     # Held-out normal scores -> threshold for at most N false alarms per instrument-hour.
     model.eval()
@@ -431,8 +455,10 @@ def main():
             "holdout_share": args.holdout,
             "epochs": args.epochs,
             "seed": args.seed,
+            "members": args.members,
             "torch": torch.__version__,
-            "architecture": "LSTM forecaster (48)" if args.forecast else "masked transformer autoencoder: context-centred input, last step masked, d_model 48, 4 heads, 2 encoder layers",
+            "architecture": ("LSTM forecaster (48)" if args.forecast else "masked transformer autoencoder: context-centred input, last step masked, d_model 48, 4 heads, 2 encoder layers")
+            + (f"; the mean of {args.members} such networks' outputs (seeds {args.seed}-{args.seed + args.members - 1})" if args.members > 1 else ""),
         },
         "metrics": {"history": history, "onnx_vs_torch_max_abs_diff": max_diff, "vs_running_mean": vs_running_mean},
     }

@@ -263,6 +263,8 @@ VARIANTS = {
     "mle-0.8": {"censored": "mle", "margin": 0.8},
     "mle-q90": {"censored": "mle", "q": 0.90},
     "mle-0.6": {"censored": "mle", "margin": 0.6},
+    "mle-ximax0.7": {"censored": "mle", "xi_max": 0.7},
+    "mle-ximax0.8": {"censored": "mle", "xi_max": 0.8},
     "mle-ximax1": {"censored": "mle", "xi_max": 1.0},
     "mle-ximax1.5": {"censored": "mle", "xi_max": 1.5},
     "mle-ximax2": {"censored": "mle", "xi_max": 2.0},

@@ -13,7 +13,7 @@ export PKG_CONFIG_PATH := $(RDKAFKA_DIR)$(if $(PKG_CONFIG_PATH),:$(PKG_CONFIG_PA
 export LOBSENTRY_LIBRDKAFKA_DIR := $(RDKAFKA_DIR)
 export LD_LIBRARY_PATH := $(RDKAFKA_DIR)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
 
-.PHONY: librdkafka demo test test-tools fmt clippy doc build bench bench-kafka bench-store bench-memory real-data clean onnxruntime model model-lstm train-features eval eval-levels eval-large-tick kafka-tools
+.PHONY: librdkafka demo test test-tools fmt clippy doc build bench bench-kafka bench-store bench-memory real-data clean onnxruntime model model-lstm train-features eval eval-levels eval-large-tick eval-slow kafka-tools
 
 ## demo: the embedded default: synthetic market -> books -> 1 s windows -> features -> printed summary.
 demo: onnxruntime librdkafka
@@ -56,6 +56,11 @@ eval-levels: build onnxruntime
 ## 40 and 15 cents, spreads of one or two ticks), as they are and with each group of kinds injected.
 eval-large-tick: build onnxruntime
 	SHARED=$(SHARED) scripts/eval-large-tick.sh
+
+## eval-slow: the false-alarm budget on synthetic markets whose instruments send 0.5-10 messages a second
+## (scripts/eval-slow.sh), with nothing injected and with episodes.
+eval-slow: build onnxruntime
+	scripts/eval-slow.sh
 
 ## bench-memory: peak RSS at 5M and 20M events (bounded by instruments and open windows).
 bench-memory: build

@@ -266,7 +266,6 @@ def main():
     if not args.log_counts:
         INPUTS = [(n, "identity" if k == "log1p" else k) for n, k in INPUTS]
 
-    torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     random.seed(args.seed)
     torch.set_num_threads(max(1, os.cpu_count() or 1))

@@ -407,7 +407,7 @@ impl CheckpointStore {
 }
 
 /// The first bytes of a checkpoint part (format 2: with a CRC-32 of the body).
-const MAGIC: &[u8; 8] = b"LSCKPT05";
+const MAGIC: &[u8; 8] = b"LSCKPT06";
 
 /// A part's file: magic, CRC-32 of the body (LE), body length (LE), body.
 fn seal(body: &[u8]) -> Vec<u8> {
@@ -422,7 +422,7 @@ fn seal(body: &[u8]) -> Vec<u8> {
 /// The body of a part's file, checked against its length and checksum.
 fn unseal(bytes: &[u8]) -> Result<&[u8], String> {
     if bytes.len() < 20 || &bytes[..8] != MAGIC {
-        return Err("not a lobsentry checkpoint part of this version (no LSCKPT05 header)".into());
+        return Err("not a lobsentry checkpoint part of this version (no LSCKPT06 header)".into());
     }
     let crc = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
     let len = u64::from_le_bytes(bytes[12..20].try_into().unwrap_or_default());
@@ -679,7 +679,7 @@ mod tests {
         std::fs::write(&path, &bytes[..n - 3]).unwrap();
         assert!(store.read_part(7, 0).unwrap_err().contains("truncated"));
         std::fs::write(&path, b"garbage").unwrap();
-        assert!(store.read_part(7, 0).unwrap_err().contains("no LSCKPT05 header"));
+        assert!(store.read_part(7, 0).unwrap_err().contains("no LSCKPT06 header"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

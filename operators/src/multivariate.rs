@@ -21,7 +21,12 @@
 //! - The score is `T² = r' S⁻¹ r` (`r` the deviation from the mean, `S` the covariance with a ridge
 //!   of [`MultivariateSpec::ridge`] times its mean variance, so collinear features such as a depth
 //!   and its maximum over the window do not make it singular); the inverse is refreshed every
-//!   [`MultivariateSpec::refresh`] windows. Its top features are those with the largest
+//!   [`MultivariateSpec::refresh`] windows. Each feature's variance counts as at least
+//!   [`MultivariateSpec::change_floor`] times its mean squared change over the windows in which it
+//!   changed: a feature that seldom changes (the mid's return on an instrument whose mid moves in
+//!   one window of a thousand) otherwise has a variance of a thousandth of a move's square, and one
+//!   ordinary move scores about a thousand, however ordinary its size (docs/detection-history.md,
+//!   fourteenth session). Its top features are those with the largest
 //!   contributions `r_i (S⁻¹ r)_i` (the contributions sum to `T²`).
 //!
 //! A non-finite feature (no mid price, for example) counts as at its mean. Like every detector, the
@@ -50,11 +55,23 @@ pub struct MultivariateSpec {
     pub refresh: u64,
     /// Ridge added to the covariance's diagonal, relative to its mean variance.
     pub ridge: f64,
+    /// Each feature's variance is taken as at least this share of its mean squared change (on the
+    /// transformed scale, over the windows in which it changed), so one typical change of a feature
+    /// that seldom changes adds at most about `1 / change_floor` to `T²` (0: no floor).
+    pub change_floor: f64,
 }
 
 impl Default for MultivariateSpec {
     fn default() -> Self {
-        MultivariateSpec { span: 1800.0, warmup: 100, threshold: 200.0, top: 3, refresh: 20, ridge: 0.01 }
+        MultivariateSpec {
+            span: 1800.0,
+            warmup: 100,
+            threshold: 200.0,
+            top: 3,
+            refresh: 20,
+            ridge: 0.01,
+            change_floor: 0.1,
+        }
     }
 }
 
@@ -87,6 +104,13 @@ pub struct MultivariateState {
     last_end: u64,
     /// Per feature: the exponentially weighted mean of `|x|` (the scale of the transform).
     scale: Vec<f64>,
+    /// Per feature: its last finite value (NaN before one).
+    last: Vec<f64>,
+    /// Per feature: windows in which it differed from the last (the count of `jump`'s running mean).
+    changes: Vec<u64>,
+    /// Per feature: the exponentially weighted mean of the squared change of its transformed value,
+    /// over the windows in which it changed.
+    jump: Vec<f64>,
     /// Mean of the transformed features.
     mean: Vec<f64>,
     /// Their covariance, row-major `d x d`; only its lower triangle (`j <= i`) is kept, the only
@@ -153,6 +177,9 @@ impl MultivariateState {
         let d = self.features.len();
         if self.mean.len() != d {
             self.scale = vec![0.0; d];
+            self.last = vec![f64::NAN; d];
+            self.changes = vec![0; d];
+            self.jump = vec![0.0; d];
             self.mean = vec![0.0; d];
             self.cov = vec![0.0; d * d];
             self.inverse.clear();
@@ -172,6 +199,14 @@ impl MultivariateState {
             if self.seen == 0 {
                 self.mean[k] = y;
             }
+            let last = self.last[k];
+            if last.is_finite() && x != last {
+                self.changes[k] += 1;
+                let beta = (2.0 / (spec.span + 1.0)).max(1.0 / self.changes[k] as f64);
+                let dy = y - (last / s).asinh();
+                self.jump[k] += beta * (dy * dy - self.jump[k]);
+            }
+            self.last[k] = x;
             self.scale[k] += alpha * (x.abs() - self.scale[k]);
         }
         let mut score = None;
@@ -212,7 +247,9 @@ impl MultivariateState {
         self.last_end = w.window.end;
         self.since_refresh += 1;
         if self.inverse.len() != d * d || self.since_refresh >= spec.refresh.max(1) {
-            if let Some(inverse) = ridged_inverse(&self.cov, d, spec.ridge) {
+            let extra: Vec<f64> =
+                (0..d).map(|k| (spec.change_floor * self.jump[k] - self.cov[k * d + k]).max(0.0)).collect();
+            if let Some(inverse) = ridged_inverse(&self.cov, &extra, d, spec.ridge) {
                 self.inverse = inverse;
             }
             self.since_refresh = 0;
@@ -223,14 +260,14 @@ impl MultivariateState {
 
 /// The inverse of `cov + ridge * (trace / d) * I` by Cholesky; the ridge grows tenfold (up to three
 /// times) while the matrix is not positive definite. `None` when it never is (all zeros).
-fn ridged_inverse(cov: &[f64], d: usize, ridge: f64) -> Option<Vec<f64>> {
+fn ridged_inverse(cov: &[f64], extra: &[f64], d: usize, ridge: f64) -> Option<Vec<f64>> {
     let trace: f64 = (0..d).map(|i| cov[i * d + i]).sum();
     if !(trace > 0.0 && trace.is_finite()) {
         return None;
     }
     let mut lambda = ridge.max(1e-9) * trace / d as f64;
     for _ in 0..4 {
-        if let Some(l) = cholesky(cov, d, lambda) {
+        if let Some(l) = cholesky(cov, extra, d, lambda) {
             return Some(inverse_from_cholesky(&l, d));
         }
         lambda *= 10.0;
@@ -238,12 +275,12 @@ fn ridged_inverse(cov: &[f64], d: usize, ridge: f64) -> Option<Vec<f64>> {
     None
 }
 
-/// The lower-triangular `L` with `L L' = a + lambda I`, if that is positive definite.
-fn cholesky(a: &[f64], d: usize, lambda: f64) -> Option<Vec<f64>> {
+/// The lower-triangular `L` with `L L' = a + diag(extra) + lambda I`, if that is positive definite.
+fn cholesky(a: &[f64], extra: &[f64], d: usize, lambda: f64) -> Option<Vec<f64>> {
     let mut l = vec![0.0; d * d];
     for i in 0..d {
         for j in 0..=i {
-            let mut sum = a[i * d + j] + if i == j { lambda } else { 0.0 };
+            let mut sum = a[i * d + j] + if i == j { lambda + extra.get(i).copied().unwrap_or(0.0) } else { 0.0 };
             for k in 0..j {
                 sum -= l[i * d + k] * l[j * d + k];
             }
@@ -340,14 +377,14 @@ mod tests {
     fn the_inverse_inverts() {
         let d = 3;
         let a = [4.0, 2.0, 0.6, 2.0, 2.0, 0.5, 0.6, 0.5, 3.0];
-        let inv = ridged_inverse(&a, d, 1e-12).unwrap();
+        let inv = ridged_inverse(&a, &[], d, 1e-12).unwrap();
         for i in 0..d {
             for j in 0..d {
                 let p: f64 = (0..d).map(|k| a[i * d + k] * inv[k * d + j]).sum();
                 assert!((p - if i == j { 1.0 } else { 0.0 }).abs() < 1e-6, "({i},{j}) = {p}");
             }
         }
-        assert!(ridged_inverse(&[0.0; 9], 3, 0.01).is_none());
+        assert!(ridged_inverse(&[0.0; 9], &[], 3, 0.01).is_none());
     }
 
     #[test]
@@ -361,6 +398,53 @@ mod tests {
         assert_eq!(scores.len(), 3900, "the first 100 windows are warm-up");
         let mean = scores[1000..].iter().sum::<f64>() / 2900.0;
         assert!((16.0..24.0).contains(&mean), "mean T2 {mean}");
+    }
+
+    #[test]
+    fn an_ordinary_change_of_a_feature_that_seldom_changes_stays_ordinary() {
+        // The mid's return moves by one tick in one window of 1,000 (alternately up and down) and is
+        // 0 otherwise; the other features are normals. Without the floor its variance is a
+        // thousandth of a move's square and the next ordinary move scores about 1,000 on its own;
+        // with it, about 1 / change_floor. A move 100 times larger still scores more (on the asinh
+        // scale, which is logarithmic far from 0: about 2.5 times as much).
+        let log_return = FEATURE_NAMES.iter().position(|f| *f == "log_return").unwrap();
+        let run = |change_floor: f64, size: f64| {
+            let spec = MultivariateSpec { change_floor, ..Default::default() };
+            let mut state = MultivariateState::default();
+            let mut windows = normal_windows(6001, 13);
+            for (i, w) in windows.iter_mut().enumerate() {
+                w.values[log_return] = if i % 1000 == 500 {
+                    if i % 2000 == 500 {
+                        1e-4
+                    } else {
+                        -1e-4
+                    }
+                } else {
+                    0.0
+                };
+            }
+            windows[6000].values[log_return] = size;
+            let last = windows.pop().unwrap();
+            for w in &windows {
+                state.score(w, &spec);
+            }
+            let s = state.score(&last, &spec).unwrap();
+            let part = s.top_features.iter().find(|(f, _)| f == "log_return").map_or(0.0, |(_, c)| *c);
+            (s.score, part)
+        };
+        let (_, without) = run(0.0, 1e-4);
+        let (_, with) = run(0.1, 1e-4);
+        let (_, large) = run(0.1, 1e-2);
+        assert!(without > 300.0, "without the floor: {without}");
+        assert!(with > 3.0 && with < 12.0, "with it: {with}");
+        assert!(large > 2.0 * with, "a move 100 times the usual: {large} against {with}");
+        // Features that change in every window are not affected: the same scores with and without.
+        let spec = MultivariateSpec::default();
+        let off = MultivariateSpec { change_floor: 0.0, ..spec };
+        let (mut a, mut b) = (MultivariateState::default(), MultivariateState::default());
+        for w in normal_windows(1000, 17) {
+            assert_eq!(a.score(&w, &spec).map(|s| s.score), b.score(&w, &off).map(|s| s.score));
+        }
     }
 
     #[test]

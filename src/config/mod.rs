@@ -341,6 +341,8 @@ pub struct RawDetect {
     pub multivariate_span: f64,
     /// Windows an instrument must see before it scores them.
     pub multivariate_warmup: i64,
+    /// T²'s floor of each feature's variance, as a share of its mean squared change (0: none).
+    pub multivariate_change_floor: f64,
     /// Detectors whose p-values the ensemble combines ("baseline", "multivariate", "model"); the
     /// others are calibrated and decide on their own only.
     pub combine: Vec<String>,
@@ -1203,6 +1205,12 @@ impl RawConfig {
         if !(d.multivariate_span >= 1.0 && d.multivariate_span.is_finite()) {
             errors.push(format!("detect.multivariate-span: {} is not at least 1", d.multivariate_span));
         }
+        if !(d.multivariate_change_floor >= 0.0 && d.multivariate_change_floor.is_finite()) {
+            errors.push(format!(
+                "detect.multivariate-change-floor: {} is not a finite number >= 0",
+                d.multivariate_change_floor
+            ));
+        }
         if d.multivariate_warmup < 1 {
             errors.push(format!("detect.multivariate-warmup: {} is not positive", d.multivariate_warmup));
         }
@@ -1210,6 +1218,7 @@ impl RawConfig {
             lobsentry_operators::multivariate::MultivariateSpec {
                 span: d.multivariate_span,
                 warmup: d.multivariate_warmup.max(1) as u64,
+                change_floor: d.multivariate_change_floor,
                 ..Default::default()
             }
         });
